@@ -1,0 +1,181 @@
+//! The command line: `hftrain train` and `hftrain eval`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use crate::checkpoint::Checkpoint;
+use crate::config::Config;
+use crate::data::batcher::Transform;
+use crate::data::{Source, Split};
+use crate::device::{self, DeviceChoice};
+use crate::eval::evaluate;
+use crate::fsutil::write_atomic;
+use crate::model::Network;
+use crate::params::from_host;
+use crate::train::{self, TrainRequest};
+
+#[derive(Debug, Parser)]
+#[command(name = "hftrain", version, about = "Train CIFAR-10 classifiers on the GPU with Burn, \
+    with first-order optimizers and (soon) Hessian-free optimisation")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Train a network; writes runs/<name>/{config.toml, metrics.csv, checkpoints/}.
+    Train {
+        /// The run's TOML config (see configs/). Optional with --resume: the checkpoint's
+        /// own config is used.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Continue a run: `latest` (the run's newest checkpoint) or a checkpoint directory.
+        #[arg(long)]
+        resume: Option<String>,
+        /// Data directory (CIFAR-10 binary batches or an image folder); overrides `data.dir`.
+        #[arg(long, env = "HFTRAIN_DATA")]
+        data: Option<PathBuf>,
+        /// Run directory [default: runs/<config name>].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Device: auto, wgpu, wgpu-cpu or flex; overrides the config's `device`.
+        #[arg(long)]
+        device: Option<String>,
+        /// Start afresh in a run directory that already holds a run, deleting its
+        /// checkpoints and metrics.
+        #[arg(long)]
+        force: bool,
+        /// Stop after this many epochs are complete (checkpointed; continue with --resume).
+        #[arg(long)]
+        stop_after_epoch: Option<usize>,
+    },
+    /// Evaluate a checkpoint on the test split: accuracy, per-class accuracy, confusion matrix.
+    Eval {
+        /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data directory; overrides the checkpoint config's `data.dir`.
+        #[arg(long, env = "HFTRAIN_DATA")]
+        data: Option<PathBuf>,
+        /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+        #[arg(long)]
+        device: Option<String>,
+        /// Evaluate on at most this many test images, balanced over classes [default: all].
+        #[arg(long, default_value_t = 0)]
+        limit: usize,
+        /// Where to write the results as JSON [default: <run>/eval/<checkpoint>.json].
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train {
+            config,
+            resume,
+            data,
+            out,
+            device,
+            force,
+            stop_after_epoch,
+        } => {
+            let config = config.as_deref().map(Config::load).transpose()?;
+            let outcome = train::run(TrainRequest {
+                config,
+                out_dir: out,
+                data_dir: data,
+                device,
+                resume,
+                force,
+                stop_after_epoch,
+            })?;
+            if let Some(last) = outcome.metrics.last() {
+                println!(
+                    "done: test accuracy {:.2}% after {} epochs; run directory {}",
+                    100.0 * last.test_accuracy,
+                    last.epoch,
+                    outcome.run_dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Eval {
+            checkpoint,
+            data,
+            device,
+            limit,
+            json,
+        } => eval_command(&checkpoint, data, device, limit, json),
+    }
+}
+
+fn eval_command(
+    dir: &Path,
+    data: Option<PathBuf>,
+    device: Option<String>,
+    limit: usize,
+    json: Option<PathBuf>,
+) -> Result<()> {
+    let ckpt = Checkpoint::load(dir)?;
+    let mut config = ckpt.config.clone();
+    if let Some(d) = data {
+        config.data.dir = d;
+    }
+    let choice = DeviceChoice::parse(device.as_deref().unwrap_or(&config.device))?;
+    let selected = device::select(choice)?;
+    println!("device: {}", selected.description);
+    let source = Source::detect(&config.data.dir)?;
+    let test = source.load(Split::Test, limit)?;
+    let network = Network::new(&config.model, test.classes.len());
+    ckpt.check_layout(dir, &network.params, &network.buffers)?;
+    let device = selected.device;
+    let params = from_host(ckpt.params.clone(), &device);
+    let buffers = from_host(ckpt.buffers.clone(), &device);
+    println!(
+        "checkpoint {} (epoch {}), {} test images",
+        dir.display(),
+        ckpt.position.epoch,
+        test.len()
+    );
+    let result = evaluate(
+        &network,
+        &params,
+        &buffers,
+        &test,
+        config.train.eval_batch_size,
+        &Transform::eval(&config.data),
+        &device,
+    );
+    print!("{}", result.table());
+    let json_path = json.unwrap_or_else(|| default_eval_path(dir));
+    if let Some(parent) = json_path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&result).expect("an evaluation always serialises");
+    write_atomic(&json_path, text.as_bytes())?;
+    println!("results: {}", json_path.display());
+    Ok(())
+}
+
+/// `<run>/eval/<checkpoint name>.json` for a checkpoint inside `<run>/checkpoints/`, else
+/// `<checkpoint name>.eval.json` in the current directory.
+fn default_eval_path(dir: &Path) -> PathBuf {
+    let real = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let name = real
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "checkpoint".into());
+    match real.parent() {
+        Some(parent) if parent.file_name().is_some_and(|n| n == "checkpoints") => parent
+            .parent()
+            .map(|run| run.join("eval").join(format!("{name}.json")))
+            .unwrap_or_else(|| PathBuf::from(format!("{name}.eval.json"))),
+        _ => PathBuf::from(format!("{name}.eval.json")),
+    }
+}
+

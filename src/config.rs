@@ -1,0 +1,486 @@
+//! The typed run configuration: every hyper-parameter of a run, read from one TOML file.
+//!
+//! Unknown keys are rejected (a typo must not silently fall back to a default), and
+//! `validate` checks every value that serde's types cannot, naming the key and the
+//! expected range.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Run name; the run directory defaults to `runs/<name>`. Defaults to the file's stem.
+    #[serde(default)]
+    pub name: String,
+    /// Seed of everything random: initial weights, data order, augmentation.
+    #[serde(default)]
+    pub seed: u64,
+    /// `auto`, `wgpu`, `wgpu-cpu` or `flex` (see `device.rs`).
+    #[serde(default = "default_device")]
+    pub device: String,
+    #[serde(default)]
+    pub data: DataConfig,
+    #[serde(default)]
+    pub model: ModelConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub optimizer: OptimizerConfig,
+    #[serde(default)]
+    pub schedule: ScheduleConfig,
+    #[serde(default)]
+    pub checkpoint: CheckpointConfig,
+}
+
+fn default_device() -> String {
+    "auto".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// Directory of the data set: CIFAR-10 binary batches or an image folder.
+    pub dir: PathBuf,
+    /// Use at most this many training images, balanced over classes (0: all).
+    pub train_limit: usize,
+    /// Use at most this many test images, balanced over classes (0: all).
+    pub test_limit: usize,
+    /// Per-channel mean and standard deviation of the pixels in [0, 1].
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Random crop after zero padding by this many pixels (0: no crop).
+    pub crop_padding: usize,
+    /// Random horizontal flip of training images.
+    pub flip: bool,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("data/cifar10"),
+            train_limit: 0,
+            test_limit: 0,
+            mean: [0.4914, 0.4822, 0.4465],
+            std: [0.2470, 0.2435, 0.2616],
+            crop_padding: 4,
+            flip: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// Convolution blocks in order: each is conv 3x3 (+ batch norm) + ReLU (+ 2x2 max-pool).
+    pub blocks: Vec<BlockConfig>,
+    /// Batch normalisation after every convolution.
+    pub batch_norm: bool,
+    /// How the last feature map becomes a vector: `max` or `avg` over all positions,
+    /// or `flatten`.
+    pub head: HeadKind,
+    /// Multiplies the logits; a small value (0.125 in the fast CIFAR-10 recipes) keeps early
+    /// softmax outputs soft.
+    pub logit_scale: f32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HeadKind {
+    Max,
+    Avg,
+    Flatten,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockConfig {
+    pub channels: usize,
+    #[serde(default)]
+    pub pool: bool,
+}
+
+impl Default for ModelConfig {
+    /// The conv-BN-ReLU network of the fast CIFAR-10 recipes (64-128-256-512 with pooling).
+    fn default() -> Self {
+        let block = |channels, pool| BlockConfig { channels, pool };
+        Self {
+            blocks: vec![
+                block(64, false),
+                block(128, true),
+                block(256, true),
+                block(512, true),
+            ],
+            batch_norm: true,
+            head: HeadKind::Max,
+            logit_scale: 0.125,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    /// Batch norm running-statistics momentum (PyTorch's convention: new = (1-m) old + m batch).
+    pub bn_momentum: f32,
+    /// Label smoothing of the cross-entropy loss (0: none).
+    pub label_smoothing: f32,
+    /// Read the loss back from the device (and refresh the progress bar) every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 16,
+            batch_size: 512,
+            eval_batch_size: 1000,
+            bn_momentum: 0.1,
+            label_smoothing: 0.0,
+            log_every: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerKind {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimizerConfig {
+    pub kind: OptimizerKind,
+    /// Peak learning rate (the schedule scales it).
+    pub lr: f64,
+    /// SGD momentum (0: plain SGD).
+    pub momentum: f64,
+    pub nesterov: bool,
+    /// L2 weight decay (SGD, Adam: added to the gradient; AdamW: decoupled). Applies to
+    /// convolution and linear weights, not to biases or batch-norm parameters.
+    pub weight_decay: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+}
+
+impl Default for OptimizerConfig {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Sgd,
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// Linear warm-up, then cosine decay to `final_lr_fraction`.
+    Cosine,
+    /// Linear warm-up, then linear decay to `final_lr_fraction` (the one-cycle shape).
+    OneCycle,
+    /// Linear warm-up, then constant.
+    Constant,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// Length of the linear warm-up, in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// The warm-up starts at this fraction of the peak learning rate.
+    pub initial_lr_fraction: f64,
+    /// The decay ends at this fraction of the peak learning rate.
+    pub final_lr_fraction: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::OneCycle,
+            warmup_epochs: 2.0,
+            initial_lr_fraction: 0.1,
+            final_lr_fraction: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every this many epochs (the last epoch is always written).
+    pub every_epochs: usize,
+    /// Keep this many most recent checkpoints.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every_epochs: 1, keep: 3 }
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a config file. The name defaults to the file's stem.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut config = Self::parse(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        if config.name.is_empty() {
+            config.name = path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "run".into());
+        }
+        config
+            .validate()
+            .with_context(|| format!("invalid config file {}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Parses TOML text (no validation, no file name).
+    pub fn parse(text: &str) -> Result<Self> {
+        // toml's message already names the key and shows the offending line.
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a Config always serialises to TOML")
+    }
+
+    /// Checks every value serde's types cannot, each message naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let mut problems = Vec::new();
+        let mut check = |ok: bool, message: String| {
+            if !ok {
+                problems.push(message);
+            }
+        };
+        let finite_positive = |x: f64| x.is_finite() && x > 0.0;
+        let fraction = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+
+        check(
+            crate::device::DeviceChoice::parse(&self.device).is_ok(),
+            format!(
+                "device = {:?}: expected one of {}",
+                self.device,
+                crate::device::DeviceChoice::NAMES
+            ),
+        );
+        let d = &self.data;
+        for (i, (&m, &s)) in d.mean.iter().zip(&d.std).enumerate() {
+            check(
+                m.is_finite(),
+                format!("data.mean[{i}] = {m}: expected a finite number"),
+            );
+            check(
+                s.is_finite() && s > 0.0,
+                format!("data.std[{i}] = {s}: expected a positive number"),
+            );
+        }
+        check(
+            d.crop_padding <= 16,
+            format!(
+                "data.crop_padding = {}: expected at most 16 pixels",
+                d.crop_padding
+            ),
+        );
+
+        let m = &self.model;
+        check(
+            !m.blocks.is_empty(),
+            "model.blocks is empty: expected at least one convolution block".into(),
+        );
+        let mut side = crate::data::IMAGE_SIDE;
+        for (i, b) in m.blocks.iter().enumerate() {
+            check(
+                b.channels > 0 && b.channels <= 8192,
+                format!(
+                    "model.blocks[{i}].channels = {}: expected 1 to 8192",
+                    b.channels
+                ),
+            );
+            if b.pool {
+                check(
+                    side >= 2,
+                    format!(
+                        "model.blocks[{i}].pool: the feature map is already {side}x{side}; \
+                         remove a pooling block"
+                    ),
+                );
+                side /= 2;
+            }
+        }
+        check(
+            m.logit_scale.is_finite() && m.logit_scale > 0.0,
+            format!(
+                "model.logit_scale = {}: expected a positive number",
+                m.logit_scale
+            ),
+        );
+
+        let t = &self.train;
+        check(t.epochs > 0, "train.epochs = 0: expected at least 1".into());
+        check(
+            t.batch_size > 0,
+            "train.batch_size = 0: expected at least 1".into(),
+        );
+        check(
+            t.eval_batch_size > 0,
+            "train.eval_batch_size = 0: expected at least 1".into(),
+        );
+        check(
+            t.log_every > 0,
+            "train.log_every = 0: expected at least 1".into(),
+        );
+        check(
+            fraction(t.bn_momentum as f64),
+            format!(
+                "train.bn_momentum = {}: expected a number in [0, 1]",
+                t.bn_momentum
+            ),
+        );
+        check(
+            (0.0..1.0).contains(&t.label_smoothing),
+            format!(
+                "train.label_smoothing = {}: expected a number in [0, 1)",
+                t.label_smoothing
+            ),
+        );
+
+        let o = &self.optimizer;
+        check(
+            finite_positive(o.lr),
+            format!("optimizer.lr = {}: expected a positive number", o.lr),
+        );
+        check(
+            o.momentum.is_finite() && (0.0..1.0).contains(&o.momentum),
+            format!(
+                "optimizer.momentum = {}: expected a number in [0, 1)",
+                o.momentum
+            ),
+        );
+        check(
+            o.weight_decay.is_finite() && o.weight_decay >= 0.0,
+            format!(
+                "optimizer.weight_decay = {}: expected zero or a positive number",
+                o.weight_decay
+            ),
+        );
+        for (key, beta) in [("beta1", o.beta1), ("beta2", o.beta2)] {
+            check(
+                beta.is_finite() && (0.0..1.0).contains(&beta),
+                format!("optimizer.{key} = {beta}: expected a number in [0, 1)"),
+            );
+        }
+        check(
+            finite_positive(o.eps),
+            format!("optimizer.eps = {}: expected a positive number", o.eps),
+        );
+
+        let s = &self.schedule;
+        check(
+            s.warmup_epochs.is_finite() && s.warmup_epochs >= 0.0,
+            format!(
+                "schedule.warmup_epochs = {}: expected zero or a positive number",
+                s.warmup_epochs
+            ),
+        );
+        check(
+            fraction(s.initial_lr_fraction),
+            format!(
+                "schedule.initial_lr_fraction = {}: expected a number in [0, 1]",
+                s.initial_lr_fraction
+            ),
+        );
+        check(
+            fraction(s.final_lr_fraction),
+            format!(
+                "schedule.final_lr_fraction = {}: expected a number in [0, 1]",
+                s.final_lr_fraction
+            ),
+        );
+
+        let c = &self.checkpoint;
+        check(
+            c.every_epochs > 0,
+            "checkpoint.every_epochs = 0: expected at least 1".into(),
+        );
+        check(
+            c.keep > 0,
+            "checkpoint.keep = 0: expected at least 1".into(),
+        );
+
+        if problems.is_empty() {
+            return Ok(());
+        }
+        let mut message = String::new();
+        for p in &problems {
+            let _ = writeln!(message, "  - {p}");
+        }
+        bail!("{}", message.trim_end())
+    }
+
+    /// The differences, key by key, between two configs in everything that changes the
+    /// trajectory of a run. Settings that only say where things are or how often to report
+    /// (data directory, device, checkpoint cadence, logging) are not compared.
+    pub fn run_differences(&self, other: &Config) -> Vec<String> {
+        let strip = |c: &Config| {
+            let mut c = c.clone();
+            c.name = String::new();
+            c.device = String::new();
+            c.data.dir = PathBuf::new();
+            c.checkpoint = CheckpointConfig::default();
+            c.train.log_every = 1;
+            c.train.eval_batch_size = 1;
+            serde_json::to_value(c).expect("a Config always serialises")
+        };
+        let mut out = Vec::new();
+        diff_values("", &strip(self), &strip(other), &mut out);
+        out
+    }
+}
+
+fn diff_values(
+    path: &str,
+    a: &serde_json::Value,
+    b: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for (key, va) in x {
+                let sub = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match y.get(key) {
+                    Some(vb) => diff_values(&sub, va, vb, out),
+                    None => out.push(format!("{sub}: {va} vs (absent)")),
+                }
+            }
+        }
+        _ if a != b => out.push(format!("{path}: {a} vs {b}")),
+        _ => {}
+    }
+}

@@ -1,0 +1,123 @@
+//! Backend choice: wgpu by default (the real GPU when there is one), Burn's pure-Rust CPU
+//! backend (`flex`) on request. What was picked is described in words for the user.
+//!
+//! wgpu's default adapter request asks for a high-performance GPU and finds nothing on a
+//! machine whose only adapter is a software one (Mesa's lavapipe in CI), so the adapter kinds
+//! are tried by name: discrete, integrated, virtual GPU, then the CPU adapter.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, DeviceKind};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DeviceChoice {
+    /// wgpu on the best adapter; Burn's CPU backend if wgpu finds none.
+    Auto,
+    /// wgpu on the best adapter, GPU first, a software adapter last.
+    Wgpu,
+    /// wgpu on a CPU (software) adapter only.
+    WgpuCpu,
+    /// Burn's pure-Rust CPU backend.
+    Flex,
+}
+
+impl DeviceChoice {
+    pub const NAMES: &'static str = "auto, wgpu, wgpu-cpu, flex";
+
+    pub fn parse(name: &str) -> Result<Self> {
+        Ok(match name {
+            "auto" => Self::Auto,
+            "wgpu" => Self::Wgpu,
+            "wgpu-cpu" => Self::WgpuCpu,
+            "flex" | "cpu" => Self::Flex,
+            other => bail!("unknown device {other:?}: expected one of {}", Self::NAMES),
+        })
+    }
+}
+
+/// A device ready for tensors, with a description of what it is.
+#[derive(Debug, Clone)]
+pub struct SelectedDevice {
+    pub device: Device,
+    pub description: String,
+}
+
+/// Opens the device for `choice`. A wgpu runtime can be initialised once per process, so
+/// selections are remembered and a second call returns the same device.
+pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
+    static SELECTED: OnceLock<Mutex<HashMap<DeviceChoice, SelectedDevice>>> = OnceLock::new();
+    let cache = SELECTED.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(selected) = cache.get(&choice) {
+        return Ok(selected.clone());
+    }
+    let selected = open(choice)?;
+    cache.insert(choice, selected.clone());
+    Ok(selected)
+}
+
+fn open(choice: DeviceChoice) -> Result<SelectedDevice> {
+    let kinds_gpu_first = [
+        DeviceKind::DiscreteGpu(0),
+        DeviceKind::IntegratedGpu(0),
+        DeviceKind::VirtualGpu(0),
+        DeviceKind::Cpu,
+    ];
+    match choice {
+        DeviceChoice::Flex => Ok(flex()),
+        DeviceChoice::WgpuCpu => open_wgpu(&[DeviceKind::Cpu]),
+        DeviceChoice::Wgpu => open_wgpu(&kinds_gpu_first),
+        DeviceChoice::Auto => match open_wgpu(&kinds_gpu_first) {
+            Ok(selected) => Ok(selected),
+            Err(e) => {
+                let mut selected = flex();
+                selected.description = format!(
+                    "{} (no wgpu adapter: {e:#}; install a Vulkan driver, e.g. Debian's \
+                     mesa-vulkan-drivers, to use wgpu)",
+                    selected.description
+                );
+                Ok(selected)
+            }
+        },
+    }
+}
+
+fn flex() -> SelectedDevice {
+    SelectedDevice {
+        device: Device::flex(),
+        description: format!(
+            "flex (Burn's pure-Rust CPU backend, {} threads)",
+            rayon::current_num_threads()
+        ),
+    }
+}
+
+fn open_wgpu(kinds: &[DeviceKind]) -> Result<SelectedDevice> {
+    let mut tried = Vec::new();
+    for kind in kinds {
+        match Device::wgpu_options().device_kind(kind.clone()).init_with_setup() {
+            Ok((device, setup)) => {
+                let info = setup.adapter.get_info();
+                let description = format!(
+                    "wgpu {kind:?}: {} ({:?}, {:?}{})",
+                    info.name,
+                    info.device_type,
+                    info.backend,
+                    if info.driver.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", driver {} {}", info.driver, info.driver_info)
+                    }
+                );
+                return Ok(SelectedDevice {
+                    device,
+                    description,
+                });
+            }
+            Err(e) => tried.push(format!("{kind:?}: {e}")),
+        }
+    }
+    bail!("no wgpu adapter found ({})", tried.join("; "))
+}

@@ -1,0 +1,17 @@
+//! hftrain: a CIFAR-10 trainer on Burn with first-order optimizers and (next) a Hessian-free
+//! second-order optimizer. See DESIGN.md for the architecture.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod config;
+pub mod curvature;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod fsutil;
+pub mod metrics;
+pub mod model;
+pub mod optim;
+pub mod params;
+pub mod rng;
+pub mod train;

@@ -1,0 +1,429 @@
+//! The training loop: set-up (device, data, model, optimizer, or all of it from a
+//! checkpoint), epochs of steps with a progress bar, evaluation, metrics and checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::checkpoint::{self, Checkpoint, Position};
+use crate::config::Config;
+use crate::curvature::loss_and_gradient;
+use crate::data::batcher::{EpochPlan, Prefetcher, Transform};
+use crate::data::{self, Dataset, Source, Split};
+use crate::device::{self, DeviceChoice};
+use crate::eval::{Evaluation, evaluate};
+use crate::metrics::{self, EpochMetrics};
+use crate::model::Network;
+use crate::optim::{self, schedule::Schedule};
+use crate::params::{from_host, to_host};
+
+/// What `hftrain train` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct TrainRequest {
+    /// The config given with `--config` (None when resuming from a checkpoint's own config).
+    pub config: Option<Config>,
+    /// `--out`: the run directory (default `runs/<config name>`).
+    pub out_dir: Option<PathBuf>,
+    /// `--data` (or HFTRAIN_DATA, resolved by the caller): overrides `data.dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--device`: overrides the config's device.
+    pub device: Option<String>,
+    /// `--resume latest` or `--resume <checkpoint dir>`.
+    pub resume: Option<String>,
+    /// `--force`: start afresh in a run directory that already holds a run.
+    pub force: bool,
+    /// Stop (after checkpointing) once this many epochs are complete, as an interruption
+    /// would; the run can be resumed. None: train to `train.epochs`.
+    pub stop_after_epoch: Option<usize>,
+}
+
+/// What a training run left behind.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub metrics: Vec<EpochMetrics>,
+    /// Final parameters and buffers on the host.
+    pub params: Vec<f32>,
+    pub buffers: Vec<f32>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub position: Position,
+}
+
+/// The files of a run directory.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    pub run_dir: PathBuf,
+    pub checkpoints: PathBuf,
+    pub metrics: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(run_dir: PathBuf) -> Self {
+        Self {
+            checkpoints: run_dir.join("checkpoints"),
+            metrics: run_dir.join("metrics.csv"),
+            run_dir,
+        }
+    }
+
+    fn holds_a_run(&self) -> bool {
+        self.metrics.exists() || !checkpoint::list(&self.checkpoints).is_empty()
+    }
+}
+
+/// Everything needed to run the epochs, after set-up.
+struct Session {
+    config: Config,
+    paths: RunPaths,
+    device: Device,
+    network: Network,
+    train: Arc<Dataset>,
+    test: Dataset,
+    params: Tensor<1>,
+    buffers: Tensor<1>,
+    optimizer: Box<dyn optim::Optimizer>,
+    position: Position,
+    metrics: Vec<EpochMetrics>,
+}
+
+pub fn run(request: TrainRequest) -> Result<TrainOutcome> {
+    let mut session = set_up(&request)?;
+    session.train_epochs(request.stop_after_epoch)
+}
+
+/// Where a resumed run's checkpoint is, and the checkpoint itself.
+fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf, Checkpoint)> {
+    let checkpoints_dir = match (&request.out_dir, &request.config) {
+        (Some(out), _) => RunPaths::new(out.clone()).checkpoints,
+        (None, Some(config)) => RunPaths::new(default_run_dir(config)).checkpoints,
+        (None, None) if spec != checkpoint::LATEST => PathBuf::new(),
+        (None, None) => bail!(
+            "--resume latest needs --config or --out to find the run; or give the checkpoint \
+             directory itself: --resume runs/<name>/checkpoints/epoch-0003"
+        ),
+    };
+    let dir = checkpoint::resolve(spec, &checkpoints_dir)?;
+    let loaded = Checkpoint::load(&dir)?;
+    Ok((dir, loaded))
+}
+
+pub fn default_run_dir(config: &Config) -> PathBuf {
+    PathBuf::from("runs").join(&config.name)
+}
+
+fn set_up(request: &TrainRequest) -> Result<Session> {
+    let resumed = match &request.resume {
+        Some(spec) => Some(find_resume_checkpoint(request, spec)?),
+        None => None,
+    };
+    let mut config = match (&request.config, &resumed) {
+        (Some(given), Some((dir, ckpt))) => {
+            let differences = ckpt.config.run_differences(given);
+            if !differences.is_empty() {
+                bail!(
+                    "the config differs from the one checkpoint {} was trained with, in what \
+                     changes the run (checkpoint vs config):\n  {}\nresume without --config to \
+                     use the checkpoint's settings, or start a new run with --out",
+                    dir.display(),
+                    differences.join("\n  ")
+                );
+            }
+            given.clone()
+        }
+        (Some(given), None) => given.clone(),
+        (None, Some((_, ckpt))) => ckpt.config.clone(),
+        (None, None) => bail!("train needs --config FILE (or --resume with a checkpoint)"),
+    };
+    if let Some(dir) = &request.data_dir {
+        config.data.dir = dir.clone();
+    }
+    if let Some(device) = &request.device {
+        config.device = device.clone();
+    }
+    config.validate().context("invalid settings")?;
+
+    let run_dir = match (&request.out_dir, &resumed) {
+        (Some(out), _) => out.clone(),
+        (None, Some((dir, _))) if request.config.is_none() => run_dir_of_checkpoint(dir)
+            .unwrap_or_else(|| default_run_dir(&config)),
+        _ => default_run_dir(&config),
+    };
+    let paths = RunPaths::new(run_dir);
+    if resumed.is_none() && paths.holds_a_run() {
+        if !request.force {
+            bail!(
+                "run directory {} already holds a run (metrics.csv or checkpoints); continue it \
+                 with --resume latest, choose another directory with --out, or pass --force to \
+                 start over and delete it",
+                paths.run_dir.display()
+            );
+        }
+        for stale in [&paths.checkpoints, &paths.metrics] {
+            let removed = if stale.is_dir() {
+                std::fs::remove_dir_all(stale)
+            } else {
+                std::fs::remove_file(stale)
+            };
+            if let Err(e) = removed
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                return Err(e).with_context(|| format!("--force: cannot remove {}", stale.display()));
+            }
+        }
+    }
+
+    let selected = device::select(DeviceChoice::parse(&config.device)?)?;
+    println!("device: {}", selected.description);
+    let device = selected.device;
+
+    let source = Source::detect(&config.data.dir)?;
+    let train = source.load(Split::Train, config.data.train_limit)?;
+    let test = source.load(Split::Test, config.data.test_limit)?;
+    data::folder::check_same_classes(&source.root, &train, &test)?;
+    println!("{}", data::describe(&source, &train, &test));
+
+    let network = Network::new(&config.model, train.classes.len());
+    println!("{}", network.summary());
+
+    let total = network.params.total();
+    let mut optimizer = optim::build(&config.optimizer, network.params.decay_mask(&device), total);
+    let (params, buffers, position, metrics) = match &resumed {
+        Some((dir, ckpt)) => {
+            ckpt.check_layout(dir, &network.params, &network.buffers)?;
+            optimizer
+                .load_state(&ckpt.optimizer, &device)
+                .with_context(|| format!("cannot restore the optimizer from {}", dir.display()))?;
+            println!(
+                "resuming from {} (epoch {}, step {} of the epoch, {} steps in all)",
+                dir.display(),
+                ckpt.position.epoch,
+                ckpt.position.step_in_epoch,
+                ckpt.position.global_step
+            );
+            (
+                from_host(ckpt.params.clone(), &device),
+                from_host(ckpt.buffers.clone(), &device),
+                ckpt.position,
+                ckpt.metrics.clone(),
+            )
+        }
+        None => {
+            let (p, b) = network.init(config.seed, &device);
+            let start = Position {
+                epoch: 0,
+                step_in_epoch: 0,
+                global_step: 0,
+            };
+            (p, b, start, Vec::new())
+        }
+    };
+    checkpoint::write_run_config(&paths.run_dir, &config)?;
+    metrics::write(&paths.metrics, &metrics)?;
+    Ok(Session {
+        config,
+        paths,
+        device,
+        network,
+        train: Arc::new(train),
+        test,
+        params,
+        buffers,
+        optimizer,
+        position,
+        metrics,
+    })
+}
+
+/// `runs/<name>` for `runs/<name>/checkpoints/<checkpoint>`.
+fn run_dir_of_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let checkpoints = dir.parent()?;
+    (checkpoints.file_name()? == "checkpoints").then(|| checkpoints.parent().map(Path::to_path_buf))?
+}
+
+fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    let bar = ProgressBar::new(steps as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30.cyan/blue}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+    bar
+}
+
+impl Session {
+    fn train_epochs(&mut self, stop_after_epoch: Option<usize>) -> Result<TrainOutcome> {
+        let config = self.config.clone();
+        let epochs = config.train.epochs;
+        let seed = config.seed;
+        let steps_per_epoch = EpochPlan::new(seed, 0, self.train.len(), config.train.batch_size).steps();
+        let schedule = Schedule::new(config.optimizer.lr, &config.schedule, steps_per_epoch, epochs);
+        let transform = Transform::train(&config.data);
+        let eval_transform = Transform::eval(&config.data);
+        let mut last_checkpoint = None;
+        if self.position.epoch >= epochs {
+            println!("the run is already complete ({epochs} epochs); nothing to train");
+        }
+
+        while self.position.epoch < epochs {
+            let epoch = self.position.epoch;
+            let plan = EpochPlan::new(seed, epoch, self.train.len(), config.train.batch_size);
+            let first = self.position.step_in_epoch;
+            let bar = progress_bar(plan.steps(), epoch, epochs);
+            bar.set_position(first as u64);
+            let started = Instant::now();
+            let mut loss_sum: Option<Tensor<1>> = None;
+            let mut correct_sum: Option<Tensor<1, Int>> = None;
+            let mut images = 0usize;
+            let mut lr = schedule.lr(self.position.global_step);
+            let prefetch = Prefetcher::start(self.train.clone(), plan.clone(), first, seed, transform.clone());
+            for (step, batch) in prefetch {
+                let n = batch.len();
+                let (x, y) = batch.to_device(&self.device);
+                lr = schedule.lr(self.position.global_step);
+                let out = loss_and_gradient(
+                    &self.network,
+                    &self.params,
+                    &self.buffers,
+                    x,
+                    y,
+                    config.train.label_smoothing,
+                );
+                self.params = self.optimizer.step(self.params.clone(), out.gradient, lr);
+                self.buffers = self.network.update_buffers(
+                    self.buffers.clone(),
+                    &out.stats,
+                    config.train.bn_momentum,
+                );
+                let weighted = out.loss.mul_scalar(n as f32);
+                loss_sum = Some(match loss_sum {
+                    Some(s) => s + weighted,
+                    None => weighted,
+                });
+                correct_sum = Some(match correct_sum {
+                    Some(s) => s + out.correct,
+                    None => out.correct,
+                });
+                images += n;
+                self.position.global_step += 1;
+                self.position.step_in_epoch = step + 1;
+
+                let last = step + 1 == plan.steps();
+                if (step + 1) % config.train.log_every == 0 || last {
+                    let loss = loss_sum.as_ref().map_or(0.0, |s| s.clone().into_scalar::<f64>()) / images as f64;
+                    if !loss.is_finite() {
+                        bar.abandon();
+                        bail!(
+                            "training diverged: the loss became {loss} at epoch {} step {} \
+                             (learning rate {lr:.3e}); the last checkpoint is {}; lower \
+                             optimizer.lr or lengthen schedule.warmup_epochs",
+                            epoch + 1,
+                            step + 1,
+                            last_good_checkpoint(&self.paths.checkpoints)
+                        );
+                    }
+                    let correct = correct_sum.as_ref().map_or(0, |s| s.clone().into_scalar::<i64>());
+                    let seconds = started.elapsed().as_secs_f64();
+                    bar.set_position((step + 1) as u64);
+                    bar.set_message(format!(
+                        "loss {loss:.4} acc {:.1}% lr {lr:.2e} {:.0} img/s",
+                        100.0 * correct as f64 / images as f64,
+                        images as f64 / seconds.max(1e-9)
+                    ));
+                }
+            }
+            let train_seconds = started.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            let train_loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar::<f64>()) / images.max(1) as f64;
+            let train_correct = correct_sum.map_or(0, |s| s.into_scalar::<i64>());
+
+            let eval = self.evaluate(&eval_transform);
+            let row = EpochMetrics {
+                epoch: epoch + 1,
+                step: self.position.global_step,
+                lr,
+                train_loss,
+                train_accuracy: train_correct as f64 / images.max(1) as f64,
+                test_loss: eval.loss,
+                test_accuracy: eval.accuracy,
+                epoch_seconds: started.elapsed().as_secs_f64(),
+                images_per_second: images as f64 / train_seconds.max(1e-9),
+            };
+            println!(
+                "epoch {:>3}/{epochs}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  \
+                 lr {:.2e}  {:.1}s  {:.0} img/s",
+                row.epoch,
+                row.train_loss,
+                100.0 * row.train_accuracy,
+                row.test_loss,
+                100.0 * row.test_accuracy,
+                row.lr,
+                row.epoch_seconds,
+                row.images_per_second
+            );
+            self.metrics.push(row);
+            metrics::write(&self.paths.metrics, &self.metrics)?;
+            self.position.epoch += 1;
+            self.position.step_in_epoch = 0;
+
+            let done = self.position.epoch;
+            let stopping = stop_after_epoch.is_some_and(|s| done >= s);
+            if done % config.checkpoint.every_epochs == 0 || done == epochs || stopping {
+                let dir = self.save_checkpoint()?;
+                println!("checkpoint: {}", dir.display());
+                last_checkpoint = Some(dir);
+            }
+            if stopping && done < epochs {
+                println!("stopping after epoch {done} as asked; continue with --resume latest");
+                break;
+            }
+        }
+        Ok(TrainOutcome {
+            run_dir: self.paths.run_dir.clone(),
+            metrics: self.metrics.clone(),
+            params: to_host(&self.params),
+            buffers: to_host(&self.buffers),
+            last_checkpoint,
+            position: self.position,
+        })
+    }
+
+    fn evaluate(&self, transform: &Transform) -> Evaluation {
+        evaluate(
+            &self.network,
+            &self.params,
+            &self.buffers,
+            &self.test,
+            self.config.train.eval_batch_size,
+            transform,
+            &self.device,
+        )
+    }
+
+    fn save_checkpoint(&self) -> Result<PathBuf> {
+        let ckpt = Checkpoint {
+            position: self.position,
+            config: self.config.clone(),
+            params_layout: self.network.params.clone(),
+            buffers_layout: self.network.buffers.clone(),
+            params: to_host(&self.params),
+            buffers: to_host(&self.buffers),
+            optimizer: self.optimizer.state(),
+            metrics: self.metrics.clone(),
+        };
+        ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
+    }
+}
+
+fn last_good_checkpoint(dir: &Path) -> String {
+    match checkpoint::list(dir).pop() {
+        Some(p) => p.display().to_string(),
+        None => "none (no checkpoint was written yet)".into(),
+    }
+}

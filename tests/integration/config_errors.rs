@@ -1,0 +1,78 @@
+use std::io::Write;
+
+use hftrain::config::Config;
+
+use crate::common::assert_error;
+
+fn load(text: &str) -> anyhow::Result<Config> {
+    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+    let path = file.path().to_path_buf();
+    let result = Config::load(&path);
+    if let Err(e) = &result {
+        // Every config error names the file.
+        assert!(format!("{e:#}").contains(&path.display().to_string()), "{e:#}");
+    }
+    result
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    for name in ["cifar10", "cifar10-sgd", "smoke"] {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.toml"));
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert_eq!(config.name, name, "the name defaults to the file stem");
+    }
+}
+
+#[test]
+fn unknown_key_is_named() {
+    assert_error(load("[train]\nbatchsize = 3\n"), &["unknown field", "batchsize"]);
+    assert_error(load("learning_rate = 3\n"), &["unknown field", "learning_rate"]);
+}
+
+#[test]
+fn wrong_type_is_named() {
+    assert_error(load("[train]\nepochs = \"ten\"\n"), &["epochs", "invalid type"]);
+}
+
+#[test]
+fn impossible_values_are_named_with_the_expected_range() {
+    assert_error(load("[train]\nbatch_size = 0\n"), &["train.batch_size = 0", "at least 1"]);
+    assert_error(load("[optimizer]\nlr = -0.1\n"), &["optimizer.lr = -0.1", "positive"]);
+    assert_error(load("device = \"tpu\"\n"), &["device = \"tpu\"", "auto, wgpu, wgpu-cpu, flex"]);
+    assert_error(load("[optimizer]\nkind = \"lbfgs\"\n"), &["kind", "lbfgs"]);
+    // Several problems are reported together.
+    let message = assert_error(
+        load("[train]\nepochs = 0\n[checkpoint]\nkeep = 0\n"),
+        &["train.epochs = 0", "checkpoint.keep = 0"],
+    );
+    assert!(message.lines().count() >= 2);
+}
+
+#[test]
+fn too_many_pooling_blocks_are_refused() {
+    let blocks = (0..6).map(|_| "{ channels = 8, pool = true }").collect::<Vec<_>>().join(", ");
+    assert_error(load(&format!("[model]\nblocks = [{blocks}]\n")), &["model.blocks[5].pool", "1x1"]);
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    assert_error(Config::load(std::path::Path::new("no/such/config.toml")), &["no/such/config.toml"]);
+}
+
+#[test]
+fn run_differences_list_each_changed_key() {
+    let a = Config::parse("").unwrap();
+    let mut b = a.clone();
+    b.optimizer.lr = 0.3;
+    b.train.batch_size = 64;
+    // Where things are and how often to report do not change the run.
+    b.data.dir = "elsewhere".into();
+    b.device = "flex".into();
+    b.checkpoint.keep = 9;
+    let diffs = a.run_differences(&b);
+    assert_eq!(diffs.len(), 2, "{diffs:?}");
+    assert!(diffs.iter().any(|d| d.starts_with("optimizer.lr: 0.1 vs 0.3")), "{diffs:?}");
+    assert!(diffs.iter().any(|d| d.starts_with("train.batch_size: 512 vs 64")), "{diffs:?}");
+}

@@ -1,0 +1,11 @@
+//! The one integration-test binary (every test binary links all of Burn, so there is one).
+
+mod common;
+
+mod checkpoints;
+mod cli;
+mod config_errors;
+mod data_binary;
+mod data_folder;
+mod optimizers;
+mod training;

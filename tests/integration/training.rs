@@ -1,0 +1,127 @@
+//! Real training on a few hundred CIFAR-10 images: wgpu through the software Vulkan driver
+//! (or a GPU where there is one), and Burn's CPU backend for the exact-resume check.
+
+use hftrain::config::Config;
+use hftrain::train::{self, TrainOutcome, TrainRequest};
+
+use crate::common::{assert_error, cifar10_folder, small_config};
+
+fn train(config: &Config, out: &std::path::Path, resume: Option<&str>, stop_after_epoch: Option<usize>) -> anyhow::Result<TrainOutcome> {
+    train::run(TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(out.to_path_buf()),
+        resume: resume.map(String::from),
+        stop_after_epoch,
+        ..Default::default()
+    })
+}
+
+fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = small_config(&data, "wgpu");
+    config.train.epochs = 3;
+    let dir = tempfile::tempdir().unwrap();
+    let full = train(&config, &dir.path().join("full"), None, None).unwrap();
+    let m = &full.metrics;
+    assert_eq!(m.len(), 3);
+    assert!(m[2].train_loss < m[0].train_loss, "train loss did not fall: {m:?}");
+    assert!(m[2].test_accuracy > 0.2, "test accuracy {} does not beat chance (0.1) clearly", m[2].test_accuracy);
+    let run = dir.path().join("full");
+    for file in ["config.toml", "metrics.csv", "checkpoints/latest/manifest.json"] {
+        assert!(run.join(file).exists(), "{file} missing from the run directory");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+
+    // Interrupted after epoch 1, resumed: the same parameters within float noise.
+    let parted = dir.path().join("parted");
+    let first = train(&config, &parted, None, Some(1)).unwrap();
+    assert_eq!(first.position.epoch, 1);
+    let resumed = train(&config, &parted, Some("latest"), None).unwrap();
+    assert_eq!(resumed.metrics.len(), 3);
+    let difference = max_abs_difference(&full.params, &resumed.params);
+    assert!(difference < 1e-3, "resumed run differs from the uninterrupted one by {difference}");
+}
+
+#[test]
+fn flex_resume_is_bit_exact() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = small_config(&data, "flex");
+    config.data.train_limit = 200;
+    config.data.test_limit = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let full = train(&config, &dir.path().join("full"), None, None).unwrap();
+    let parted = dir.path().join("parted");
+    train(&config, &parted, None, Some(1)).unwrap();
+    let resumed = train(&config, &parted, Some("latest"), None).unwrap();
+    assert_eq!(full.params, resumed.params, "parameters differ after resume");
+    assert_eq!(full.buffers, resumed.buffers, "batch-norm statistics differ after resume");
+    for (a, b) in full.metrics.iter().zip(&resumed.metrics) {
+        assert_eq!((a.train_loss, a.test_accuracy, a.step), (b.train_loss, b.test_accuracy, b.step));
+    }
+}
+
+#[test]
+fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = small_config(&data, "flex");
+    config.data.train_limit = 100;
+    config.data.test_limit = 50;
+    config.train.epochs = 2;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train(&config, &run, None, Some(1)).unwrap();
+    let metrics_before = std::fs::read(run.join("metrics.csv")).unwrap();
+
+    // A fresh start in the same directory is refused and changes nothing.
+    assert_error(train(&config, &run, None, None), &["already holds a run", "--resume latest", "--force"]);
+    assert_eq!(std::fs::read(run.join("metrics.csv")).unwrap(), metrics_before);
+
+    let mut changed = config.clone();
+    changed.optimizer.lr = 0.5;
+    changed.train.batch_size = 25;
+    changed.data.dir = "moved/elsewhere/is/fine".into();
+    let message = assert_error(train(&changed, &run, Some("latest"), None), &["optimizer.lr: 0.05 vs 0.5", "train.batch_size: 50 vs 25"]);
+    assert!(!message.contains("data.dir"), "{message}");
+
+    // Without --config, the checkpoint's own config is used.
+    let resumed = train::run(TrainRequest { out_dir: Some(run.clone()), resume: Some("latest".into()), ..Default::default() }).unwrap();
+    assert_eq!(resumed.metrics.len(), 2);
+
+    // --force starts over.
+    let fresh = train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), force: true, stop_after_epoch: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(fresh.metrics.len(), 1);
+}
+
+#[test]
+fn eval_command_reports_accuracy_and_confusion_matrix() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = small_config(&data, "flex");
+    config.data.train_limit = 100;
+    config.data.test_limit = 50;
+    config.train.epochs = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let outcome = train(&config, &run, None, None).unwrap();
+    let json = dir.path().join("eval.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(["eval", "--checkpoint", run.join("checkpoints/latest").to_str().unwrap(), "--limit", "50", "--json", json.to_str().unwrap(), "--device", "flex"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("confusion matrix") && stdout.contains("airplane"), "{stdout}");
+    let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let confusion = result["confusion"].as_array().unwrap();
+    let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    assert_eq!(total, 50);
+    // The same test images as the training run's final evaluation give the same accuracy.
+    let accuracy = result["accuracy"].as_f64().unwrap();
+    assert!((accuracy - outcome.metrics[0].test_accuracy).abs() < 1e-9, "{accuracy} vs {:?}", outcome.metrics[0]);
+}
