@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Training speed on this machine's CPU, for BENCHMARKS.md: the network of
+# configs/cifar10-sgd.toml on a class-balanced subset of CIFAR-10, on each device given
+# (default: wgpu's software adapter and Burn's CPU backend). Prints images/s per epoch and the
+# median over the epochs after the first (the first one includes kernel compilation).
+#
+#   scripts/bench-cpu.sh DATA_DIR [DEVICE...]
+#   e.g. scripts/bench-cpu.sh ../shared/data/cifar10 wgpu-cpu flex
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data=${1:?usage: scripts/bench-cpu.sh DATA_DIR [DEVICE...]}
+shift
+devices=("$@")
+[ ${#devices[@]} -gt 0 ] || devices=(wgpu-cpu flex)
+train_limit=${TRAIN_LIMIT:-1024}
+epochs=${EPOCHS:-3}
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hftrain/target}"
+cargo build --release --quiet
+bin="$CARGO_TARGET_DIR/release/hftrain"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+sed -e "s/^train_limit = .*/train_limit = $train_limit/" \
+    -e "s/^test_limit = .*/test_limit = 500/" \
+    -e "s/^epochs = .*/epochs = $epochs/" \
+    -e "s/^batch_size = .*/batch_size = 128/" \
+    configs/cifar10-sgd.toml > "$work/bench.toml"
+
+echo "network: configs/cifar10-sgd.toml, batch 128, $train_limit training images, $epochs epochs"
+for device in "${devices[@]}"; do
+  "$bin" train --config "$work/bench.toml" --data "$data" --device "$device" --out "$work/$device" \
+    > "$work/$device.log" 2>&1 || { cat "$work/$device.log"; exit 1; }
+  grep '^device:' "$work/$device.log"
+  python3 - "$work/$device/metrics.csv" "$device" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+speeds = [float(r["images_per_second"]) for r in rows]
+later = speeds[1:] or speeds
+print(f"{sys.argv[2]}: images/s per epoch {', '.join(f'{s:.1f}' for s in speeds)}; "
+      f"median after the first epoch {statistics.median(later):.1f}")
+PY
+done
