@@ -1,9 +1,12 @@
-//! Backend choice: wgpu by default (the real GPU when there is one), Burn's pure-Rust CPU
-//! backend (`flex`) on request. What was picked is described in words for the user.
+//! Backend choice: wgpu on the real GPU when there is one, Burn's pure-Rust CPU backend
+//! (`flex`) otherwise, either of them or wgpu's software adapter on request. What was picked
+//! is described in words for the user.
 //!
 //! wgpu's default adapter request asks for a high-performance GPU and finds nothing on a
 //! machine whose only adapter is a software one (Mesa's lavapipe in CI), so the adapter kinds
-//! are tried by name: discrete, integrated, virtual GPU, then the CPU adapter.
+//! are tried by name: discrete, integrated, virtual GPU, then (only where asked for) the CPU
+//! adapter. `auto` does not take the software adapter: on a CPU, `flex` trains about ten
+//! times faster than wgpu on lavapipe (BENCHMARKS.md).
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -13,7 +16,7 @@ use burn::tensor::{Device, DeviceKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DeviceChoice {
-    /// wgpu on the best adapter; Burn's CPU backend if wgpu finds none.
+    /// wgpu on a hardware GPU; Burn's CPU backend where there is none.
     Auto,
     /// wgpu on the best adapter, GPU first, a software adapter last.
     Wgpu,
@@ -59,23 +62,22 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
 }
 
 fn open(choice: DeviceChoice) -> Result<SelectedDevice> {
-    let kinds_gpu_first = [
+    let gpus = [
         DeviceKind::DiscreteGpu(0),
         DeviceKind::IntegratedGpu(0),
         DeviceKind::VirtualGpu(0),
-        DeviceKind::Cpu,
     ];
     match choice {
         DeviceChoice::Flex => Ok(flex()),
         DeviceChoice::WgpuCpu => open_wgpu(&[DeviceKind::Cpu]),
-        DeviceChoice::Wgpu => open_wgpu(&kinds_gpu_first),
-        DeviceChoice::Auto => match open_wgpu(&kinds_gpu_first) {
+        DeviceChoice::Wgpu => open_wgpu(&[gpus.as_slice(), &[DeviceKind::Cpu]].concat()),
+        DeviceChoice::Auto => match open_wgpu(&gpus) {
             Ok(selected) => Ok(selected),
             Err(e) => {
                 let mut selected = flex();
                 selected.description = format!(
-                    "{} (no wgpu adapter: {e:#}; install a Vulkan driver, e.g. Debian's \
-                     mesa-vulkan-drivers, to use wgpu)",
+                    "{} (no GPU adapter for wgpu: {e:#}; `--device wgpu-cpu` runs wgpu on a \
+                     software adapter, much slower)",
                     selected.description
                 );
                 Ok(selected)

@@ -5,7 +5,7 @@ use hftrain::config::Config;
 use hftrain::model::Network;
 use hftrain::optim::OptimizerState;
 
-use crate::common::assert_error;
+use crate::common::{assert_error, TempDir};
 
 fn sample(epoch: usize) -> (Checkpoint, Network) {
     let config = Config::parse("[model]\nblocks = [{ channels = 4, pool = true }]\n").unwrap();
@@ -28,7 +28,7 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
 
 #[test]
 fn round_trip_is_exact_and_latest_points_at_the_newest() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let (ckpt, network) = sample(1);
     let saved = ckpt.save(dir.path(), 5).unwrap();
     assert_eq!(saved.file_name().unwrap(), "epoch-0001");
@@ -49,7 +49,7 @@ fn round_trip_is_exact_and_latest_points_at_the_newest() {
 
 #[test]
 fn only_the_newest_k_are_kept() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     for epoch in 1..=5 {
         sample(epoch).0.save(dir.path(), 2).unwrap();
     }
@@ -63,7 +63,7 @@ fn saved_copy(dir: &Path) -> std::path::PathBuf {
 
 #[test]
 fn truncated_file_is_detected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let ckpt = saved_copy(dir.path());
     let file = ckpt.join("params.bin");
     let bytes = std::fs::read(&file).unwrap();
@@ -73,7 +73,7 @@ fn truncated_file_is_detected() {
 
 #[test]
 fn flipped_bit_is_detected() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let ckpt = saved_copy(dir.path());
     let file = ckpt.join("optimizer.bin");
     let mut bytes = std::fs::read(&file).unwrap();
@@ -84,7 +84,7 @@ fn flipped_bit_is_detected() {
 
 #[test]
 fn missing_manifest_means_not_a_checkpoint() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let ckpt = saved_copy(dir.path());
     std::fs::remove_file(ckpt.join("manifest.json")).unwrap();
     assert_error(Checkpoint::load(&ckpt), &["is not a checkpoint", "manifest.json"]);
@@ -93,7 +93,7 @@ fn missing_manifest_means_not_a_checkpoint() {
 
 #[test]
 fn other_format_version_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let ckpt = saved_copy(dir.path());
     let path = ckpt.join("manifest.json");
     let text = std::fs::read_to_string(&path).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
@@ -103,7 +103,7 @@ fn other_format_version_is_refused() {
 
 #[test]
 fn checkpoint_of_another_model_shape_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let ckpt_dir = saved_copy(dir.path());
     let loaded = Checkpoint::load(&ckpt_dir).unwrap();
     let other = Config::parse("[model]\nblocks = [{ channels = 8, pool = true }]\n").unwrap();
@@ -116,6 +116,6 @@ fn checkpoint_of_another_model_shape_is_refused() {
 
 #[test]
 fn resume_latest_without_checkpoints_says_so() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     assert_error(checkpoint::resolve("latest", dir.path()), &["nothing to resume"]);
 }

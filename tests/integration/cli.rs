@@ -2,6 +2,8 @@
 
 use std::process::Command;
 
+use crate::common::TempDir;
+
 fn hftrain(args: &[&str]) -> (bool, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_hftrain")).args(args).env_remove("HFTRAIN_DATA").output().unwrap();
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
@@ -10,7 +12,7 @@ fn hftrain(args: &[&str]) -> (bool, String) {
 
 #[test]
 fn bad_config_exits_non_zero_naming_file_and_key() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[train]\nbatch_size = 0\n").unwrap();
     let (ok, text) = hftrain(&["train", "--config", path.to_str().unwrap()]);
@@ -20,7 +22,7 @@ fn bad_config_exits_non_zero_naming_file_and_key() {
 
 #[test]
 fn missing_data_directory_exits_non_zero_with_what_to_do() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let path = dir.path().join("c.toml");
     std::fs::write(&path, "device = \"flex\"\n[data]\ndir = \"no/such/data\"\n").unwrap();
     let out = dir.path().join("run");
@@ -31,7 +33,7 @@ fn missing_data_directory_exits_non_zero_with_what_to_do() {
 
 #[test]
 fn eval_of_a_non_checkpoint_exits_non_zero() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let (ok, text) = hftrain(&["eval", "--checkpoint", dir.path().to_str().unwrap()]);
     assert!(!ok);
     assert!(text.contains("is not a checkpoint"), "{text}");

@@ -2,6 +2,7 @@
 //! synthetic binary batches.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hftrain::config::{BlockConfig, Config, HeadKind};
 
@@ -67,4 +68,38 @@ pub fn assert_error<T: std::fmt::Debug>(result: anyhow::Result<T>, needles: &[&s
         );
     }
     message
+}
+
+/// A fresh directory under the system's temporary directory, removed when dropped.
+///
+/// Our own instead of the `tempfile` crate: that dev-dependency turns on features of crates
+/// wgpu depends on (bitflags/std), so `cargo test` and `cargo build` would each compile Burn
+/// and wgpu once, a second 25-minute build.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "hftrain-test-{}-{}-{nanos}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

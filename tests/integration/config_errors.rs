@@ -1,13 +1,11 @@
-use std::io::Write;
-
 use hftrain::config::Config;
 
-use crate::common::assert_error;
+use crate::common::{TempDir, assert_error};
 
 fn load(text: &str) -> anyhow::Result<Config> {
-    let mut file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
-    file.write_all(text.as_bytes()).unwrap();
-    let path = file.path().to_path_buf();
+    let dir = TempDir::new();
+    let path = dir.path().join("run.toml");
+    std::fs::write(&path, text).unwrap();
     let result = Config::load(&path);
     if let Err(e) = &result {
         // Every config error names the file.

@@ -1,7 +1,7 @@
 use hftrain::data::binary::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use hftrain::data::{Format, IMAGE_BYTES, Source, Split};
 
-use crate::common::{assert_error, binary_records};
+use crate::common::{assert_error, binary_records, TempDir};
 
 /// Writes the six batch files with `per_file` records each, labels cycling 0..10.
 fn write_batches(dir: &std::path::Path, per_file: usize) {
@@ -13,7 +13,7 @@ fn write_batches(dir: &std::path::Path, per_file: usize) {
 
 #[test]
 fn reads_records_into_chw_images_and_labels() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_batches(dir.path(), 20);
     let source = Source::detect(dir.path()).unwrap();
     assert_eq!(source.format, Format::Binary);
@@ -34,7 +34,7 @@ fn reads_records_into_chw_images_and_labels() {
 
 #[test]
 fn finds_batches_inside_the_official_archive_folder() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let inner = dir.path().join("cifar-10-batches-bin");
     std::fs::create_dir(&inner).unwrap();
     write_batches(&inner, 10);
@@ -44,7 +44,7 @@ fn finds_batches_inside_the_official_archive_folder() {
 
 #[test]
 fn limit_takes_a_balanced_subset() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_batches(dir.path(), 40);
     let train = Source::detect(dir.path()).unwrap().load(Split::Train, 30).unwrap();
     assert_eq!(train.len(), 30);
@@ -53,7 +53,7 @@ fn limit_takes_a_balanced_subset() {
 
 #[test]
 fn truncated_file_is_named_with_its_size() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_batches(dir.path(), 10);
     let path = dir.path().join("data_batch_3.bin");
     let bytes = std::fs::read(&path).unwrap();
@@ -67,7 +67,7 @@ fn truncated_file_is_named_with_its_size() {
 
 #[test]
 fn label_out_of_range_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_batches(dir.path(), 10);
     let mut bytes = binary_records(&[1, 2, 3]);
     bytes[2 * RECORD_BYTES] = 42;
@@ -80,7 +80,7 @@ fn label_out_of_range_is_named() {
 
 #[test]
 fn missing_train_file_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_batches(dir.path(), 10);
     std::fs::remove_file(dir.path().join("data_batch_5.bin")).unwrap();
     assert_error(
@@ -92,6 +92,6 @@ fn missing_train_file_is_named() {
 #[test]
 fn missing_or_unrecognised_directory_is_explained() {
     assert_error(Source::detect(std::path::Path::new("no/such/dir")), &["no/such/dir", "does not exist"]);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     assert_error(Source::detect(dir.path()), &["neither", "data_batch_1.bin"]);
 }

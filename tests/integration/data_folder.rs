@@ -1,7 +1,7 @@
 use hftrain::data::folder::decode_image;
 use hftrain::data::{CIFAR10_CLASSES, Format, IMAGE_SIDE, Source, Split};
 
-use crate::common::{assert_error, cifar10_folder};
+use crate::common::{assert_error, cifar10_folder, TempDir};
 
 #[test]
 fn reads_real_images_in_cifar_label_order() {
@@ -40,7 +40,7 @@ fn write_images(root: &std::path::Path, split: &str, class: &str, count: usize, 
 
 #[test]
 fn other_class_names_are_sorted_and_decoded() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     for class in ["zebra", "ant"] {
         write_images(dir.path(), "train", class, 3, 32);
     }
@@ -54,7 +54,7 @@ fn other_class_names_are_sorted_and_decoded() {
 
 #[test]
 fn image_of_the_wrong_size_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_images(dir.path(), "train", "cat", 2, 32);
     write_images(dir.path(), "train", "dog", 1, 16);
     assert_error(
@@ -65,7 +65,7 @@ fn image_of_the_wrong_size_is_named() {
 
 #[test]
 fn empty_class_folder_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_images(dir.path(), "train", "cat", 2, 32);
     std::fs::create_dir_all(dir.path().join("train/dog")).unwrap();
     assert_error(
@@ -76,7 +76,7 @@ fn empty_class_folder_is_named() {
 
 #[test]
 fn unreadable_image_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_images(dir.path(), "train", "cat", 1, 32);
     std::fs::write(dir.path().join("train/cat/0001.png"), b"not a png").unwrap();
     assert_error(decode_image(&dir.path().join("train/cat/0001.png")), &["0001.png"]);
@@ -85,7 +85,7 @@ fn unreadable_image_is_named() {
 
 #[test]
 fn missing_split_is_named() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     write_images(dir.path(), "train", "cat", 1, 32);
     assert_error(Source::detect(dir.path()).unwrap().load(Split::Test, 0), &["`test` split"]);
 }

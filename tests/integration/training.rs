@@ -4,7 +4,7 @@
 use hftrain::config::Config;
 use hftrain::train::{self, TrainOutcome, TrainRequest};
 
-use crate::common::{assert_error, cifar10_folder, small_config};
+use crate::common::{assert_error, cifar10_folder, small_config, TempDir};
 
 fn train(config: &Config, out: &std::path::Path, resume: Option<&str>, stop_after_epoch: Option<usize>) -> anyhow::Result<TrainOutcome> {
     train::run(TrainRequest {
@@ -26,7 +26,7 @@ fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
     let Some(data) = cifar10_folder() else { return };
     let mut config = small_config(&data, "wgpu");
     config.train.epochs = 3;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let full = train(&config, &dir.path().join("full"), None, None).unwrap();
     let m = &full.metrics;
     assert_eq!(m.len(), 3);
@@ -55,7 +55,7 @@ fn flex_resume_is_bit_exact() {
     let mut config = small_config(&data, "flex");
     config.data.train_limit = 200;
     config.data.test_limit = 100;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let full = train(&config, &dir.path().join("full"), None, None).unwrap();
     let parted = dir.path().join("parted");
     train(&config, &parted, None, Some(1)).unwrap();
@@ -74,7 +74,7 @@ fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
     config.data.train_limit = 100;
     config.data.test_limit = 50;
     config.train.epochs = 2;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let run = dir.path().join("run");
     train(&config, &run, None, Some(1)).unwrap();
     let metrics_before = std::fs::read(run.join("metrics.csv")).unwrap();
@@ -106,7 +106,7 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     config.data.train_limit = 100;
     config.data.test_limit = 50;
     config.train.epochs = 1;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = TempDir::new();
     let run = dir.path().join("run");
     let outcome = train(&config, &run, None, None).unwrap();
     let json = dir.path().join("eval.json");
