@@ -40,7 +40,7 @@ import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1])))
 speeds = [float(r["images_per_second"]) for r in rows]
 later = speeds[1:] or speeds
-print(f"{sys.argv[2]}: images/s per epoch {', '.join(f'{s:.1f}' for s in speeds)}; "
-      f"median after the first epoch {statistics.median(later):.1f}")
+print(f"{sys.argv[2]}: images/s per epoch {', '.join(f'{s:.2f}' for s in speeds)}; "
+      f"median after the first epoch {statistics.median(later):.2f}")
 PY
 done

@@ -28,7 +28,7 @@ pub fn to_csv(rows: &[EpochMetrics]) -> String {
     out.push('\n');
     for r in rows {
         out.push_str(&format!(
-            "{},{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.3},{:.1}\n",
+            "{},{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.3},{:.3}\n",
             r.epoch,
             r.step,
             r.lr,

@@ -332,7 +332,7 @@ impl Session {
                     let seconds = started.elapsed().as_secs_f64();
                     bar.set_position((step + 1) as u64);
                     bar.set_message(format!(
-                        "loss {loss:.4} acc {:.1}% lr {lr:.2e} {:.0} img/s",
+                        "loss {loss:.4} acc {:.1}% lr {lr:.2e} {:.1} img/s",
                         100.0 * correct as f64 / images as f64,
                         images as f64 / seconds.max(1e-9)
                     ));
@@ -357,7 +357,7 @@ impl Session {
             };
             println!(
                 "epoch {:>3}/{epochs}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  \
-                 lr {:.2e}  {:.1}s  {:.0} img/s",
+                 lr {:.2e}  {:.1}s  {:.1} img/s",
                 row.epoch,
                 row.train_loss,
                 100.0 * row.train_accuracy,
