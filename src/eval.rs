@@ -80,8 +80,11 @@ impl Evaluation {
         for (name, acc) in self.classes.iter().zip(&self.per_class_accuracy) {
             out.push_str(&format!("{name:>width$}  {:>7.2}%\n", 100.0 * acc));
         }
+        // Rows are labelled "index name"; the columns by index alone, to stay narrow.
+        let index_width = self.classes.len().saturating_sub(1).to_string().len();
+        let label_width = index_width + 1 + width;
         out.push_str(&format!(
-            "\nconfusion matrix (rows: true class, columns: predicted)\n{:>width$}",
+            "\nconfusion matrix (rows: true class, columns: predicted)\n{:label_width$}",
             ""
         ));
         for i in 0..self.classes.len() {
@@ -89,7 +92,7 @@ impl Evaluation {
         }
         out.push('\n');
         for (i, (name, row)) in self.classes.iter().zip(&self.confusion).enumerate() {
-            out.push_str(&format!("{:>width$}", format!("{i} {name}")));
+            out.push_str(&format!("{i:>index_width$} {name:<width$}"));
             for count in row {
                 out.push_str(&format!(" {count:>5}"));
             }
