@@ -5,7 +5,7 @@
 //! wgpu's default adapter request asks for a high-performance GPU and finds nothing on a
 //! machine whose only adapter is a software one (Mesa's lavapipe in CI), so the adapter kinds
 //! are tried by name: discrete, integrated, virtual GPU, then (only where asked for) the CPU
-//! adapter. `auto` does not take the software adapter: on a CPU, `flex` trains about ten
+//! adapter. `auto` does not take the software adapter: on a CPU, `flex` trained 14 to 25
 //! times faster than wgpu on lavapipe (BENCHMARKS.md).
 
 use std::collections::HashMap;

@@ -78,7 +78,7 @@ pub fn assert_error<T: std::fmt::Debug>(result: anyhow::Result<T>, needles: &[&s
 ///
 /// Our own instead of the `tempfile` crate: that dev-dependency turns on features of crates
 /// wgpu depends on (bitflags/std), so `cargo test` and `cargo build` would each compile Burn
-/// and wgpu once, a second 25-minute build.
+/// and wgpu once: two full builds instead of one (BENCHMARKS.md).
 pub struct TempDir(PathBuf);
 
 impl TempDir {
