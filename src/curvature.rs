@@ -1,10 +1,18 @@
-//! What an optimizer may ask of the model on a batch: the loss and the gradient (and, with
-//! the Hessian-free optimizer, curvature products). Optimizers see the network only through
-//! this module, so SGD, Adam and Hessian-free share one training loop.
+//! What an optimizer may ask of the model on a batch: the loss, the gradient and curvature
+//! products. Optimizers see the network only through this module, so SGD, Adam and
+//! Hessian-free share one training loop.
+//!
+//! Two gradients live here. `loss_and_gradient` is Burn's own autodiff (the first-order
+//! path, and the reference the tests hold our backprop to). `Objective::gradient` is our
+//! own backprop through the layers' `vjp`, which is what makes the exact Hessian-vector
+//! product possible: built on autodiff leaves, that gradient is itself a tracked expression,
+//! and Burn's autodiff of `<g(theta), v>` is `H v` (DESIGN.md, "the one hard technical fact").
 
 use burn::prelude::*;
 
-use crate::model::{BatchStats, Mode, Network, correct_count, cross_entropy};
+use crate::model::loss::{cross_entropy_gradient, cross_entropy_hessian_product};
+use crate::model::{BatchStats, Mode, Network, Tape, correct_count, cross_entropy};
+use crate::optim::cg::LinearOperator;
 
 /// One batch's loss and gradient, with what the training loop reports and updates.
 pub struct LossAndGradient {
@@ -31,28 +39,264 @@ pub fn loss_and_gradient(
     labels: Tensor<1, Int>,
     label_smoothing: f32,
 ) -> LossAndGradient {
-    let leaves: Vec<Tensor<1>> = network
-        .params
-        .split(params)
-        .into_iter()
-        .map(|p| p.autodiff().require_grad())
-        .collect();
+    let leaves = autodiff_leaves(network, params);
     let buffer_parts = network.buffers.split(buffers);
     let out = network.forward(images, &leaves, &buffer_parts, Mode::Train);
     let correct = correct_count(out.logits.clone().detach().inner(), labels.clone());
     let loss = cross_entropy(out.logits, labels, label_smoothing);
     let grads = loss.backward();
+    LossAndGradient {
+        loss: loss.detach().inner(),
+        gradient: leaf_gradients(network, &leaves, &grads),
+        correct,
+        stats: out.stats,
+    }
+}
+
+fn autodiff_leaves(network: &Network, params: &Tensor<1>) -> Vec<Tensor<1>> {
+    network
+        .params
+        .split(params)
+        .into_iter()
+        .map(|p| p.autodiff().require_grad())
+        .collect()
+}
+
+fn leaf_gradients(
+    network: &Network,
+    leaves: &[Tensor<1>],
+    grads: &burn::tensor::Gradients,
+) -> Tensor<1> {
     let parts = leaves
         .iter()
         .map(|leaf| {
-            leaf.grad(&grads)
+            leaf.grad(grads)
                 .unwrap_or_else(|| leaf.clone().inner().zeros_like())
         })
         .collect();
-    LossAndGradient {
-        loss: loss.detach().inner(),
-        gradient: network.params.join(parts),
-        correct,
-        stats: out.stats,
+    network.params.join(parts)
+}
+
+/// A batch of images and labels on the device.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub images: Tensor<4>,
+    pub labels: Tensor<1, Int>,
+}
+
+impl Batch {
+    pub fn len(&self) -> usize {
+        self.labels.dims()[0]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first `n` examples (all of them if `n` is at least the batch size). The training
+    /// loop's batches are shuffled, so this is a random subset.
+    pub fn head(&self, n: usize) -> Batch {
+        if n >= self.len() {
+            return self.clone();
+        }
+        Batch {
+            images: self.images.clone().slice(0..n),
+            labels: self.labels.clone().slice(0..n),
+        }
+    }
+}
+
+/// Which curvature matrix the Hessian-free optimizer's CG solves with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CurvatureKind {
+    /// The exact Hessian, by double backprop (indefinite away from a minimum).
+    Hessian,
+    /// The generalised Gauss-Newton matrix `J^T H_L J` (positive semi-definite).
+    GaussNewton,
+}
+
+/// What one gradient evaluation of an `Objective` gives.
+pub struct ObjectiveGradient {
+    /// Mean data loss (cross-entropy, without the weight-decay term), one element.
+    pub loss: Tensor<1>,
+    /// Data loss plus the weight-decay term: the value the optimizer minimises.
+    pub value: Tensor<1>,
+    /// Gradient of `value`.
+    pub gradient: Tensor<1>,
+    /// Mean-loss-scaled sums of squared per-position gradients (for the diagonal
+    /// preconditioner), when asked for.
+    pub squared_gradients: Option<Tensor<1>>,
+    pub correct: Tensor<1, Int>,
+    pub stats: Vec<BatchStats>,
+}
+
+/// The function the Hessian-free optimizer minimises on a batch: mean (label-smoothed)
+/// softmax cross-entropy of the network in training mode (batch statistics), plus
+/// `weight_decay / 2 * |mask * theta|^2` over the decayed weights. Weight decay enters every
+/// product as its exact term, `weight_decay * mask * v`.
+pub struct Objective<'a> {
+    pub network: &'a Network,
+    pub label_smoothing: f32,
+    pub weight_decay: f64,
+    /// 1 where weight decay applies (see `Layout::decay_mask`).
+    pub decay_mask: Tensor<1>,
+}
+
+impl<'a> Objective<'a> {
+    pub fn new(network: &'a Network, label_smoothing: f32, weight_decay: f64, device: &Device) -> Self {
+        Self {
+            network,
+            label_smoothing,
+            weight_decay,
+            decay_mask: network.params.decay_mask(device),
+        }
+    }
+
+    /// `weight_decay * mask * v`: the weight-decay term of a gradient or a curvature product.
+    fn decay_product(&self, v: &Tensor<1>) -> Tensor<1> {
+        v.clone().mul(self.decay_mask.clone()).mul_scalar(self.weight_decay)
+    }
+
+    /// `weight_decay / 2 * |mask * theta|^2`, one element.
+    fn decay_value(&self, params: &Tensor<1>) -> Tensor<1> {
+        (params.clone() * self.decay_mask.clone())
+            .powi_scalar(2)
+            .sum()
+            .mul_scalar(0.5 * self.weight_decay)
+    }
+
+    /// The objective's value at `params` (one element), e.g. at a trial step.
+    pub fn value(&self, params: &Tensor<1>, batch: &Batch) -> Tensor<1> {
+        let parts = self.network.params.split(params);
+        let out = self
+            .network
+            .forward(batch.images.clone(), &parts, &[], Mode::Train);
+        cross_entropy(out.logits, batch.labels.clone(), self.label_smoothing) + self.decay_value(params)
+    }
+
+    /// Value and gradient by our own backprop (the layers' `vjp`).
+    pub fn gradient(&self, params: &Tensor<1>, batch: &Batch, squared: bool) -> ObjectiveGradient {
+        let network = self.network;
+        let parts = network.params.split(params);
+        let tape = network.forward_recorded(batch.images.clone(), &parts);
+        let logits = tape.logits.clone();
+        let d_logits = cross_entropy_gradient(logits.clone(), batch.labels.clone(), self.label_smoothing);
+        let (grads, squares) = network.backprop(&tape, &parts, d_logits, squared);
+        let loss = cross_entropy(logits.clone(), batch.labels.clone(), self.label_smoothing);
+        ObjectiveGradient {
+            value: loss.clone() + self.decay_value(params),
+            loss,
+            gradient: network.params.join(grads) + self.decay_product(params),
+            squared_gradients: squares.map(|s| network.params.join(s)),
+            correct: correct_count(logits, batch.labels.clone()),
+            stats: network.recorded_stats(&tape),
+        }
+    }
+
+    /// The exact Hessian-vector product by double backprop: our backprop builds `g(theta)` on
+    /// autodiff leaves, and Burn's autodiff of `<g(theta), v>` gives `H v`.
+    pub fn hessian_vector(&self, params: &Tensor<1>, batch: &Batch, v: &Tensor<1>) -> Tensor<1> {
+        let network = self.network;
+        let leaves = autodiff_leaves(network, params);
+        let tape = network.forward_recorded(batch.images.clone(), &leaves);
+        let d_logits = cross_entropy_gradient(tape.logits.clone(), batch.labels.clone(), self.label_smoothing);
+        let (grads, _) = network.backprop(&tape, &leaves, d_logits, false);
+        let directional = grads
+            .into_iter()
+            .zip(network.params.split(v))
+            .map(|(g, v)| (g * v).sum())
+            .reduce(|a, b| a + b)
+            .expect("a network has parameters");
+        let second = directional.backward();
+        leaf_gradients(network, &leaves, &second) + self.decay_product(v)
+    }
+
+    /// The Gauss-Newton operator at `params` on `batch`: records the forward pass once, then
+    /// each product is a jvp and a vjp on that record.
+    pub fn gauss_newton(&self, params: &Tensor<1>, batch: &Batch) -> GaussNewton<'_> {
+        let parts = self.network.params.split(params);
+        let tape = self.network.forward_recorded(batch.images.clone(), &parts);
+        let probabilities = burn::tensor::activation::softmax(tape.logits.clone(), 1);
+        GaussNewton {
+            objective: self,
+            params: parts,
+            tape,
+            probabilities,
+        }
+    }
+
+    /// The curvature operator CG solves with.
+    pub fn curvature<'b>(
+        &'b self,
+        kind: CurvatureKind,
+        params: &Tensor<1>,
+        batch: &'b Batch,
+    ) -> Box<dyn LinearOperator + 'b> {
+        match kind {
+            CurvatureKind::GaussNewton => Box::new(self.gauss_newton(params, batch)),
+            CurvatureKind::Hessian => Box::new(HessianOperator {
+                objective: self,
+                params: params.clone(),
+                batch,
+            }),
+        }
+    }
+}
+
+/// `G v = J^T H_L J v + weight_decay * mask * v` on a recorded forward pass.
+pub struct GaussNewton<'a> {
+    objective: &'a Objective<'a>,
+    params: Vec<Tensor<1>>,
+    tape: Tape,
+    probabilities: Tensor<2>,
+}
+
+impl GaussNewton<'_> {
+    pub fn product(&self, v: &Tensor<1>) -> Tensor<1> {
+        let network = self.objective.network;
+        let tangents = network.params.split(v);
+        let jv = network.tangent(&self.tape, &self.params, &tangents);
+        let hjv = cross_entropy_hessian_product(&self.probabilities, jv);
+        let (parts, _) = network.backprop(&self.tape, &self.params, hjv, false);
+        network.params.join(parts) + self.objective.decay_product(v)
+    }
+}
+
+impl LinearOperator for GaussNewton<'_> {
+    fn apply(&self, v: &Tensor<1>) -> Tensor<1> {
+        self.product(v)
+    }
+}
+
+/// `H v` at fixed parameters and batch. Each product redoes the forward pass: Burn's
+/// backward consumes its graph, so nothing of one product can serve the next.
+struct HessianOperator<'a> {
+    objective: &'a Objective<'a>,
+    params: Tensor<1>,
+    batch: &'a Batch,
+}
+
+impl LinearOperator for HessianOperator<'_> {
+    fn apply(&self, v: &Tensor<1>) -> Tensor<1> {
+        self.objective.hessian_vector(&self.params, self.batch, v)
+    }
+}
+
+/// The Hessian-free optimizer's view of one training step: the objective on the gradient
+/// batch, curvature products on its sub-batch.
+pub struct BatchProblem<'a> {
+    pub objective: &'a Objective<'a>,
+    pub batch: &'a Batch,
+    pub curvature_batch: Batch,
+    pub kind: CurvatureKind,
+}
+
+impl crate::optim::hessian_free::Problem for BatchProblem<'_> {
+    fn value(&self, params: &Tensor<1>) -> f64 {
+        self.objective.value(params, self.batch).into_scalar::<f64>()
+    }
+
+    fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {
+        self.objective.curvature(self.kind, params, &self.curvature_batch)
     }
 }

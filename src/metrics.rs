@@ -47,3 +47,92 @@ pub fn to_csv(rows: &[EpochMetrics]) -> String {
 pub fn write(path: &Path, rows: &[EpochMetrics]) -> Result<()> {
     write_atomic(path, to_csv(rows).as_bytes())
 }
+
+/// One Hessian-free step, for `steps.csv` (what a user of such an optimizer plots: damping,
+/// CG iterations, rho, predicted versus actual reduction).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepMetrics {
+    /// Global step, counted from 1.
+    pub step: usize,
+    pub epoch: usize,
+    /// Mean data loss of the batch before the step.
+    pub loss: f64,
+    pub report: crate::optim::hessian_free::StepReport,
+}
+
+const STEP_HEADER: &str = "step,epoch,loss,objective_before,objective_after,predicted,actual,rho,\
+damping_used,damping,cg_iterations,cg_stop,chosen_iteration,step_size,step_norm,accepted";
+
+/// The step log of a run, `steps.csv`, rewritten atomically with the epoch metrics.
+pub struct StepLog {
+    path: std::path::PathBuf,
+    /// CSV rows without the header.
+    lines: Vec<String>,
+}
+
+impl StepLog {
+    /// The log at `path`, continuing an existing one up to and including global step
+    /// `last_step` (a resumed run drops the rows of its interrupted part). A row that does
+    /// not parse ends what is kept.
+    pub fn open(path: &Path, last_step: usize) -> Self {
+        let lines = std::fs::read_to_string(path)
+            .map(|text| {
+                text.lines()
+                    .skip(1)
+                    .take_while(|line| {
+                        line.split(',')
+                            .next()
+                            .and_then(|s| s.parse::<usize>().ok())
+                            .is_some_and(|step| step <= last_step)
+                    })
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            path: path.to_path_buf(),
+            lines,
+        }
+    }
+
+    pub fn push(&mut self, row: &StepMetrics) {
+        let r = &row.report;
+        self.lines.push(format!(
+            "{},{},{:.6},{:.8e},{:.8e},{:.6e},{:.6e},{:.6},{:.6e},{:.6e},{},{},{},{:.6},{:.6e},{}",
+            row.step,
+            row.epoch,
+            row.loss,
+            r.value_before,
+            r.value_after,
+            r.predicted,
+            r.actual,
+            r.rho,
+            r.damping_used,
+            r.damping,
+            r.cg_iterations,
+            r.cg_stop.label(),
+            r.chosen_iteration,
+            r.step_size,
+            r.step_norm,
+            r.accepted
+        ));
+    }
+
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lines.is_empty()
+    }
+
+    pub fn write(&self) -> Result<()> {
+        let mut out = String::from(STEP_HEADER);
+        out.push('\n');
+        for line in &self.lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+        write_atomic(&self.path, out.as_bytes())
+    }
+}

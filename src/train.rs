@@ -11,14 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::checkpoint::{self, Checkpoint, Position};
 use crate::config::Config;
-use crate::curvature::loss_and_gradient;
+use crate::config::{CurvatureChoice, OptimizerKind};
+use crate::curvature::{Batch, BatchProblem, CurvatureKind, Objective, loss_and_gradient};
 use crate::data::batcher::{EpochPlan, Prefetcher, Transform};
 use crate::data::{self, Dataset, Source, Split};
 use crate::device::{self, DeviceChoice};
 use crate::eval::{Evaluation, evaluate};
-use crate::metrics::{self, EpochMetrics};
+use crate::metrics::{self, EpochMetrics, StepLog, StepMetrics};
 use crate::model::Network;
-use crate::optim::{self, schedule::Schedule};
+use crate::optim::hessian_free::StepReport;
+use crate::optim::{self, Method, schedule::Schedule};
 use crate::params::{from_host, to_host};
 
 /// What `hftrain train` was asked to do.
@@ -59,6 +61,8 @@ pub struct RunPaths {
     pub run_dir: PathBuf,
     pub checkpoints: PathBuf,
     pub metrics: PathBuf,
+    /// Per-step log of the Hessian-free optimizer.
+    pub steps: PathBuf,
 }
 
 impl RunPaths {
@@ -66,6 +70,7 @@ impl RunPaths {
         Self {
             checkpoints: run_dir.join("checkpoints"),
             metrics: run_dir.join("metrics.csv"),
+            steps: run_dir.join("steps.csv"),
             run_dir,
         }
     }
@@ -85,7 +90,11 @@ struct Session {
     test: Dataset,
     params: Tensor<1>,
     buffers: Tensor<1>,
-    optimizer: Box<dyn optim::Optimizer>,
+    optimizer: Method,
+    /// 1 where weight decay applies (Hessian-free's objective).
+    decay_mask: Tensor<1>,
+    /// Hessian-free's per-step log (None for first-order optimizers).
+    step_log: Option<StepLog>,
     position: Position,
     metrics: Vec<EpochMetrics>,
 }
@@ -162,7 +171,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
                 paths.run_dir.display()
             );
         }
-        for stale in [&paths.checkpoints, &paths.metrics] {
+        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps] {
             let removed = if stale.is_dir() {
                 std::fs::remove_dir_all(stale)
             } else {
@@ -223,6 +232,12 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
     };
     checkpoint::write_run_config(&paths.run_dir, &config)?;
     metrics::write(&paths.metrics, &metrics)?;
+    let step_log = (config.optimizer.kind == OptimizerKind::HessianFree).then(|| {
+        let log = StepLog::open(&paths.steps, position.global_step);
+        log.write().map(|_| log)
+    });
+    let step_log = step_log.transpose()?;
+    let decay_mask = network.params.decay_mask(&device);
     Ok(Session {
         config,
         paths,
@@ -233,6 +248,8 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         params,
         buffers,
         optimizer,
+        decay_mask,
+        step_log,
         position,
         metrics,
     })
@@ -282,26 +299,36 @@ impl Session {
             let mut correct_sum: Option<Tensor<1, Int>> = None;
             let mut images = 0usize;
             let mut lr = schedule.lr(self.position.global_step);
+            let mut last_report: Option<StepReport> = None;
             let prefetch = Prefetcher::start(self.train.clone(), plan.clone(), first, seed, transform.clone());
             for (step, batch) in prefetch {
                 let n = batch.len();
                 let (x, y) = batch.to_device(&self.device);
                 lr = schedule.lr(self.position.global_step);
-                let out = loss_and_gradient(
-                    &self.network,
-                    &self.params,
-                    &self.buffers,
-                    x,
-                    y,
-                    config.train.label_smoothing,
-                );
-                self.params = self.optimizer.step(self.params.clone(), out.gradient, lr);
+                let out = match self.step(x, y, lr) {
+                    Ok(out) => out,
+                    Err(e) => {
+                        bar.abandon();
+                        return Err(e.context(format!(
+                            "training stopped at epoch {} step {}; the last checkpoint is {}",
+                            epoch + 1,
+                            step + 1,
+                            last_good_checkpoint(&self.paths.checkpoints)
+                        )));
+                    }
+                };
                 self.buffers = self.network.update_buffers(
                     self.buffers.clone(),
                     &out.stats,
                     config.train.bn_momentum,
                 );
-                let weighted = out.loss.mul_scalar(n as f32);
+                if let Some(report) = &out.report {
+                    last_report = Some(report.clone());
+                    if report.accepted {
+                        lr = report.step_size;
+                    }
+                }
+                let weighted = out.loss.clone().mul_scalar(n as f32);
                 loss_sum = Some(match loss_sum {
                     Some(s) => s + weighted,
                     None => weighted,
@@ -313,6 +340,14 @@ impl Session {
                 images += n;
                 self.position.global_step += 1;
                 self.position.step_in_epoch = step + 1;
+                if let (Some(log), Some(report)) = (self.step_log.as_mut(), out.report) {
+                    log.push(&StepMetrics {
+                        step: self.position.global_step,
+                        epoch: epoch + 1,
+                        loss: out.loss.into_scalar::<f64>(),
+                        report,
+                    });
+                }
 
                 let last = step + 1 == plan.steps();
                 if (step + 1) % config.train.log_every == 0 || last {
@@ -331,8 +366,12 @@ impl Session {
                     let correct = correct_sum.as_ref().map_or(0, |s| s.clone().into_scalar::<i64>());
                     let seconds = started.elapsed().as_secs_f64();
                     bar.set_position((step + 1) as u64);
+                    let optimizer = match &last_report {
+                        Some(r) => hessian_free_progress(r),
+                        None => format!("lr {lr:.2e}"),
+                    };
                     bar.set_message(format!(
-                        "loss {loss:.4} acc {:.1}% lr {lr:.2e} {:.1} img/s",
+                        "loss {loss:.4} acc {:.1}% {optimizer} {:.1} img/s",
                         100.0 * correct as f64 / images as f64,
                         images as f64 / seconds.max(1e-9)
                     ));
@@ -367,8 +406,14 @@ impl Session {
                 row.epoch_seconds,
                 row.images_per_second
             );
+            if let Some(r) = &last_report {
+                println!("          hessian-free: {}", hessian_free_progress(r));
+            }
             self.metrics.push(row);
             metrics::write(&self.paths.metrics, &self.metrics)?;
+            if let Some(log) = &self.step_log {
+                log.write()?;
+            }
             self.position.epoch += 1;
             self.position.step_in_epoch = 0;
 
@@ -392,6 +437,53 @@ impl Session {
             last_checkpoint,
             position: self.position,
         })
+    }
+
+    /// One optimizer step on a batch: the parameters move, the rest is returned.
+    fn step(&mut self, images: Tensor<4>, labels: Tensor<1, Int>, lr: f64) -> Result<StepOutput> {
+        let smoothing = self.config.train.label_smoothing;
+        match &mut self.optimizer {
+            Method::FirstOrder(optimizer) => {
+                let out = loss_and_gradient(&self.network, &self.params, &self.buffers, images, labels, smoothing);
+                self.params = optimizer.step(self.params.clone(), out.gradient, lr);
+                Ok(StepOutput {
+                    loss: out.loss,
+                    correct: out.correct,
+                    stats: out.stats,
+                    report: None,
+                })
+            }
+            Method::HessianFree(hf) => {
+                let settings = &self.config.optimizer.hessian_free;
+                let objective = Objective {
+                    network: &self.network,
+                    label_smoothing: smoothing,
+                    weight_decay: self.config.optimizer.weight_decay,
+                    decay_mask: self.decay_mask.clone(),
+                };
+                let batch = Batch { images, labels };
+                let grad = objective.gradient(&self.params, &batch, settings.preconditioner);
+                let problem = BatchProblem {
+                    objective: &objective,
+                    batch: &batch,
+                    curvature_batch: batch.head(settings.curvature_batch_size),
+                    kind: match settings.curvature {
+                        CurvatureChoice::Hessian => CurvatureKind::Hessian,
+                        CurvatureChoice::GaussNewton => CurvatureKind::GaussNewton,
+                    },
+                };
+                let value = grad.value.into_scalar::<f64>();
+                let (params, report) =
+                    hf.step(&problem, &self.params, value, &grad.gradient, grad.squared_gradients.as_ref())?;
+                self.params = params;
+                Ok(StepOutput {
+                    loss: grad.loss,
+                    correct: grad.correct,
+                    stats: grad.stats,
+                    report: Some(report),
+                })
+            }
+        }
     }
 
     fn evaluate(&self, transform: &Transform) -> Evaluation {
@@ -419,6 +511,31 @@ impl Session {
         };
         ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
     }
+}
+
+/// What one step leaves for the loop besides the new parameters.
+struct StepOutput {
+    /// Mean loss of the batch (one element).
+    loss: Tensor<1>,
+    correct: Tensor<1, Int>,
+    stats: Vec<crate::model::BatchStats>,
+    report: Option<StepReport>,
+}
+
+/// The Hessian-free part of the progress line.
+fn hessian_free_progress(r: &StepReport) -> String {
+    format!(
+        "λ {:.2e} cg {} ({}) ρ {:.2} α {:.2} |Δθ| {:.2e} Δf {:.2e} (model {:.2e}){}",
+        r.damping_used,
+        r.cg_iterations,
+        r.cg_stop.label(),
+        r.rho,
+        r.step_size,
+        r.step_norm,
+        r.actual,
+        r.predicted,
+        if r.accepted { "" } else { " rejected" }
+    )
 }
 
 fn last_good_checkpoint(dir: &Path) -> String {

@@ -92,11 +92,11 @@ pub enum Layer {
 
 pub const BN_EPSILON: f64 = 1e-5;
 
-fn conv_options() -> ConvOptions<2> {
+pub(crate) fn conv_options() -> ConvOptions<2> {
     ConvOptions::new([1, 1], [1, 1], [1, 1], 1)
 }
 
-fn reshape<const D: usize>(flat: &Tensor<1>, shape: [usize; D]) -> Tensor<D> {
+pub(crate) fn reshape<const D: usize>(flat: &Tensor<1>, shape: [usize; D]) -> Tensor<D> {
     flat.clone().reshape(shape)
 }
 

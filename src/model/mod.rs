@@ -1,16 +1,21 @@
 //! The network: a list of layers built from the config, its parameter and buffer layouts,
 //! initialisation, the forward pass and the loss.
 
+pub mod jvp;
 pub mod layers;
+pub mod loss;
+pub mod record;
+pub mod vjp;
 
 use burn::prelude::*;
-use burn::tensor::activation::log_softmax;
 
 use crate::config::{HeadKind, ModelConfig};
 use crate::data::{CHANNELS, IMAGE_SIDE};
 use crate::params::{Layout, from_host};
 use crate::rng::Rng;
 pub use layers::{Activation, BatchStats, Layer, Mode};
+pub use loss::{correct_count, cross_entropy};
+pub use record::LayerRecord;
 
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -20,6 +25,13 @@ pub struct Network {
     /// Batch-norm running statistics (not trained; updated from batch statistics).
     pub buffers: Layout,
     pub num_classes: usize,
+}
+
+/// A recorded training-mode forward pass (see `record.rs`): the logits and, per layer, what
+/// its vjp and jvp need.
+pub struct Tape {
+    pub logits: Tensor<2>,
+    pub records: Vec<LayerRecord>,
 }
 
 /// What a forward pass produced.
@@ -166,6 +178,103 @@ impl Network {
         }
     }
 
+    /// Training-mode forward pass that records each layer for `backprop` and `tangent`.
+    pub fn forward_recorded(&self, images: Tensor<4>, params: &[Tensor<1>]) -> Tape {
+        let mut x = Activation::Map(images);
+        let mut records = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let (y, record) = layer.forward_recorded(x, params);
+            records.push(record);
+            x = y;
+        }
+        Tape {
+            logits: x.flat(),
+            records,
+        }
+    }
+
+    /// Our own backprop: the gradient of the loss with respect to every parameter tensor (in
+    /// layout order) from the gradient with respect to the logits, by the layers' `vjp`.
+    /// With `squared`, also the per-position sums of squared gradients (see
+    /// `Layer::param_gradients`), scaled by the batch size to the mean-loss scale.
+    pub fn backprop(
+        &self,
+        tape: &Tape,
+        params: &[Tensor<1>],
+        d_logits: Tensor<2>,
+        squared: bool,
+    ) -> (Vec<Tensor<1>>, Option<Vec<Tensor<1>>>) {
+        let mut grads: Vec<Option<Tensor<1>>> = vec![None; self.params.entries().len()];
+        let mut squares: Vec<Option<Tensor<1>>> = vec![None; grads.len()];
+        let batch = d_logits.dims()[0] as f64;
+        let mut dy = Activation::Flat(d_logits);
+        for (i, (layer, record)) in self.layers.iter().zip(&tape.records).enumerate().rev() {
+            if squared {
+                for (index, sq) in layer.param_gradients(record, params, dy.clone(), true) {
+                    squares[index] = Some(sq.mul_scalar(batch));
+                }
+            }
+            let (dx, layer_grads) = layer.vjp(record, params, dy, i > 0);
+            for (index, g) in layer_grads {
+                grads[index] = Some(g);
+            }
+            match dx {
+                Some(dx) => dy = dx,
+                None => break,
+            }
+        }
+        let fill = |parts: Vec<Option<Tensor<1>>>| -> Vec<Tensor<1>> {
+            parts
+                .into_iter()
+                .zip(params)
+                .map(|(g, p)| g.unwrap_or_else(|| p.zeros_like()))
+                .collect()
+        };
+        let squares = squared.then(|| fill(squares));
+        (fill(grads), squares)
+    }
+
+    /// Forward-mode tangent of the logits for parameter tangents `tangents` (split like the
+    /// parameters), by the layers' `jvp` on a recorded pass. The images are constants.
+    pub fn tangent(&self, tape: &Tape, params: &[Tensor<1>], tangents: &[Tensor<1>]) -> Tensor<2> {
+        let mut dx: Option<Activation> = None;
+        for (layer, record) in self.layers.iter().zip(&tape.records) {
+            dx = layer.jvp(record, params, tangents, dx);
+        }
+        match dx {
+            Some(d) => d.flat(),
+            None => tape.logits.zeros_like(),
+        }
+    }
+
+    /// Batch-norm statistics of a recorded pass, for the running-statistics update.
+    pub fn recorded_stats(&self, tape: &Tape) -> Vec<BatchStats> {
+        self.layers
+            .iter()
+            .zip(&tape.records)
+            .filter_map(|(layer, record)| match (layer, &record.aux) {
+                (
+                    Layer::BatchNorm {
+                        running_mean,
+                        running_var,
+                        ..
+                    },
+                    record::Aux::BatchNorm { mean, variance, .. },
+                ) => {
+                    let [n, _, h, w] = record.input.clone().map().dims();
+                    Some(BatchStats {
+                        running_mean: *running_mean,
+                        running_var: *running_var,
+                        mean: mean.clone(),
+                        variance: variance.clone(),
+                        count: n * h * w,
+                    })
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Logits in evaluation mode from flat vectors.
     pub fn predict(&self, images: Tensor<4>, params: &Tensor<1>, buffers: &Tensor<1>) -> Tensor<2> {
         let p = self.params.split(params);
@@ -202,28 +311,4 @@ impl Network {
             layers.join(" | ")
         )
     }
-}
-
-/// Mean softmax cross-entropy with optional label smoothing, as a one-element tensor.
-pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, smoothing: f32) -> Tensor<1> {
-    let [n, classes] = logits.dims();
-    let log_p = log_softmax(logits, 1);
-    let picked = log_p.clone().gather(1, labels.reshape([n, 1]));
-    let nll = picked.neg().mean();
-    if smoothing == 0.0 {
-        return nll;
-    }
-    let uniform = log_p.neg().sum_dim(1).mean().div_scalar(classes as f32);
-    nll.mul_scalar(1.0 - smoothing) + uniform.mul_scalar(smoothing)
-}
-
-/// Number of correct top-1 predictions, as a one-element Int tensor.
-pub fn correct_count(logits: Tensor<2>, labels: Tensor<1, Int>) -> Tensor<1, Int> {
-    let [n, _] = logits.dims();
-    logits
-        .argmax(1)
-        .reshape([n])
-        .equal(labels)
-        .int()
-        .sum()
 }

@@ -2,6 +2,8 @@
 //! optax), testable without a network; and the learning-rate schedule.
 
 pub mod adam;
+pub mod cg;
+pub mod hessian_free;
 pub mod schedule;
 pub mod sgd;
 
@@ -57,17 +59,54 @@ pub trait Optimizer {
     fn load_state(&mut self, state: &OptimizerState, device: &Device) -> Result<()>;
 }
 
-/// Builds the configured optimizer for a parameter vector of `len` values; `decay_mask` is 1
-/// where weight decay applies.
-pub fn build(config: &OptimizerConfig, decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
-    match config.kind {
-        OptimizerKind::Sgd => Box::new(sgd::Sgd::new(config, decay_mask, len)),
-        OptimizerKind::Adam => Box::new(adam::Adam::new(config, decay_mask, len, false)),
-        OptimizerKind::Adamw => Box::new(adam::Adam::new(config, decay_mask, len, true)),
+/// The configured optimizer: a first-order rule fed with gradients, or Hessian-free, which
+/// also asks the objective for values and curvature products.
+pub enum Method {
+    FirstOrder(Box<dyn Optimizer>),
+    HessianFree(hessian_free::HessianFree),
+}
+
+impl Method {
+    pub fn state(&self) -> OptimizerState {
+        match self {
+            Method::FirstOrder(o) => o.state(),
+            Method::HessianFree(hf) => hf.state(),
+        }
+    }
+
+    pub fn load_state(&mut self, state: &OptimizerState, device: &Device) -> Result<()> {
+        match self {
+            Method::FirstOrder(o) => o.load_state(state, device),
+            Method::HessianFree(hf) => hf.load_state(state, device),
+        }
     }
 }
 
-fn check_kind(state: &OptimizerState, expected: &str) -> Result<()> {
+/// Builds the configured optimizer for a parameter vector of `len` values; `decay_mask` is 1
+/// where weight decay applies.
+pub fn build(config: &OptimizerConfig, decay_mask: Tensor<1>, len: usize) -> Method {
+    match build_first_order(config, decay_mask, len) {
+        Some(o) => Method::FirstOrder(o),
+        // Weight decay is part of the objective Hessian-free minimises (curvature.rs).
+        None => Method::HessianFree(hessian_free::HessianFree::new(&config.hessian_free, len)),
+    }
+}
+
+/// The configured first-order optimizer; None for Hessian-free.
+pub fn build_first_order(
+    config: &OptimizerConfig,
+    decay_mask: Tensor<1>,
+    len: usize,
+) -> Option<Box<dyn Optimizer>> {
+    Some(match config.kind {
+        OptimizerKind::Sgd => Box::new(sgd::Sgd::new(config, decay_mask, len)),
+        OptimizerKind::Adam => Box::new(adam::Adam::new(config, decay_mask, len, false)),
+        OptimizerKind::Adamw => Box::new(adam::Adam::new(config, decay_mask, len, true)),
+        OptimizerKind::HessianFree => return None,
+    })
+}
+
+pub(crate) fn check_kind(state: &OptimizerState, expected: &str) -> Result<()> {
     if state.kind != expected {
         bail!(
             "the checkpoint holds the state of optimizer `{}`, this run uses `{expected}`",

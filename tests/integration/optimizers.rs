@@ -21,7 +21,7 @@ fn sgd_nesterov_with_decay_matches_pytorch_rule() {
     let d = device();
     let config = OptimizerConfig { kind: OptimizerKind::Sgd, momentum: 0.9, nesterov: true, weight_decay: 0.1, ..Default::default() };
     let mask = from_host(vec![1.0, 0.0], &d);
-    let mut opt = optim::build(&config, mask, 2);
+    let mut opt = optim::build_first_order(&config, mask, 2).unwrap();
     let (mut theta, g) = ([1.0f64, 2.0], [0.5f64, -1.0]);
     let mut velocity = [0.0f64; 2];
     let mut params = from_host(theta.map(|x| x as f32).to_vec(), &d);
@@ -36,7 +36,7 @@ fn sgd_nesterov_with_decay_matches_pytorch_rule() {
     }
     // The state round-trips through its plain-data form.
     let state = opt.state();
-    let mut fresh = optim::build(&config, from_host(vec![1.0, 0.0], &d), 2);
+    let mut fresh = optim::build_first_order(&config, from_host(vec![1.0, 0.0], &d), 2).unwrap();
     fresh.load_state(&state, &d).unwrap();
     let a = to_host(&opt.step(params.clone(), from_host(vec![0.1, 0.2], &d), 0.1));
     let b = to_host(&fresh.step(params, from_host(vec![0.1, 0.2], &d), 0.1));
@@ -49,7 +49,7 @@ fn adam_and_adamw_match_their_rules() {
     for decoupled in [false, true] {
         let kind = if decoupled { OptimizerKind::Adamw } else { OptimizerKind::Adam };
         let config = OptimizerConfig { kind, weight_decay: 0.01, ..Default::default() };
-        let mut opt = optim::build(&config, from_host(vec![1.0], &d), 1);
+        let mut opt = optim::build_first_order(&config, from_host(vec![1.0], &d), 1).unwrap();
         let mut params = from_host(vec![1.0], &d);
         let (mut theta, mut m, mut v) = (1.0f64, 0.0f64, 0.0f64);
         let lr = 0.01;
@@ -71,9 +71,9 @@ fn adam_and_adamw_match_their_rules() {
 #[test]
 fn loading_another_optimizers_state_is_refused() {
     let d = device();
-    let sgd = optim::build(&OptimizerConfig::default(), from_host(vec![1.0], &d), 1);
+    let sgd = optim::build_first_order(&OptimizerConfig::default(), from_host(vec![1.0], &d), 1).unwrap();
     let config = OptimizerConfig { kind: OptimizerKind::Adam, ..Default::default() };
-    let mut adam = optim::build(&config, from_host(vec![1.0], &d), 1);
+    let mut adam = optim::build_first_order(&config, from_host(vec![1.0], &d), 1).unwrap();
     let message = format!("{:#}", adam.load_state(&sgd.state(), &d).unwrap_err());
     assert!(message.contains("`sgd`") && message.contains("`adam`"), "{message}");
 }

@@ -1,0 +1,198 @@
+//! Truncated preconditioned conjugate gradient for `(C + lambda I) x = b` over flat
+//! parameter-space tensors, as Hessian-free optimisation uses it (Martens 2010).
+//!
+//! Every vector stays on the device; each iteration reads back two small batches of
+//! scalars (the curvature along the search direction, then the residual norm and the model
+//! value together). CG minimises the quadratic model `phi(x) = x^T A x / 2 - b^T x`, and it
+//! stops on Martens' relative-progress rule, an iteration cap, or negative curvature (with
+//! the true Hessian, `p^T A p <= 0`: the model has no minimum along `p`, so CG keeps the last
+//! iterate instead of dividing by it).
+
+use burn::prelude::*;
+
+/// A symmetric linear map on flat parameter vectors: a curvature product.
+pub trait LinearOperator {
+    fn apply(&self, v: &Tensor<1>) -> Tensor<1>;
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CgSettings {
+    pub max_iterations: usize,
+    /// Martens' rule: stop at iteration i once `i > k` and
+    /// `(phi_i - phi_{i-k}) / phi_i < k * tolerance`, with `k = max(10, 0.1 i)`.
+    pub tolerance: f64,
+    /// Keep the iterates at iterations ceil(g^j) (and the last) for backtracking.
+    pub keep_growth: f64,
+}
+
+impl Default for CgSettings {
+    fn default() -> Self {
+        Self {
+            max_iterations: 50,
+            tolerance: 5e-4,
+            keep_growth: 1.3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgStop {
+    /// Martens' relative-progress rule.
+    Progress,
+    MaxIterations,
+    /// `p^T A p <= 0` (or not finite): the previous iterate is kept.
+    NegativeCurvature,
+    /// The residual vanished: the system is solved.
+    Converged,
+    /// A non-finite scalar appeared (curvature product overflow, NaN input).
+    NonFinite,
+}
+
+impl CgStop {
+    pub fn label(self) -> &'static str {
+        match self {
+            CgStop::Progress => "progress",
+            CgStop::MaxIterations => "max-iterations",
+            CgStop::NegativeCurvature => "negative-curvature",
+            CgStop::Converged => "converged",
+            CgStop::NonFinite => "non-finite",
+        }
+    }
+}
+
+/// A kept CG iterate.
+#[derive(Debug, Clone)]
+pub struct Iterate {
+    /// Iterations done when it was kept (0: the starting point).
+    pub iteration: usize,
+    pub x: Tensor<1>,
+    /// The quadratic model's value `phi(x)` there (damped: A includes lambda I).
+    pub model_value: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct CgResult {
+    /// The final iterate.
+    pub solution: Tensor<1>,
+    pub model_value: f64,
+    pub iterations: usize,
+    pub stop: CgStop,
+    /// Kept iterates in increasing iteration order; the last is `solution`.
+    pub iterates: Vec<Iterate>,
+}
+
+fn dot(a: &Tensor<1>, b: &Tensor<1>) -> Tensor<1> {
+    (a.clone() * b.clone()).sum()
+}
+
+/// Reads one-element tensors back together (one device sync).
+fn read(scalars: Vec<Tensor<1>>) -> Vec<f64> {
+    Tensor::cat(scalars, 0).to_data().iter::<f64>().collect()
+}
+
+/// Solves `(C + damping I) x = b` approximately. `x0` is the warm start (zero if None),
+/// `preconditioner` the diagonal `M` (CG then works with `M^-1 r`).
+pub fn solve(
+    curvature: &dyn LinearOperator,
+    damping: f64,
+    b: &Tensor<1>,
+    x0: Option<Tensor<1>>,
+    preconditioner: Option<&Tensor<1>>,
+    settings: &CgSettings,
+) -> CgResult {
+    let apply = |v: &Tensor<1>| curvature.apply(v) + v.clone().mul_scalar(damping);
+    let precondition = |r: &Tensor<1>| match preconditioner {
+        Some(m) => r.clone() / m.clone(),
+        None => r.clone(),
+    };
+    // phi(x) = -x^T (b + r) / 2, since A x = b - r.
+    let model = |x: &Tensor<1>, r: &Tensor<1>| dot(x, &(b.clone() + r.clone())).mul_scalar(-0.5);
+
+    let (mut x, mut r) = match x0 {
+        Some(x0) => {
+            let r = b.clone() - apply(&x0);
+            (x0, r)
+        }
+        None => (b.zeros_like(), b.clone()),
+    };
+    let y = precondition(&r);
+    let [mut ry, mut phi] = read(vec![dot(&r, &y), model(&x, &r)])[..] else {
+        unreachable!("two scalars were read")
+    };
+    let mut p = y;
+    let mut history = vec![phi];
+    let mut iterates = vec![Iterate {
+        iteration: 0,
+        x: x.clone(),
+        model_value: phi,
+    }];
+    let mut next_keep = 1usize;
+    let mut stop = CgStop::MaxIterations;
+    let mut iterations = 0;
+
+    if !(ry.is_finite() && phi.is_finite()) {
+        stop = CgStop::NonFinite;
+    } else if ry == 0.0 {
+        stop = CgStop::Converged;
+    } else {
+        while iterations < settings.max_iterations {
+            let ap = apply(&p);
+            let pap = read(vec![dot(&p, &ap)])[0];
+            if !pap.is_finite() {
+                stop = CgStop::NonFinite;
+                break;
+            }
+            if pap <= 0.0 {
+                stop = CgStop::NegativeCurvature;
+                break;
+            }
+            let alpha = ry / pap;
+            let x_next = x.clone() + p.clone().mul_scalar(alpha);
+            let r_next = r.clone() - ap.mul_scalar(alpha);
+            let y_next = precondition(&r_next);
+            let [ry_next, phi_next] = read(vec![dot(&r_next, &y_next), model(&x_next, &r_next)])[..] else {
+                unreachable!("two scalars were read")
+            };
+            if !(ry_next.is_finite() && phi_next.is_finite()) {
+                stop = CgStop::NonFinite;
+                break;
+            }
+            iterations += 1;
+            (x, r, phi) = (x_next, r_next, phi_next);
+            history.push(phi);
+            if iterations >= next_keep {
+                iterates.push(Iterate {
+                    iteration: iterations,
+                    x: x.clone(),
+                    model_value: phi,
+                });
+                next_keep = ((next_keep as f64) * settings.keep_growth).ceil().max(next_keep as f64 + 1.0) as usize;
+            }
+            if ry_next == 0.0 {
+                stop = CgStop::Converged;
+                break;
+            }
+            let k = 10usize.max(iterations / 10);
+            if iterations > k && phi < 0.0 && (phi - history[iterations - k]) / phi < k as f64 * settings.tolerance {
+                stop = CgStop::Progress;
+                break;
+            }
+            p = y_next + p.mul_scalar(ry_next / ry);
+            ry = ry_next;
+        }
+    }
+    if iterates.last().is_none_or(|last| last.iteration != iterations) {
+        iterates.push(Iterate {
+            iteration: iterations,
+            x: x.clone(),
+            model_value: phi,
+        });
+    }
+    CgResult {
+        solution: x,
+        model_value: phi,
+        iterations,
+        stop,
+        iterates,
+    }
+}
