@@ -13,8 +13,10 @@ pub fn cross_entropy(logits: Tensor<2>, labels: Tensor<1, Int>, smoothing: f32) 
     if smoothing == 0.0 {
         return nll;
     }
-    let uniform = log_p.neg().sum_dim(1).mean().div_scalar(classes as f32);
-    nll.mul_scalar(1.0 - smoothing) + uniform.mul_scalar(smoothing)
+    let uniform = log_p.neg().sum_dim(1).mean().div_scalar(classes as f64);
+    // Scalars in f64: on an f64 device, f32 arithmetic on them would show up at 1e-9.
+    let s = smoothing as f64;
+    nll.mul_scalar(1.0 - s) + uniform.mul_scalar(s)
 }
 
 /// The smoothed one-hot targets: `(1 - s) onehot + s / classes`.
@@ -23,9 +25,8 @@ fn targets(labels: Tensor<1, Int>, classes: usize, smoothing: f32) -> Tensor<2> 
     if smoothing == 0.0 {
         one_hot
     } else {
-        one_hot
-            .mul_scalar(1.0 - smoothing)
-            .add_scalar(smoothing / classes as f32)
+        let s = smoothing as f64;
+        one_hot.mul_scalar(1.0 - s).add_scalar(s / classes as f64)
     }
 }
 

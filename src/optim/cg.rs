@@ -23,6 +23,9 @@ pub struct CgSettings {
     pub tolerance: f64,
     /// Keep the iterates at iterations ceil(g^j) (and the last) for backtracking.
     pub keep_growth: f64,
+    /// Stop as converged once the (preconditioned) residual norm falls below this fraction
+    /// of its start.
+    pub residual_tolerance: f64,
 }
 
 impl Default for CgSettings {
@@ -31,6 +34,7 @@ impl Default for CgSettings {
             max_iterations: 50,
             tolerance: 5e-4,
             keep_growth: 1.3,
+            residual_tolerance: 1e-6,
         }
     }
 }
@@ -42,7 +46,7 @@ pub enum CgStop {
     MaxIterations,
     /// `p^T A p <= 0` (or not finite): the previous iterate is kept.
     NegativeCurvature,
-    /// The residual vanished: the system is solved.
+    /// The residual fell below `residual_tolerance` of its start: the system is solved.
     Converged,
     /// A non-finite scalar appeared (curvature product overflow, NaN input).
     NonFinite,
@@ -79,6 +83,8 @@ pub struct CgResult {
     pub stop: CgStop,
     /// Kept iterates in increasing iteration order; the last is `solution`.
     pub iterates: Vec<Iterate>,
+    /// `phi` after each iteration, starting with the starting point's.
+    pub model_values: Vec<f64>,
 }
 
 fn dot(a: &Tensor<1>, b: &Tensor<1>) -> Tensor<1> {
@@ -120,6 +126,10 @@ pub fn solve(
         unreachable!("two scalars were read")
     };
     let mut p = y;
+    // Converged: the residual small against the right-hand side (not against the warm
+    // start's residual, which may already be tiny).
+    let b_norm_sq = read(vec![dot(b, &precondition(b))])[0];
+    let converged_below = b_norm_sq * settings.residual_tolerance.powi(2);
     let mut history = vec![phi];
     let mut iterates = vec![Iterate {
         iteration: 0,
@@ -132,7 +142,7 @@ pub fn solve(
 
     if !(ry.is_finite() && phi.is_finite()) {
         stop = CgStop::NonFinite;
-    } else if ry == 0.0 {
+    } else if ry <= converged_below {
         stop = CgStop::Converged;
     } else {
         while iterations < settings.max_iterations {
@@ -168,7 +178,7 @@ pub fn solve(
                 });
                 next_keep = ((next_keep as f64) * settings.keep_growth).ceil().max(next_keep as f64 + 1.0) as usize;
             }
-            if ry_next == 0.0 {
+            if ry_next <= converged_below {
                 stop = CgStop::Converged;
                 break;
             }
@@ -194,5 +204,6 @@ pub fn solve(
         iterations,
         stop,
         iterates,
+        model_values: history,
     }
 }

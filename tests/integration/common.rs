@@ -107,3 +107,69 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Set in the child process that runs the f64 tests (see `run_f64_tests_in_child`).
+pub const F64_CHILD: &str = "HFTRAIN_TEST_F64_CHILD";
+
+/// Burn's CPU backend (flex) in f64. Burn keeps one dtype setting per device for the whole
+/// process, so the f64 tests run in a process of their own, where nothing else uses flex;
+/// elsewhere this refuses instead of switching the other tests to f64 under their feet.
+pub fn flex_f64() -> burn::prelude::Device {
+    assert!(
+        std::env::var_os(F64_CHILD).is_some(),
+        "the f64 tests run in a process of their own: `cargo test --release -- \
+         f64_tests_pass_in_their_own_process` starts it (or set {F64_CHILD}=1 and pass --ignored)"
+    );
+    static CONFIGURED: std::sync::Once = std::sync::Once::new();
+    let mut device = burn::prelude::Device::flex();
+    CONFIGURED.call_once(|| {
+        device
+            .configure(burn::tensor::FloatDType::F64)
+            .expect("flex is configured before any tensor of this process exists");
+    });
+    let probe = burn::prelude::Tensor::<1>::zeros([1], &device);
+    assert_eq!(probe.dtype(), burn::tensor::DType::F64, "flex is not in f64");
+    device
+}
+
+/// Runs the ignored tests whose names contain `f64_` in a child process of this test binary
+/// with flex in f64, and returns the lines they printed that start with `measured:`.
+/// Fails unless at least `expected` tests ran and all passed.
+pub fn run_f64_tests_in_child(expected: usize) -> Vec<String> {
+    let exe = std::env::current_exe().expect("the test binary knows its path");
+    let out = std::process::Command::new(exe)
+        .args(["f64_", "--ignored", "--test-threads=1", "--nocapture"])
+        .env(F64_CHILD, "1")
+        .output()
+        .expect("the test binary starts again");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "f64 tests failed:\n{stdout}\n{stderr}");
+    let passed: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("test result: ok. "))
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(passed >= expected, "only {passed} of {expected} f64 tests ran:\n{stdout}");
+    stdout
+        .lines()
+        .filter(|l| l.contains("measured:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Uniform values in [-1, 1) from `seed`, as a tensor of `shape` on `device`.
+pub fn random_tensor<const D: usize>(seed: u64, shape: [usize; D], device: &burn::prelude::Device) -> burn::prelude::Tensor<D> {
+    let n: usize = shape.iter().product();
+    let mut rng = hftrain::rng::Rng::derive(seed, &[0x7E57]);
+    let values: Vec<f32> = (0..n).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect();
+    hftrain::params::from_host(values, device).reshape(shape)
+}
+
+/// `|a - b| / |b|` in the Euclidean norm, read back in f64.
+pub fn relative_error<const D: usize>(a: &burn::prelude::Tensor<D>, b: &burn::prelude::Tensor<D>) -> f64 {
+    let diff = (a.clone() - b.clone()).powi_scalar(2).sum().into_scalar::<f64>().sqrt();
+    let norm = b.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt();
+    diff / norm.max(f64::MIN_POSITIVE)
+}

@@ -6,6 +6,8 @@ mod checkpoints;
 mod cli;
 mod config_errors;
 mod data_binary;
+mod curvature;
 mod data_folder;
+mod hessian_free;
 mod optimizers;
 mod training;

@@ -1,0 +1,388 @@
+//! The layers' vjp and jvp, our backprop, the exact Hessian-vector product and the
+//! Gauss-Newton product, checked where the numbers can be exact: f64 on Burn's CPU backend
+//! (in a process of its own, see `common::flex_f64`), and f32 on wgpu against that.
+
+use burn::prelude::*;
+use hftrain::config::{BlockConfig, HeadKind, ModelConfig};
+use hftrain::curvature::{Batch, Objective, loss_and_gradient};
+use hftrain::model::layers::{Activation, Layer};
+use hftrain::model::loss::cross_entropy_hessian_product;
+use hftrain::model::{Mode, Network};
+use hftrain::params::{Layout, from_host, to_host};
+
+use crate::common::{flex_f64, random_tensor, relative_error, run_f64_tests_in_child};
+
+/// Number of `f64_` tests in this binary (the parent checks they all ran).
+const F64_TESTS: usize = 12;
+
+#[test]
+fn f64_tests_pass_in_their_own_process() {
+    let measured = run_f64_tests_in_child(F64_TESTS);
+    use std::io::Write;
+    let mut err = std::io::stderr();
+    for line in measured {
+        let _ = writeln!(err, "{line}");
+    }
+}
+
+// ---- one layer at a time ----
+
+enum Input {
+    Map([usize; 4]),
+    Flat([usize; 2]),
+}
+
+struct LayerCase {
+    name: &'static str,
+    layer: Layer,
+    params: Layout,
+    input: Input,
+}
+
+fn layer_cases() -> Vec<LayerCase> {
+    let mut cases = Vec::new();
+    let mut conv = Layout::default();
+    let w = conv.push("w", &[3, 2, 3, 3], true);
+    let b = conv.push("b", &[3], false);
+    cases.push(LayerCase {
+        name: "conv 3x3 with bias",
+        layer: Layer::Conv { weight: w, bias: Some(b), in_channels: 2, out_channels: 3 },
+        params: conv,
+        input: Input::Map([2, 2, 5, 5]),
+    });
+    let mut bn = Layout::default();
+    let g = bn.push("gamma", &[3], false);
+    let beta = bn.push("beta", &[3], false);
+    cases.push(LayerCase {
+        name: "batch norm (batch statistics)",
+        layer: Layer::BatchNorm { gamma: g, beta, running_mean: 0, running_var: 1, channels: 3 },
+        params: bn,
+        input: Input::Map([3, 3, 4, 4]),
+    });
+    let mut linear = Layout::default();
+    let w = linear.push("w", &[4, 6], true);
+    let b = linear.push("b", &[4], false);
+    cases.push(LayerCase {
+        name: "linear",
+        layer: Layer::Linear { weight: w, bias: b, in_features: 6, out_features: 4 },
+        params: linear,
+        input: Input::Flat([3, 6]),
+    });
+    for (name, layer, input) in [
+        ("relu on a map", Layer::Relu, Input::Map([2, 3, 4, 4])),
+        ("relu on a matrix", Layer::Relu, Input::Flat([3, 5])),
+        ("max-pool 2x2", Layer::MaxPool, Input::Map([2, 2, 4, 6])),
+        ("global max-pool", Layer::GlobalMaxPool, Input::Map([2, 3, 4, 4])),
+        ("global avg-pool", Layer::GlobalAvgPool, Input::Map([2, 3, 4, 4])),
+        ("flatten", Layer::Flatten, Input::Map([2, 3, 2, 2])),
+        ("scale", Layer::Scale(0.5), Input::Map([2, 2, 3, 3])),
+    ] {
+        cases.push(LayerCase { name, layer, params: Layout::default(), input });
+    }
+    cases
+}
+
+fn random_activation(input: &Input, seed: u64, d: &Device) -> Activation {
+    match *input {
+        Input::Map(s) => Activation::Map(random_tensor(seed, s, d)),
+        Input::Flat(s) => Activation::Flat(random_tensor(seed, s, d)),
+    }
+}
+
+fn autodiff_activation(x: &Activation) -> Activation {
+    match x {
+        Activation::Map(t) => Activation::Map(t.clone().autodiff().require_grad()),
+        Activation::Flat(t) => Activation::Flat(t.clone().autodiff().require_grad()),
+    }
+}
+
+fn flat(a: Activation) -> Tensor<1> {
+    match a {
+        Activation::Map(t) => {
+            let n = t.shape().num_elements();
+            t.reshape([n])
+        }
+        Activation::Flat(t) => {
+            let n = t.shape().num_elements();
+            t.reshape([n])
+        }
+    }
+}
+
+fn add_scaled(x: &Activation, dx: &Activation, eps: f64) -> Activation {
+    match (x, dx) {
+        (Activation::Map(a), Activation::Map(b)) => Activation::Map(a.clone() + b.clone().mul_scalar(eps)),
+        (Activation::Flat(a), Activation::Flat(b)) => Activation::Flat(a.clone() + b.clone().mul_scalar(eps)),
+        _ => unreachable!(),
+    }
+}
+
+fn layer_output(case: &LayerCase, x: Activation, params: &[Tensor<1>]) -> Activation {
+    case.layer.forward_recorded(x, params).0
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_every_layer_vjp_equals_burn_autodiff() {
+    let d = flex_f64();
+    for (i, case) in layer_cases().into_iter().enumerate() {
+        let seed = 100 + i as u64;
+        let x = random_activation(&case.input, seed, &d);
+        let params: Vec<Tensor<1>> = case
+            .params
+            .entries()
+            .iter()
+            .enumerate()
+            .map(|(j, e)| random_tensor(seed * 10 + j as u64, [e.len()], &d))
+            .collect();
+        let (y, record) = case.layer.forward_recorded(x.clone(), &params);
+        let dy = match &y {
+            Activation::Map(t) => Activation::Map(random_tensor(seed + 7, t.dims(), &d)),
+            Activation::Flat(t) => Activation::Flat(random_tensor(seed + 7, t.dims(), &d)),
+        };
+        let (dx, grads) = case.layer.vjp(&record, &params, dy.clone(), true);
+
+        // Burn's autodiff of <forward(x, params), dy>.
+        let x_leaf = autodiff_activation(&x);
+        let leaves: Vec<Tensor<1>> = params.iter().map(|p| p.clone().autodiff().require_grad()).collect();
+        let y = layer_output(&case, x_leaf.clone(), &leaves);
+        let grads_ad = (flat(y) * flat(dy)).sum().backward();
+        let dx_ad = match &x_leaf {
+            Activation::Map(t) => flat(Activation::Map(t.grad(&grads_ad).unwrap())),
+            Activation::Flat(t) => flat(Activation::Flat(t.grad(&grads_ad).unwrap())),
+        };
+        let err = relative_error(&flat(dx.unwrap()), &dx_ad);
+        println!("measured: vjp input  {:<30} relative error {err:.1e}", case.name);
+        assert!(err < 1e-12, "{}: input gradient off by {err}", case.name);
+        assert_eq!(grads.len(), params.len(), "{}: one gradient per parameter", case.name);
+        for (index, g) in grads {
+            let reference = leaves[index].grad(&grads_ad).unwrap();
+            let err = relative_error(&g, &reference);
+            println!("measured: vjp param  {:<30} relative error {err:.1e}", case.name);
+            assert!(err < 1e-12, "{}: parameter {index} gradient off by {err}", case.name);
+        }
+    }
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_every_layer_jvp_equals_central_differences() {
+    let d = flex_f64();
+    let eps = 1e-6;
+    for (i, case) in layer_cases().into_iter().enumerate() {
+        let seed = 200 + i as u64;
+        let x = random_activation(&case.input, seed, &d);
+        let dx = random_activation(&case.input, seed + 1, &d);
+        let sizes: Vec<usize> = case.params.entries().iter().map(|e| e.len()).collect();
+        let params: Vec<Tensor<1>> = sizes.iter().enumerate().map(|(j, &n)| random_tensor(seed * 10 + j as u64, [n], &d)).collect();
+        let tangents: Vec<Tensor<1>> = sizes.iter().enumerate().map(|(j, &n)| random_tensor(seed * 20 + j as u64, [n], &d)).collect();
+        let (_, record) = case.layer.forward_recorded(x.clone(), &params);
+        let jvp = flat(case.layer.jvp(&record, &params, &tangents, Some(dx.clone())).unwrap());
+        let shifted = |sign: f64| {
+            let p: Vec<Tensor<1>> = params.iter().zip(&tangents).map(|(p, t)| p.clone() + t.clone().mul_scalar(sign * eps)).collect();
+            flat(layer_output(&case, add_scaled(&x, &dx, sign * eps), &p))
+        };
+        let fd = (shifted(1.0) - shifted(-1.0)).div_scalar(2.0 * eps);
+        let err = relative_error(&jvp, &fd);
+        println!("measured: jvp        {:<30} relative error {err:.1e}", case.name);
+        assert!(err < 1e-6, "{}: jvp off by {err}", case.name);
+    }
+}
+
+// ---- whole networks ----
+
+fn block(channels: usize, pool: bool) -> BlockConfig {
+    BlockConfig { channels, pool }
+}
+
+/// Networks that together hold every layer type.
+fn networks() -> Vec<(&'static str, ModelConfig)> {
+    vec![
+        (
+            "conv-bn-relu, max-pool, global max, scale",
+            ModelConfig {
+                blocks: vec![block(4, true), block(6, false), block(6, true)],
+                batch_norm: true,
+                head: HeadKind::Max,
+                logit_scale: 0.5,
+            },
+        ),
+        (
+            "conv with bias, relu, global avg",
+            ModelConfig { blocks: vec![block(4, true), block(5, true)], batch_norm: false, head: HeadKind::Avg, logit_scale: 1.0 },
+        ),
+        (
+            "conv-bn-relu, flatten",
+            ModelConfig { blocks: vec![block(3, true), block(3, true), block(3, true)], batch_norm: true, head: HeadKind::Flatten, logit_scale: 1.0 },
+        ),
+    ]
+}
+
+fn softmax_regression() -> ModelConfig {
+    ModelConfig { blocks: vec![], batch_norm: false, head: HeadKind::Flatten, logit_scale: 1.0 }
+}
+
+struct Problem {
+    network: Network,
+    params: Tensor<1>,
+    batch: Batch,
+}
+
+fn problem(model: &ModelConfig, seed: u64, n: usize, d: &Device) -> Problem {
+    let network = Network::new(model, 10);
+    let (params, _) = network.init(seed, d);
+    let images = random_tensor(seed + 1, [n, 3, 32, 32], d);
+    let labels: Vec<i64> = (0..n).map(|i| ((i * 7 + seed as usize) % 10) as i64).collect();
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), d);
+    Problem { network, params, batch: Batch { images, labels } }
+}
+
+fn direction(p: &Problem, seed: u64, d: &Device) -> Tensor<1> {
+    random_tensor(seed, [p.network.params.total()], d)
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_our_backprop_equals_burn_autodiff_gradient() {
+    let d = flex_f64();
+    // Without label smoothing the two agree to rounding (measured 1e-15). With it they differ
+    // near 1e-9 (measured 9.4e-10), only through the smoothing term's scalars, hence the
+    // looser bound there.
+    for (smoothing, bound) in [(0.0, 1e-12), (0.1, 1e-8)] {
+        for (name, model) in networks() {
+            let p = problem(&model, 3, 6, &d);
+            let objective = Objective::new(&p.network, smoothing, 0.0, &d);
+            let ours = objective.gradient(&p.params, &p.batch, false);
+            let buffers = from_host(vec![0.0; p.network.buffers.total()], &d);
+            let reference = loss_and_gradient(&p.network, &p.params, &buffers, p.batch.images.clone(), p.batch.labels.clone(), smoothing);
+            let err = relative_error(&ours.gradient, &reference.gradient);
+            let loss_gap = (ours.loss.into_scalar::<f64>() - reference.loss.into_scalar::<f64>()).abs();
+            println!("measured: gradient   {name:<42} smoothing {smoothing}: relative error {err:.1e}, loss gap {loss_gap:.1e}");
+            assert!(err < bound, "{name}: gradient off by {err}");
+            assert!(loss_gap < 1e-12, "{name}: loss off by {loss_gap}");
+        }
+    }
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_hessian_vector_equals_central_differences_and_is_symmetric() {
+    let d = flex_f64();
+    // Small: the gradient jumps where a ReLU or a max-pool's argmax switches, and a central
+    // difference must not straddle such a kink (f64 keeps the rounding error near 1e-9).
+    let eps = 1e-7;
+    for (name, model) in networks() {
+        let p = problem(&model, 5, 4, &d);
+        let objective = Objective::new(&p.network, 0.1, 5e-4, &d);
+        let v = direction(&p, 11, &d);
+        let hv = objective.hessian_vector(&p.params, &p.batch, &v);
+        let g = |sign: f64| objective.gradient(&(p.params.clone() + v.clone().mul_scalar(sign * eps)), &p.batch, false).gradient;
+        let fd = (g(1.0) - g(-1.0)).div_scalar(2.0 * eps);
+        let err = relative_error(&hv, &fd);
+        let u = direction(&p, 12, &d);
+        let hu = objective.hessian_vector(&p.params, &p.batch, &u);
+        let uhv = (u * hv).sum().into_scalar::<f64>();
+        let vhu = (v * hu).sum().into_scalar::<f64>();
+        let asym = (uhv - vhu).abs() / uhv.abs().max(vhu.abs());
+        println!("measured: Hv vs FD   {name:<42} relative error {err:.1e}; u'Hv {uhv:.6e} v'Hu {vhu:.6e} (gap {asym:.1e})");
+        assert!(err <= 1e-6, "{name}: Hv off by {err}");
+        assert!(asym < 1e-10, "{name}: H is not symmetric: {uhv} vs {vhu}");
+    }
+}
+
+/// `J^T H_L J v` assembled independently: `J v` by central differences of the logits, then
+/// Burn's autodiff for `J^T`.
+fn gauss_newton_reference(p: &Problem, objective: &Objective, v: &Tensor<1>, d: &Device) -> Tensor<1> {
+    let net = &p.network;
+    let logits = |params: &Tensor<1>| net.forward(p.batch.images.clone(), &net.params.split(params), &[], Mode::Train).logits;
+    let eps = 1e-6;
+    let jv = (logits(&(p.params.clone() + v.clone().mul_scalar(eps))) - logits(&(p.params.clone() - v.clone().mul_scalar(eps))))
+        .div_scalar(2.0 * eps);
+    let probs = burn::tensor::activation::softmax(logits(&p.params), 1);
+    let hjv = cross_entropy_hessian_product(&probs, jv);
+    let leaves: Vec<Tensor<1>> = net.params.split(&p.params).into_iter().map(|t| t.autodiff().require_grad()).collect();
+    let out = net.forward(p.batch.images.clone(), &leaves, &[], Mode::Train).logits;
+    let grads = (out * hjv).sum().backward();
+    let parts = leaves.iter().map(|l| l.grad(&grads).unwrap()).collect();
+    net.params.join(parts) + v.clone().mul(net.params.decay_mask(d)).mul_scalar(objective.weight_decay)
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_gauss_newton_is_jt_hl_j_and_positive_semidefinite() {
+    let d = flex_f64();
+    for (name, model) in networks() {
+        let p = problem(&model, 7, 6, &d);
+        let objective = Objective::new(&p.network, 0.0, 5e-4, &d);
+        let gn = objective.gauss_newton(&p.params, &p.batch);
+        let v = direction(&p, 21, &d);
+        let gv = gn.product(&v);
+        let err = relative_error(&gv, &gauss_newton_reference(&p, &objective, &v, &d));
+        let mut smallest = f64::INFINITY;
+        for k in 0..5 {
+            let v = direction(&p, 30 + k, &d);
+            let vgv = (v.clone() * gn.product(&v)).sum().into_scalar::<f64>();
+            smallest = smallest.min(vgv);
+        }
+        println!("measured: Gv         {name:<42} vs J^T H_L J v (FD + autodiff) {err:.1e}; min v'Gv over 5 v {smallest:.3e}");
+        assert!(err < 1e-6, "{name}: Gv off by {err}");
+        assert!(smallest >= 0.0, "{name}: v'Gv = {smallest} < 0");
+    }
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_gauss_newton_equals_hessian_for_softmax_regression() {
+    let d = flex_f64();
+    let p = problem(&softmax_regression(), 9, 8, &d);
+    // Label smoothing and weight decay included: neither breaks the equality.
+    let objective = Objective::new(&p.network, 0.1, 1e-3, &d);
+    let gn = objective.gauss_newton(&p.params, &p.batch);
+    for k in 0..3 {
+        let v = direction(&p, 40 + k, &d);
+        let err = relative_error(&gn.product(&v), &objective.hessian_vector(&p.params, &p.batch, &v));
+        println!("measured: Gv vs Hv   softmax regression, direction {k}: relative error {err:.1e}");
+        assert!(err < 1e-12, "Gv differs from Hv by {err}");
+    }
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_wgpu_products_in_f32_match_the_f64_result() {
+    let d64 = flex_f64();
+    let wgpu = hftrain::device::select(hftrain::device::DeviceChoice::WgpuCpu)
+        .expect("the wgpu software adapter (lavapipe, package mesa-vulkan-drivers) is installed")
+        .device;
+    let (name, model) = networks().remove(0);
+    let p64 = problem(&model, 13, 4, &d64);
+    let host = |t: &Tensor<1>| to_host(t);
+    let params = host(&p64.params);
+    let images: Vec<f32> = p64.batch.images.to_data().iter::<f64>().map(|x| x as f32).collect();
+    let labels: Vec<i64> = p64.batch.labels.to_data().iter::<i64>().collect();
+    let v64 = direction(&p64, 51, &d64);
+    let v = host(&v64);
+
+    let network = Network::new(&model, 10);
+    let n = labels.len();
+    let batch = Batch {
+        images: Tensor::<4>::from_data(TensorData::new(images, [n, 3, 32, 32]), &wgpu),
+        labels: Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), &wgpu),
+    };
+    let params32 = from_host(params, &wgpu);
+    let v32 = from_host(v, &wgpu);
+    let objective32 = Objective::new(&network, 0.1, 5e-4, &wgpu);
+    let objective64 = Objective::new(&p64.network, 0.1, 5e-4, &d64);
+    let compare = |label: &str, a: Tensor<1>, b: Tensor<1>| {
+        let a = from_host(to_host(&a), &d64);
+        let err = relative_error(&a, &b);
+        println!("measured: wgpu f32   {label} ({name}) vs flex f64: relative error {err:.1e}");
+        assert!(err < 1e-4, "{label}: wgpu f32 off the f64 result by {err}");
+    };
+    compare("gradient", objective32.gradient(&params32, &batch, false).gradient, objective64.gradient(&p64.params, &p64.batch, false).gradient);
+    compare("Hv", objective32.hessian_vector(&params32, &batch, &v32), objective64.hessian_vector(&p64.params, &p64.batch, &v64));
+    compare(
+        "Gv",
+        objective32.gauss_newton(&params32, &batch).product(&v32),
+        objective64.gauss_newton(&p64.params, &p64.batch).product(&v64),
+    );
+}
