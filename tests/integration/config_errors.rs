@@ -74,3 +74,19 @@ fn run_differences_list_each_changed_key() {
     assert!(diffs.iter().any(|d| d.starts_with("optimizer.lr: 0.1 vs 0.3")), "{diffs:?}");
     assert!(diffs.iter().any(|d| d.starts_with("train.batch_size: 512 vs 64")), "{diffs:?}");
 }
+
+#[test]
+fn hessian_free_settings_are_checked() {
+    let hf = |body: &str| load(&format!("[optimizer]\nkind = \"hessian-free\"\n[optimizer.hessian_free]\n{body}\n"));
+    let config = hf("curvature = \"hessian\"").unwrap();
+    assert_eq!(config.optimizer.hessian_free.curvature, hftrain::config::CurvatureChoice::Hessian);
+    assert_error(hf("curvature = \"newton\""), &["newton", "hessian", "gauss-newton"]);
+    assert_error(hf("cg_iterations = 5"), &["unknown field", "cg_iterations"]);
+    assert_error(hf("damping_raise = 0.5"), &["optimizer.hessian_free.damping_raise = 0.5", "above 1"]);
+    assert_error(hf("initial_damping = 1e9"), &["optimizer.hessian_free.initial_damping", "max_damping"]);
+    assert_error(hf("curvature_batch_size = 0"), &["optimizer.hessian_free.curvature_batch_size = 0"]);
+    assert_error(hf("warm_start_decay = 1.5"), &["optimizer.hessian_free.warm_start_decay = 1.5", "[0, 1]"]);
+    // Softmax regression (no convolution blocks) needs the flatten head.
+    assert_error(load("[model]\nblocks = []\nhead = \"max\"\n"), &["model.blocks is empty", "head = \"max\"", "flatten"]);
+    load("[model]\nblocks = []\nhead = \"flatten\"\n").unwrap();
+}

@@ -125,3 +125,57 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     let accuracy = result["accuracy"].as_f64().unwrap();
     assert!((accuracy - outcome.metrics[0].test_accuracy).abs() < 1e-9, "{accuracy} vs {:?}", outcome.metrics[0]);
 }
+
+/// The small config trained by Hessian-free, without augmentation (each step's objective is
+/// then a fixed function of the batch, so the loss must fall).
+fn hessian_free_config(data: &std::path::Path, device: &str) -> Config {
+    let mut config = small_config(data, device);
+    config.data.train_limit = 100;
+    config.data.test_limit = 100;
+    config.data.crop_padding = 0;
+    config.data.flip = false;
+    config.train.batch_size = 50;
+    config.train.epochs = 3;
+    config.optimizer.kind = hftrain::config::OptimizerKind::HessianFree;
+    config.optimizer.hessian_free.curvature_batch_size = 25;
+    config.optimizer.hessian_free.cg_max_iterations = 10;
+    config.validate().unwrap();
+    config
+}
+
+#[test]
+fn wgpu_hessian_free_training_lowers_the_loss() {
+    let Some(data) = cifar10_folder() else { return };
+    let config = hessian_free_config(&data, "wgpu");
+    let dir = TempDir::new();
+    let out = train(&config, dir.path(), None, None).unwrap();
+    let m = &out.metrics;
+    assert!(m[2].train_loss < m[0].train_loss, "train loss did not fall: {m:?}");
+    let log = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
+    let rows: Vec<&str> = log.lines().skip(1).collect();
+    assert_eq!(rows.len(), 6, "one row per step:\n{log}");
+    let accepted = rows.iter().filter(|r| r.ends_with(",true")).count();
+    assert!(accepted >= 4, "only {accepted} of 6 steps accepted:\n{log}");
+}
+
+#[test]
+fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = hessian_free_config(&data, "flex");
+    config.train.epochs = 2;
+    // The exact Hessian this time (the wgpu test covers Gauss-Newton).
+    config.optimizer.hessian_free.curvature = hftrain::config::CurvatureChoice::Hessian;
+    let dir = TempDir::new();
+    let full = train(&config, &dir.path().join("full"), None, None).unwrap();
+    let parted = dir.path().join("parted");
+    train(&config, &parted, None, Some(1)).unwrap();
+    let ckpt = hftrain::checkpoint::Checkpoint::load(&parted.join("checkpoints/latest")).unwrap();
+    assert_eq!(ckpt.optimizer.kind, "hessian-free");
+    assert!(ckpt.optimizer.scalars["damping"] > 0.0);
+    assert!(ckpt.optimizer.vectors.contains_key("previous_solution"), "the warm start is saved");
+    let resumed = train(&config, &parted, Some("latest"), None).unwrap();
+    assert_eq!(full.params, resumed.params, "parameters differ after resume");
+    assert_eq!(full.buffers, resumed.buffers, "batch-norm statistics differ after resume");
+    let log = |run: &std::path::Path| std::fs::read_to_string(run.join("steps.csv")).unwrap();
+    assert_eq!(log(&dir.path().join("full")), log(&parted), "step logs differ");
+}
