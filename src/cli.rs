@@ -1,4 +1,4 @@
-//! The command line: `hftrain train` and `hftrain eval`.
+//! The command line: `hftrain train`, `hftrain eval` and `hftrain curvature`.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +18,7 @@ use crate::train::{self, TrainRequest};
 
 #[derive(Debug, Parser)]
 #[command(name = "hftrain", version, about = "Train CIFAR-10 classifiers on the GPU with Burn, \
-    with first-order optimizers and (soon) Hessian-free optimisation")]
+    with Hessian-free (truncated Newton) optimisation or SGD/Adam")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -70,6 +70,35 @@ pub enum Command {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// Write a checkpoint's loss, gradient, Hessian-vector and Gauss-Newton-vector products
+    /// on the first test images and a seeded direction v to a safetensors file (PyTorch
+    /// names and layouts), and print how long each product takes.
+    Curvature {
+        /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Number of test images (the first ones of the test split).
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Seed of the direction v (entries uniform in [-1, 1)).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Output file [default: curvature-<checkpoint>-n<batch>-seed<seed>.safetensors].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Data directory; overrides the checkpoint config's `data.dir`.
+        #[arg(long, env = "HFTRAIN_DATA")]
+        data: Option<PathBuf>,
+        /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+        #[arg(long)]
+        device: Option<String>,
+        /// Timed runs of each product after one warm-up; the median is printed.
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+        /// Compute only one product (to measure its peak memory alone).
+        #[arg(long, value_enum, default_value_t = crate::inspect::Products::All)]
+        only: crate::inspect::Products,
+    },
 }
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -110,16 +139,53 @@ pub fn run(cli: Cli) -> Result<()> {
             limit,
             json,
         } => eval_command(&checkpoint, data, device, limit, json),
+        Command::Curvature {
+            checkpoint,
+            batch,
+            seed,
+            out,
+            data,
+            device,
+            repeats,
+            only,
+        } => {
+            let request = crate::inspect::CurvatureRequest {
+                checkpoint,
+                batch,
+                seed,
+                out,
+                data,
+                device,
+                repeats,
+                products: only,
+            };
+            let (path, timings) = crate::inspect::run(&request)?;
+            println!("median of {repeats} timed runs, batch of {batch} test images:");
+            println!("{}", timings.report());
+            println!("products: {}", path.display());
+            Ok(())
+        }
     }
 }
 
-fn eval_command(
+/// A checkpoint opened for inspection: its config (with the data directory and device the
+/// user gave), the network, parameters and buffers on the device, and one split of the data.
+pub struct OpenedCheckpoint {
+    pub config: Config,
+    pub network: Network,
+    pub device: burn::prelude::Device,
+    pub params: burn::prelude::Tensor<1>,
+    pub buffers: burn::prelude::Tensor<1>,
+    pub data: crate::data::Dataset,
+}
+
+pub fn open_checkpoint(
     dir: &Path,
     data: Option<PathBuf>,
     device: Option<String>,
+    split: Split,
     limit: usize,
-    json: Option<PathBuf>,
-) -> Result<()> {
+) -> Result<OpenedCheckpoint> {
     let ckpt = Checkpoint::load(dir)?;
     let mut config = ckpt.config.clone();
     if let Some(d) = data {
@@ -129,26 +195,43 @@ fn eval_command(
     let selected = device::select(choice)?;
     println!("device: {}", selected.description);
     let source = Source::detect(&config.data.dir)?;
-    let test = source.load(Split::Test, limit)?;
-    let network = Network::new(&config.model, test.classes.len());
+    let images = source.load(split, limit)?;
+    let network = Network::new(&config.model, images.classes.len());
     ckpt.check_layout(dir, &network.params, &network.buffers)?;
     let device = selected.device;
-    let params = from_host(ckpt.params.clone(), &device);
-    let buffers = from_host(ckpt.buffers.clone(), &device);
     println!(
-        "checkpoint {} (epoch {}), {} test images",
+        "checkpoint {} (epoch {}), {} {} images",
         dir.display(),
         ckpt.position.epoch,
-        test.len()
+        images.len(),
+        split.name()
     );
+    Ok(OpenedCheckpoint {
+        params: from_host(ckpt.params.clone(), &device),
+        buffers: from_host(ckpt.buffers.clone(), &device),
+        config,
+        network,
+        device,
+        data: images,
+    })
+}
+
+fn eval_command(
+    dir: &Path,
+    data: Option<PathBuf>,
+    device: Option<String>,
+    limit: usize,
+    json: Option<PathBuf>,
+) -> Result<()> {
+    let opened = open_checkpoint(dir, data, device, Split::Test, limit)?;
     let result = evaluate(
-        &network,
-        &params,
-        &buffers,
-        &test,
-        config.train.eval_batch_size,
-        &Transform::eval(&config.data),
-        &device,
+        &opened.network,
+        &opened.params,
+        &opened.buffers,
+        &opened.data,
+        opened.config.train.eval_batch_size,
+        &Transform::eval(&opened.config.data),
+        &opened.device,
     );
     print!("{}", result.table());
     let json_path = json.unwrap_or_else(|| default_eval_path(dir));

@@ -386,3 +386,88 @@ fn f64_wgpu_products_in_f32_match_the_f64_result() {
         objective64.gauss_newton(&p64.params, &p64.batch).product(&v64),
     );
 }
+
+// ---- the inspection command ----
+
+/// Reads a safetensors file's F32/I64 tensors (name -> (shape, values as f64)) and metadata.
+fn read_safetensors(path: &std::path::Path) -> (std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)>, serde_json::Value) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    assert_eq!(n % 8, 0, "the header is padded to 8 bytes");
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = &bytes[8 + n..];
+    let mut tensors = std::collections::BTreeMap::new();
+    let mut covered = 0;
+    for (name, info) in header.as_object().unwrap() {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape: Vec<usize> = info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let range: Vec<usize> = info["data_offsets"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let raw = &data[range[0]..range[1]];
+        covered += raw.len();
+        let values: Vec<f64> = match info["dtype"].as_str().unwrap() {
+            "F32" => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            "I64" => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            other => panic!("unexpected dtype {other}"),
+        };
+        assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}: shape and byte range agree");
+        tensors.insert(name.clone(), (shape, values));
+    }
+    assert_eq!(covered, data.len(), "the byte ranges cover the data exactly");
+    (tensors, header["__metadata__"].clone())
+}
+
+#[test]
+fn curvature_command_writes_products_another_framework_can_check() {
+    let Some(data) = crate::common::cifar10_folder() else { return };
+    let mut config = crate::common::small_config(&data, "flex");
+    config.data.train_limit = 100;
+    config.data.test_limit = 50;
+    config.train.epochs = 1;
+    let dir = crate::common::TempDir::new();
+    let run = dir.path().join("run");
+    hftrain::train::run(hftrain::train::TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), ..Default::default() }).unwrap();
+    let file = dir.path().join("products.safetensors");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(["curvature", "--checkpoint", run.join("checkpoints/latest").to_str().unwrap(), "--batch", "8", "--seed", "3"])
+        .args(["--out", file.to_str().unwrap(), "--device", "flex", "--repeats", "1", "--data", data.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for line in ["gradient", "Hessian-vector", "Gauss-Newton-vector", "x gradient"] {
+        assert!(stdout.contains(line), "timings lack {line:?}:\n{stdout}");
+    }
+    let (tensors, metadata) = read_safetensors(&file);
+    assert!(metadata["definition"].as_str().unwrap().contains("training mode"));
+    let network = Network::new(&config.model, 10);
+    for prefix in ["params", "v", "grad", "hv", "gv"] {
+        for e in network.params.entries() {
+            let (shape, _) = &tensors[&format!("{prefix}.{}", e.name)];
+            assert_eq!(shape, &e.shape, "{prefix}.{} has PyTorch's layout", e.name);
+        }
+    }
+    assert_eq!(tensors["images"].0, vec![8, 3, 32, 32]);
+    assert_eq!(tensors["labels"].0, vec![8]);
+
+    // Check the file against Burn's own autodiff on the data it holds.
+    let d = Device::flex();
+    let join = |prefix: &str| {
+        let values: Vec<f32> = network.params.entries().iter().flat_map(|e| tensors[&format!("{prefix}.{}", e.name)].1.iter().map(|&x| x as f32)).collect();
+        from_host(values, &d)
+    };
+    let images = from_host(tensors["images"].1.iter().map(|&x| x as f32).collect(), &d).reshape([8, 3, 32, 32]);
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(tensors["labels"].1.iter().map(|&x| x as i64).collect::<Vec<_>>(), [8]), &d);
+    let buffers = from_host(vec![0.0; network.buffers.total()], &d);
+    let reference = loss_and_gradient(&network, &join("params"), &buffers, images, labels, config.train.label_smoothing);
+    let err = relative_error(&join("grad"), &reference.gradient);
+    assert!(err < 1e-5, "the file's gradient is off Burn's autodiff by {err}");
+    let loss_gap = (tensors["loss"].1[0] - reference.loss.into_scalar::<f64>()).abs();
+    assert!(loss_gap < 1e-5, "loss off by {loss_gap}");
+    let v = join("v");
+    assert_eq!(to_host(&v), to_host(&hftrain::inspect::seeded_direction(network.params.total(), 3, &d)), "v is the seeded direction");
+    let vgv = (v.clone() * join("gv")).sum().into_scalar::<f64>();
+    let vhv = (v * join("hv")).sum().into_scalar::<f64>();
+    assert!(vgv > 0.0 && vhv.is_finite(), "v'Gv = {vgv}, v'Hv = {vhv}");
+}
