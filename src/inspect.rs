@@ -20,6 +20,8 @@ use crate::safetensors::SafeTensors;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Products {
     All,
+    /// Load the checkpoint and the batch only (the baseline of a memory measurement).
+    None,
     Gradient,
     Hessian,
     GaussNewton,
@@ -41,6 +43,8 @@ pub struct CurvatureRequest {
 #[derive(Debug, Clone, Default)]
 pub struct Timings {
     pub gradient: Option<f64>,
+    /// The same gradient by Burn's autodiff (what SGD and Adam use), for reference.
+    pub autodiff_gradient: Option<f64>,
     pub hessian_vector: Option<f64>,
     /// The recorded forward pass a CG solve makes once, and one product on it.
     pub gauss_newton_record: Option<f64>,
@@ -107,6 +111,17 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
         timings.gradient = Some(median_seconds(request.repeats, || {
             sync(&objective.gradient(&opened.params, &batch, false).gradient)
         }));
+        timings.autodiff_gradient = Some(median_seconds(request.repeats, || {
+            let out = crate::curvature::loss_and_gradient(
+                network,
+                &opened.params,
+                &opened.buffers,
+                batch.images.clone(),
+                batch.labels.clone(),
+                config.train.label_smoothing,
+            );
+            sync(&out.gradient)
+        }));
     }
     if want(Products::Hessian) {
         add_split(&mut file, "hv", &network.params, &objective.hessian_vector(&opened.params, &batch, &v));
@@ -159,6 +174,9 @@ impl Timings {
         let mut lines = Vec::new();
         if let Some(g) = self.gradient {
             lines.push(format!("  gradient (loss + our backprop)          {}", ms(g)));
+        }
+        if let Some(a) = self.autodiff_gradient {
+            lines.push(format!("  gradient by Burn's autodiff (SGD's)     {}{}", ms(a), ratio(a)));
         }
         if let Some(h) = self.hessian_vector {
             lines.push(format!("  Hessian-vector (double backprop)        {}{}", ms(h), ratio(h)));

@@ -174,7 +174,8 @@ impl HessianFree {
         let rho = if predicted < 0.0 { actual / predicted } else { f64::NAN };
 
         // Levenberg-Marquardt damping.
-        if !rho.is_finite() || rho < c.damping_raise_below {
+        let raised = !rho.is_finite() || rho < c.damping_raise_below;
+        if raised {
             self.raise_damping();
         } else if rho > c.damping_lower_above {
             self.damping = (self.damping * c.damping_lower).max(c.min_damping);
@@ -214,9 +215,11 @@ impl HessianFree {
             accepted: false,
         };
         let Some((alpha, new_value)) = accepted else {
-            // Rejected: keep theta, raise lambda (once more if rho already did), forget the
-            // warm start that led here.
-            self.raise_damping();
+            // Rejected: keep theta, raise lambda (unless rho already did), forget the warm
+            // start that led here.
+            if !raised {
+                self.raise_damping();
+            }
             report.damping = self.damping;
             self.rejected_in_a_row += 1;
             self.rejected_total += 1;

@@ -13,7 +13,7 @@ use hftrain::params::{Layout, from_host, to_host};
 use crate::common::{flex_f64, random_tensor, relative_error, run_f64_tests_in_child};
 
 /// Number of `f64_` tests in this binary (the parent checks they all ran).
-const F64_TESTS: usize = 12;
+const F64_TESTS: usize = 13;
 
 #[test]
 fn f64_tests_pass_in_their_own_process() {
