@@ -133,7 +133,7 @@ pub fn flex_f64() -> burn::prelude::Device {
 }
 
 /// Runs the ignored tests whose names contain `f64_` in a child process of this test binary
-/// with flex in f64, and returns the lines they printed that start with `measured:`.
+/// with flex in f64, and returns the lines they printed with `measured:` or `SKIPPED`.
 /// Fails unless at least `expected` tests ran and all passed.
 pub fn run_f64_tests_in_child(expected: usize) -> Vec<String> {
     let exe = std::env::current_exe().expect("the test binary knows its path");
@@ -152,9 +152,11 @@ pub fn run_f64_tests_in_child(expected: usize) -> Vec<String> {
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
     assert!(passed >= expected, "only {passed} of {expected} f64 tests ran:\n{stdout}");
+    // The measured figures, and any skip (a missing data folder) so that it is not silent.
     stdout
         .lines()
-        .filter(|l| l.contains("measured:"))
+        .chain(stderr.lines())
+        .filter(|l| l.contains("measured:") || l.contains("SKIPPED"))
         .map(str::to_owned)
         .collect()
 }
