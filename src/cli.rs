@@ -1,6 +1,7 @@
 //! The command line: `hftrain train`, `hftrain eval` and `hftrain curvature`.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -101,7 +102,9 @@ pub enum Command {
     },
 }
 
-pub fn run(cli: Cli) -> Result<()> {
+/// Runs a command; the exit code is 130 for a training run stopped by Ctrl-C (as shells
+/// report an interrupted program).
+pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Train {
             config,
@@ -113,6 +116,7 @@ pub fn run(cli: Cli) -> Result<()> {
             stop_after_epoch,
         } => {
             let config = config.as_deref().map(Config::load).transpose()?;
+            crate::interrupt::install();
             let outcome = train::run(TrainRequest {
                 config,
                 out_dir: out,
@@ -122,6 +126,9 @@ pub fn run(cli: Cli) -> Result<()> {
                 force,
                 stop_after_epoch,
             })?;
+            if outcome.interrupted {
+                return Ok(ExitCode::from(130));
+            }
             if let Some(last) = outcome.metrics.last() {
                 println!(
                     "done: test accuracy {:.2}% after {} epochs; run directory {}",
@@ -130,7 +137,7 @@ pub fn run(cli: Cli) -> Result<()> {
                     outcome.run_dir.display()
                 );
             }
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
         Command::Eval {
             checkpoint,
@@ -138,7 +145,7 @@ pub fn run(cli: Cli) -> Result<()> {
             device,
             limit,
             json,
-        } => eval_command(&checkpoint, data, device, limit, json),
+        } => eval_command(&checkpoint, data, device, limit, json).map(|()| ExitCode::SUCCESS),
         Command::Curvature {
             checkpoint,
             batch,
@@ -163,7 +170,7 @@ pub fn run(cli: Cli) -> Result<()> {
             println!("median of {repeats} timed runs, batch of {batch} test images:");
             println!("{}", timings.report());
             println!("products: {}", path.display());
-            Ok(())
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

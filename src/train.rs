@@ -17,6 +17,8 @@ use crate::data::batcher::{EpochPlan, Prefetcher, Transform};
 use crate::data::{self, Dataset, Source, Split};
 use crate::device::{self, DeviceChoice};
 use crate::eval::{Evaluation, evaluate};
+use crate::interrupt;
+use crate::lock::RunLock;
 use crate::metrics::{self, EpochMetrics, StepLog, StepMetrics};
 use crate::model::Network;
 use crate::optim::hessian_free::StepReport;
@@ -53,6 +55,8 @@ pub struct TrainOutcome {
     pub buffers: Vec<f32>,
     pub last_checkpoint: Option<PathBuf>,
     pub position: Position,
+    /// Stopped by Ctrl-C (after writing a checkpoint of the current state).
+    pub interrupted: bool,
 }
 
 /// The files of a run directory.
@@ -97,6 +101,8 @@ struct Session {
     step_log: Option<StepLog>,
     position: Position,
     metrics: Vec<EpochMetrics>,
+    /// Held while the session lives: one training process per run directory.
+    _lock: RunLock,
 }
 
 pub fn run(request: TrainRequest) -> Result<TrainOutcome> {
@@ -116,8 +122,40 @@ fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf
         ),
     };
     let dir = checkpoint::resolve(spec, &checkpoints_dir)?;
-    let loaded = Checkpoint::load(&dir)?;
-    Ok((dir, loaded))
+    if spec != checkpoint::LATEST {
+        let loaded = Checkpoint::load(&dir)?;
+        return Ok((dir, loaded));
+    }
+    // `latest`: the newest checkpoint that loads; a damaged one (truncated, bit-flipped, cut
+    // short by a crash) is reported and the next newest tried.
+    let mut candidates = vec![dir];
+    candidates.extend(checkpoint::list(&checkpoints_dir).into_iter().rev());
+    let mut seen = Vec::new();
+    let mut refused = Vec::new();
+    for candidate in candidates {
+        let real = std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone());
+        if seen.contains(&real) {
+            continue;
+        }
+        seen.push(real.clone());
+        match Checkpoint::load(&candidate) {
+            Ok(loaded) => {
+                if !refused.is_empty() {
+                    println!("resuming from the newest valid checkpoint, {}", real.display());
+                }
+                return Ok((real, loaded));
+            }
+            Err(e) => {
+                println!("checkpoint {} is unusable and is skipped: {e:#}", real.display());
+                refused.push(format!("{}: {e:#}", real.display()));
+            }
+        }
+    }
+    bail!(
+        "no checkpoint in {} can be resumed:\n  {}",
+        checkpoints_dir.display(),
+        refused.join("\n  ")
+    )
 }
 
 pub fn default_run_dir(config: &Config) -> PathBuf {
@@ -162,6 +200,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         _ => default_run_dir(&config),
     };
     let paths = RunPaths::new(run_dir);
+    let lock = RunLock::acquire(&paths.run_dir)?;
     if resumed.is_none() && paths.holds_a_run() {
         if !request.force {
             bail!(
@@ -252,6 +291,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         step_log,
         position,
         metrics,
+        _lock: lock,
     })
 }
 
@@ -350,6 +390,23 @@ impl Session {
                 }
 
                 let last = step + 1 == plan.steps();
+                if interrupt::requested() && !last {
+                    // Mid-epoch: checkpoint this exact position (the data order and
+                    // augmentation of the rest of the epoch follow from it).
+                    bar.abandon();
+                    if let Some(log) = &self.step_log {
+                        log.write()?;
+                    }
+                    let dir = self.save_checkpoint()?;
+                    println!(
+                        "interrupted at epoch {} step {}/{}: checkpoint {}; continue with --resume latest",
+                        epoch + 1,
+                        step + 1,
+                        plan.steps(),
+                        dir.display()
+                    );
+                    return Ok(self.outcome(Some(dir), true));
+                }
                 if (step + 1) % config.train.log_every == 0 || last {
                     let loss = loss_sum.as_ref().map_or(0.0, |s| s.clone().into_scalar::<f64>()) / images as f64;
                     if !loss.is_finite() {
@@ -419,24 +476,34 @@ impl Session {
 
             let done = self.position.epoch;
             let stopping = stop_after_epoch.is_some_and(|s| done >= s);
-            if done % config.checkpoint.every_epochs == 0 || done == epochs || stopping {
+            let interrupted = interrupt::requested();
+            if done % config.checkpoint.every_epochs == 0 || done == epochs || stopping || interrupted {
                 let dir = self.save_checkpoint()?;
                 println!("checkpoint: {}", dir.display());
                 last_checkpoint = Some(dir);
+            }
+            if interrupted && done < epochs {
+                println!("interrupted after epoch {done}; continue with --resume latest");
+                return Ok(self.outcome(last_checkpoint, true));
             }
             if stopping && done < epochs {
                 println!("stopping after epoch {done} as asked; continue with --resume latest");
                 break;
             }
         }
-        Ok(TrainOutcome {
+        Ok(self.outcome(last_checkpoint, false))
+    }
+
+    fn outcome(&self, last_checkpoint: Option<PathBuf>, interrupted: bool) -> TrainOutcome {
+        TrainOutcome {
             run_dir: self.paths.run_dir.clone(),
             metrics: self.metrics.clone(),
             params: to_host(&self.params),
             buffers: to_host(&self.buffers),
             last_checkpoint,
             position: self.position,
-        })
+            interrupted,
+        }
     }
 
     /// One optimizer step on a batch: the parameters move, the rest is returned.
