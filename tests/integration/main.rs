@@ -10,4 +10,5 @@ mod curvature;
 mod data_folder;
 mod hessian_free;
 mod optimizers;
+mod reliability;
 mod training;

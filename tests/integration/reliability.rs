@@ -1,0 +1,272 @@
+//! What happens to a run when things go wrong: Ctrl-C, SIGKILL at many moments, a second
+//! process on the same run directory, a damaged newest checkpoint. Real `hftrain` child
+//! processes on Burn's CPU backend (deterministic, so a resumed run must end bit-exact).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hftrain::checkpoint::{self, Checkpoint};
+use hftrain::config::Config;
+use hftrain::train::{self, TrainRequest};
+
+use crate::common::{TempDir, cifar10_folder, small_config};
+
+fn config(data: &Path, epochs: usize) -> Config {
+    let mut c = small_config(data, "flex");
+    c.data.train_limit = 200;
+    c.data.test_limit = 50;
+    c.train.epochs = epochs;
+    c.checkpoint.keep = 100;
+    c
+}
+
+/// `hftrain train` on `config` into `out`, stdout piped.
+fn spawn(config: &Config, out: &Path, extra: &[&str]) -> Child {
+    let file = out.with_extension("toml");
+    std::fs::write(&file, config.to_toml()).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(["train", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+    assert_eq!(rc, 0, "kill failed");
+}
+
+/// Reads the child's stdout until a line contains `needle` (returns the lines read).
+fn wait_for_line(child: &mut Child, needle: &str) -> Vec<String> {
+    let stdout = child.stdout.as_mut().unwrap();
+    let mut lines = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let found = line.contains(needle);
+        lines.push(line);
+        if found {
+            return lines;
+        }
+    }
+    panic!("the child ended before printing {needle:?}:\n{}", lines.join("\n"));
+}
+
+fn finish(child: Child) -> (i32, String, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn final_params(run: &Path) -> Vec<f32> {
+    let latest = checkpoint::resolve("latest", &run.join("checkpoints")).unwrap();
+    Checkpoint::load(&latest).unwrap().params
+}
+
+fn uninterrupted(config: &Config, dir: &Path) -> PathBuf {
+    let run = dir.join("uninterrupted");
+    train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), ..Default::default() }).unwrap();
+    run
+}
+
+#[test]
+fn ctrl_c_checkpoints_the_current_step_and_resume_ends_bit_exact() {
+    let Some(data) = cifar10_folder() else { return };
+    let config = config(&data, 3);
+    let dir = TempDir::new();
+    let reference = final_params(&uninterrupted(&config, dir.path()));
+
+    let run = dir.path().join("interrupted");
+    let mut child = spawn(&config, &run, &[]);
+    wait_for_line(&mut child, "epoch   1/3");
+    signal(&child, libc::SIGINT);
+    let (code, stdout, stderr) = finish(child);
+    assert_eq!(code, 130, "exit code after Ctrl-C\n{stdout}\n{stderr}");
+    assert!(stderr.contains("interrupted: finishing this step"), "{stderr}");
+    assert!(stdout.contains("interrupted") && stdout.contains("--resume latest"), "{stdout}");
+    assert!(!run.join(".lock").exists(), "the lock is released on a clean exit");
+
+    let resumed = spawn(&config, &run, &["--resume", "latest"]);
+    let (code, stdout, stderr) = finish(resumed);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert_eq!(final_params(&run), reference, "interrupted + resumed differs from uninterrupted");
+}
+
+#[test]
+fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = config(&data, 20);
+    // Slow steps (Hessian-free with long CG solves), so that both signals land in one step.
+    config.optimizer.kind = hftrain::config::OptimizerKind::HessianFree;
+    config.optimizer.hessian_free.cg_max_iterations = 200;
+    config.optimizer.hessian_free.cg_tolerance = 1e-12;
+    config.train.batch_size = 100;
+    config.optimizer.hessian_free.curvature_batch_size = 100;
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    let mut child = spawn(&config, &run, &[]);
+    wait_for_line(&mut child, "checkpoint:");
+    signal(&child, libc::SIGINT);
+    // Standard signals are not queued: a second one sent while the first is pending is lost.
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGINT);
+    let started = Instant::now();
+    let (code, _, stderr) = finish(child);
+    assert_eq!(code, 130, "{stderr}");
+    assert!(stderr.contains("interrupted twice"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the second Ctrl-C did not quit at once");
+    let latest = checkpoint::resolve("latest", &run.join("checkpoints")).unwrap();
+    Checkpoint::load(&latest).unwrap();
+}
+
+/// SIGKILL at many moments of a run (spread over training, evaluation and checkpoint
+/// writes): after each, every checkpoint that looks complete loads, `--resume latest` starts
+/// from one, and the run finally ends with the parameters of an uninterrupted run.
+#[test]
+fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = config(&data, 10);
+    // Checkpoints inside epochs too are not written on their own; keep every epoch's.
+    config.checkpoint.every_epochs = 1;
+    let dir = TempDir::new();
+    let reference = final_params(&uninterrupted(&config, dir.path()));
+    let run = dir.path().join("killed");
+    let mut kills = 0;
+    let mut delay_ms = 150u64;
+    let mut finished = false;
+    for attempt in 0..25 {
+        let resume: &[&str] = if run.join("checkpoints/latest").exists() { &["--resume", "latest"] } else { &["--force"] };
+        let child = spawn(&config, &run, resume);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        signal(&child, libc::SIGKILL);
+        let (code, stdout, _) = finish(child);
+        if code == 0 {
+            // It finished before the kill landed.
+            finished = true;
+            break;
+        }
+        kills += 1;
+        for ckpt in checkpoint::list(&run.join("checkpoints")) {
+            Checkpoint::load(&ckpt).unwrap_or_else(|e| panic!("kill {attempt}: a complete-looking checkpoint fails to load: {e:#}\n{stdout}"));
+        }
+        // Vary the moment: a different point of start-up, training, evaluation or writing.
+        delay_ms = 100 + (delay_ms * 7 + 113) % 900;
+    }
+    if !finished {
+        let (code, stdout, stderr) = finish(spawn(&config, &run, &["--resume", "latest"]));
+        assert_eq!(code, 0, "{stdout}\n{stderr}");
+    }
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "measured: SIGKILL at {kills} points; every checkpoint loaded after each; the resumed run ended bit-exact");
+    assert!(kills >= 10, "only {kills} kills landed");
+    assert_eq!(final_params(&run), reference, "killed + resumed differs from uninterrupted");
+}
+
+#[test]
+fn a_second_process_on_the_same_run_directory_is_refused_and_stale_locks_are_taken_over() {
+    let Some(data) = cifar10_folder() else { return };
+    let config = config(&data, 1);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    let held = hftrain::lock::RunLock::acquire(&run).unwrap();
+    let refused = train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), ..Default::default() });
+    crate::common::assert_error(refused, &["in use by another hftrain process", ".lock", "--out"]);
+    drop(held);
+    // A lock left by a process that no longer exists (as after SIGKILL).
+    std::fs::write(run.join(".lock"), "999999999").unwrap();
+    train::run(TrainRequest { config: Some(config), out_dir: Some(run.clone()), ..Default::default() }).unwrap();
+    assert!(!run.join(".lock").exists());
+}
+
+#[test]
+fn resume_latest_skips_a_damaged_newest_checkpoint() {
+    let Some(data) = cifar10_folder() else { return };
+    let config = config(&data, 3);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), stop_after_epoch: Some(2), ..Default::default() }).unwrap();
+    // Flip one byte of the newest checkpoint's parameters.
+    let newest = run.join("checkpoints/epoch-0002/params.bin");
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[17] ^= 0x40;
+    std::fs::write(&newest, bytes).unwrap();
+    let (code, stdout, stderr) = finish(spawn(&config, &run, &["--resume", "latest"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    assert!(stdout.contains("epoch-0002 is unusable") && stdout.contains("CRC-32"), "{stdout}");
+    assert!(stdout.contains("resuming from the newest valid checkpoint") && stdout.contains("epoch-0001"), "{stdout}");
+    let reference = final_params(&uninterrupted(&config, dir.path()));
+    assert_eq!(final_params(&run), reference, "resumed from epoch 1, the run ends as an uninterrupted one");
+}
+
+/// SIGKILL inside checkpoint writes, caught deterministically: the test watches the
+/// checkpoints directory and kills the moment a temporary checkpoint directory appears
+/// (a network with a few hundred thousand parameters makes each write last long enough).
+#[test]
+fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = config(&data, 5);
+    config.model.blocks = vec![
+        hftrain::config::BlockConfig { channels: 32, pool: true },
+        hftrain::config::BlockConfig { channels: 64, pool: true },
+        hftrain::config::BlockConfig { channels: 512, pool: true },
+    ];
+    config.data.train_limit = 100;
+    let dir = TempDir::new();
+    let reference = final_params(&uninterrupted(&config, dir.path()));
+    let run = dir.path().join("killed");
+    let checkpoints = run.join("checkpoints");
+    let mut inside_writes = 0;
+    for _ in 0..12 {
+        let resume: &[&str] = if !checkpoint::list(&checkpoints).is_empty() { &["--resume", "latest"] } else { &["--force"] };
+        let mut child = spawn(&config, &run, resume);
+        // Let the first write of each process finish (so the run moves on), kill in the
+        // second.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let (mut caught, mut was_writing, mut writes_seen) = (false, false, 0);
+        while Instant::now() < deadline {
+            let writing = std::fs::read_dir(&checkpoints)
+                .map(|entries| entries.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains(".tmp-")))
+                .unwrap_or(false);
+            if writing && !was_writing {
+                writes_seen += 1;
+                if writes_seen == 2 {
+                    signal(&child, libc::SIGKILL);
+                    caught = true;
+                    break;
+                }
+            }
+            was_writing = writing;
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        let (code, stdout, _) = finish(child);
+        if !caught {
+            assert_eq!(code, 0, "the run neither wrote a checkpoint nor finished:\n{stdout}");
+            break;
+        }
+        inside_writes += 1;
+        for ckpt in checkpoint::list(&checkpoints) {
+            Checkpoint::load(&ckpt).unwrap_or_else(|e| panic!("a checkpoint cut short is taken for a complete one: {e:#}"));
+        }
+        if inside_writes == 5 {
+            break;
+        }
+    }
+    let (code, stdout, stderr) = finish(spawn(&config, &run, &["--resume", "latest"]));
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let leftovers: Vec<String> = std::fs::read_dir(&checkpoints).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
+    assert!(leftovers.is_empty(), "unfinished checkpoints left behind: {leftovers:?}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "measured: SIGKILL inside {inside_writes} checkpoint writes; only complete checkpoints listed; resumed run bit-exact");
+    assert!(inside_writes >= 3, "only {inside_writes} kills landed inside a checkpoint write");
+    assert_eq!(final_params(&run), reference, "killed + resumed differs from uninterrupted");
+}
