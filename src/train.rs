@@ -357,6 +357,28 @@ impl Session {
                         )));
                     }
                 };
+                // Divergence is caught at the step where it happens, before anything of it is
+                // saved: one scalar read per step (the loss plus the parameters' sum, which is
+                // not finite as soon as one parameter is not).
+                let health = out.loss.clone() + self.params.clone().sum();
+                if !health.into_scalar::<f64>().is_finite() {
+                    bar.abandon();
+                    let loss = out.loss.clone().into_scalar::<f64>();
+                    let what = if loss.is_finite() {
+                        "a parameter became NaN or infinite".to_string()
+                    } else {
+                        format!("the loss became {loss}")
+                    };
+                    bail!(
+                        "training diverged: {what} at epoch {} step {} (global step {}, learning \
+                         rate {lr:.3e}); nothing of this step was saved, the last checkpoint is {}; \
+                         lower optimizer.lr or lengthen schedule.warmup_epochs",
+                        epoch + 1,
+                        step + 1,
+                        self.position.global_step + 1,
+                        last_good_checkpoint(&self.paths.checkpoints)
+                    );
+                }
                 self.buffers = self.network.update_buffers(
                     self.buffers.clone(),
                     &out.stats,
@@ -409,17 +431,6 @@ impl Session {
                 }
                 if (step + 1) % config.train.log_every == 0 || last {
                     let loss = loss_sum.as_ref().map_or(0.0, |s| s.clone().into_scalar::<f64>()) / images as f64;
-                    if !loss.is_finite() {
-                        bar.abandon();
-                        bail!(
-                            "training diverged: the loss became {loss} at epoch {} step {} \
-                             (learning rate {lr:.3e}); the last checkpoint is {}; lower \
-                             optimizer.lr or lengthen schedule.warmup_epochs",
-                            epoch + 1,
-                            step + 1,
-                            last_good_checkpoint(&self.paths.checkpoints)
-                        );
-                    }
                     let correct = correct_sum.as_ref().map_or(0, |s| s.clone().into_scalar::<i64>());
                     let seconds = started.elapsed().as_secs_f64();
                     bar.set_position((step + 1) as u64);

@@ -8,6 +8,7 @@ mod config_errors;
 mod data_binary;
 mod curvature;
 mod data_folder;
+mod fuzz;
 mod hessian_free;
 mod optimizers;
 mod reliability;

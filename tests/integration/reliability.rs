@@ -270,3 +270,16 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
     assert!(inside_writes >= 3, "only {inside_writes} kills landed inside a checkpoint write");
     assert_eq!(final_params(&run), reference, "killed + resumed differs from uninterrupted");
 }
+
+#[test]
+fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = config(&data, 3);
+    let dir = TempDir::new();
+    config.optimizer.lr = 1e30;
+    config.schedule.warmup_epochs = 0.0;
+    let blown = train::run(TrainRequest { config: Some(config), out_dir: Some(dir.path().join("blown")), ..Default::default() });
+    let message = crate::common::assert_error(blown, &["training diverged", "epoch 1 step", "global step", "last checkpoint is none", "optimizer.lr"]);
+    // Caught within one step: the first steps already blow up with lr 1e30.
+    assert!(message.contains("step 1 ") || message.contains("step 2 "), "{message}");
+}
