@@ -283,3 +283,50 @@ fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
     // Caught within one step: the first steps already blow up with lr 1e30.
     assert!(message.contains("step 1 ") || message.contains("step 2 "), "{message}");
 }
+
+/// A write that fails part-way (the disk full, simulated by a file-size limit on the child:
+/// writes past 1 MiB fail with EFBIG): a clear error naming the file, and the previous
+/// checkpoint intact and still `latest`.
+#[test]
+fn a_failing_checkpoint_write_keeps_the_previous_checkpoint() {
+    use std::os::unix::process::CommandExt;
+    let Some(data) = cifar10_folder() else { return };
+    let mut config = config(&data, 3);
+    // About 1.3 MB of parameters: every checkpoint file of them crosses the limit.
+    config.model.blocks = vec![
+        hftrain::config::BlockConfig { channels: 32, pool: true },
+        hftrain::config::BlockConfig { channels: 64, pool: true },
+        hftrain::config::BlockConfig { channels: 512, pool: true },
+    ];
+    config.data.train_limit = 100;
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), stop_after_epoch: Some(1), ..Default::default() }).unwrap();
+    let file = run.with_extension("toml");
+    std::fs::write(&file, config.to_toml()).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hftrain"));
+    command.args(["train", "--config", file.to_str().unwrap(), "--out", run.to_str().unwrap(), "--resume", "latest"]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("cannot write") && stderr.contains(".bin") && stderr.contains("File too large"), "{stderr}");
+    use std::io::Write;
+    let message = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default().replace(&dir.path().display().to_string(), "<tmp>");
+    let _ = writeln!(std::io::stderr(), "measured: failing checkpoint write: {message}");
+    let checkpoints = run.join("checkpoints");
+    let names: Vec<String> = std::fs::read_dir(&checkpoints).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().all(|n| !n.starts_with('.')), "a half-written checkpoint was left: {names:?}");
+    let latest = checkpoint::resolve("latest", &checkpoints).unwrap();
+    let kept = Checkpoint::load(&latest).unwrap();
+    assert_eq!(kept.position.epoch, 1, "latest still points at the checkpoint before the failure");
+    assert!(!run.join(".lock").exists(), "the lock is released after the error");
+}
