@@ -105,7 +105,11 @@ impl Checkpoint {
         let written = self.write_into(&tmp);
         if let Err(e) = written {
             let _ = fs::remove_dir_all(&tmp);
-            return Err(e);
+            return Err(e.context(format!(
+                "checkpoint {} was not written (is the disk full or the directory read-only?); \
+                 the earlier checkpoints are unchanged",
+                target.display()
+            )));
         }
         if target.exists() {
             // Only a resumed run re-writes a position; the new one replaces it.
