@@ -23,6 +23,12 @@ use crate::train::{self, TrainRequest};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Also print debug lines (every Hessian-free step) and the libraries' warnings.
+    #[arg(long, short, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Print only warnings, errors and results; no progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +111,12 @@ pub enum Command {
 /// Runs a command; the exit code is 130 for a training run stopped by Ctrl-C (as shells
 /// report an interrupted program).
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    use crate::logging::{self, Verbosity};
+    logging::init(match (cli.quiet, cli.verbose) {
+        (true, _) => Verbosity::Quiet,
+        (_, true) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    });
     match cli.command {
         Command::Train {
             config,
@@ -200,13 +212,13 @@ pub fn open_checkpoint(
     }
     let choice = DeviceChoice::parse(device.as_deref().unwrap_or(&config.device))?;
     let selected = device::select(choice)?;
-    println!("device: {}", selected.description);
+    log::info!("device: {}", selected.description);
     let source = Source::detect(&config.data.dir)?;
     let images = source.load(split, limit)?;
     let network = Network::new(&config.model, images.classes.len());
     ckpt.check_layout(dir, &network.params, &network.buffers)?;
     let device = selected.device;
-    println!(
+    log::info!(
         "checkpoint {} (epoch {}), {} {} images",
         dir.display(),
         ckpt.position.epoch,

@@ -12,6 +12,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod fsutil;
 pub mod lock;
+pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod optim;

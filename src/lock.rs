@@ -47,8 +47,8 @@ impl RunLock {
                         ),
                         // Left by a process that has ended (or unreadable): take it over.
                         _ => {
-                            eprintln!(
-                                "note: removing the stale lock {} of a run that has ended",
+                            log::warn!(
+                                "removing the stale lock {} of a run that has ended",
                                 path.display()
                             );
                             let _ = fs::remove_file(&path);

@@ -141,12 +141,12 @@ fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf
         match Checkpoint::load(&candidate) {
             Ok(loaded) => {
                 if !refused.is_empty() {
-                    println!("resuming from the newest valid checkpoint, {}", real.display());
+                    log::info!("resuming from the newest valid checkpoint, {}", real.display());
                 }
                 return Ok((real, loaded));
             }
             Err(e) => {
-                println!("checkpoint {} is unusable and is skipped: {e:#}", real.display());
+                log::warn!("checkpoint {} is unusable and is skipped: {e:#}", real.display());
                 refused.push(format!("{}: {e:#}", real.display()));
             }
         }
@@ -225,17 +225,17 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
     }
 
     let selected = device::select(DeviceChoice::parse(&config.device)?)?;
-    println!("device: {}", selected.description);
+    log::info!("device: {}", selected.description);
     let device = selected.device;
 
     let source = Source::detect(&config.data.dir)?;
     let train = source.load(Split::Train, config.data.train_limit)?;
     let test = source.load(Split::Test, config.data.test_limit)?;
     data::folder::check_same_classes(&source.root, &train, &test)?;
-    println!("{}", data::describe(&source, &train, &test));
+    log::info!("{}", data::describe(&source, &train, &test));
 
     let network = Network::new(&config.model, train.classes.len());
-    println!("{}", network.summary());
+    log::info!("{}", network.summary());
 
     let total = network.params.total();
     let mut optimizer = optim::build(&config.optimizer, network.params.decay_mask(&device), total);
@@ -245,7 +245,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
             optimizer
                 .load_state(&ckpt.optimizer, &device)
                 .with_context(|| format!("cannot restore the optimizer from {}", dir.display()))?;
-            println!(
+            log::info!(
                 "resuming from {} (epoch {}, step {} of the epoch, {} steps in all)",
                 dir.display(),
                 ckpt.position.epoch,
@@ -301,7 +301,12 @@ fn run_dir_of_checkpoint(dir: &Path) -> Option<PathBuf> {
     (checkpoints.file_name()? == "checkpoints").then(|| checkpoints.parent().map(Path::to_path_buf))?
 }
 
+/// The epoch's progress bar; hidden off a terminal or with `-q` (then the loop logs its
+/// content as lines).
 fn progress_bar(steps: usize, epoch: usize, epochs: usize) -> ProgressBar {
+    if !crate::logging::progress_bars() {
+        return ProgressBar::hidden();
+    }
     let bar = ProgressBar::new(steps as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -325,7 +330,7 @@ impl Session {
         let eval_transform = Transform::eval(&config.data);
         let mut last_checkpoint = None;
         if self.position.epoch >= epochs {
-            println!("the run is already complete ({epochs} epochs); nothing to train");
+            log::info!("the run is already complete ({epochs} epochs); nothing to train");
         }
 
         while self.position.epoch < epochs {
@@ -385,6 +390,7 @@ impl Session {
                     config.train.bn_momentum,
                 );
                 if let Some(report) = &out.report {
+                    log::debug!("step {}: {}", self.position.global_step + 1, hessian_free_progress(report));
                     last_report = Some(report.clone());
                     if report.accepted {
                         lr = report.step_size;
@@ -420,7 +426,7 @@ impl Session {
                         log.write()?;
                     }
                     let dir = self.save_checkpoint()?;
-                    println!(
+                    log::info!(
                         "interrupted at epoch {} step {}/{}: checkpoint {}; continue with --resume latest",
                         epoch + 1,
                         step + 1,
@@ -438,11 +444,15 @@ impl Session {
                         Some(r) => hessian_free_progress(r),
                         None => format!("lr {lr:.2e}"),
                     };
-                    bar.set_message(format!(
+                    let message = format!(
                         "loss {loss:.4} acc {:.1}% {optimizer} {:.1} img/s",
                         100.0 * correct as f64 / images as f64,
                         images as f64 / seconds.max(1e-9)
-                    ));
+                    );
+                    if bar.is_hidden() {
+                        log::info!("epoch {}/{epochs} step {}/{}  {message}", epoch + 1, step + 1, plan.steps());
+                    }
+                    bar.set_message(message);
                 }
             }
             let train_seconds = started.elapsed().as_secs_f64();
@@ -462,7 +472,7 @@ impl Session {
                 epoch_seconds: started.elapsed().as_secs_f64(),
                 images_per_second: images as f64 / train_seconds.max(1e-9),
             };
-            println!(
+            log::info!(
                 "epoch {:>3}/{epochs}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  \
                  lr {:.2e}  {:.1}s  {:.1} img/s",
                 row.epoch,
@@ -475,7 +485,7 @@ impl Session {
                 row.images_per_second
             );
             if let Some(r) = &last_report {
-                println!("          hessian-free: {}", hessian_free_progress(r));
+                log::info!("          hessian-free: {}", hessian_free_progress(r));
             }
             self.metrics.push(row);
             metrics::write(&self.paths.metrics, &self.metrics)?;
@@ -490,15 +500,15 @@ impl Session {
             let interrupted = interrupt::requested();
             if done % config.checkpoint.every_epochs == 0 || done == epochs || stopping || interrupted {
                 let dir = self.save_checkpoint()?;
-                println!("checkpoint: {}", dir.display());
+                log::info!("checkpoint: {}", dir.display());
                 last_checkpoint = Some(dir);
             }
             if interrupted && done < epochs {
-                println!("interrupted after epoch {done}; continue with --resume latest");
+                log::info!("interrupted after epoch {done}; continue with --resume latest");
                 return Ok(self.outcome(last_checkpoint, true));
             }
             if stopping && done < epochs {
-                println!("stopping after epoch {done} as asked; continue with --resume latest");
+                log::info!("stopping after epoch {done} as asked; continue with --resume latest");
                 break;
             }
         }

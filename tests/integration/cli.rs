@@ -38,3 +38,34 @@ fn eval_of_a_non_checkpoint_exits_non_zero() {
     assert!(!ok);
     assert!(text.contains("is not a checkpoint"), "{text}");
 }
+
+#[test]
+fn off_a_terminal_progress_becomes_lines_and_quiet_prints_only_the_result() {
+    let Some(data) = crate::common::cifar10_folder() else { return };
+    let dir = TempDir::new();
+    let mut config = crate::common::small_config(&data, "flex");
+    config.data.train_limit = 100;
+    config.data.test_limit = 50;
+    config.train.epochs = 1;
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let run = |extra: &[&str], out: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+            .args(extra)
+            .args(["train", "--config", path.to_str().unwrap(), "--out", dir.path().join(out).to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // Output captured (not a terminal): no bar, its content as plain lines.
+    let (stdout, stderr) = run(&[], "normal");
+    assert!(stdout.contains("epoch 1/1 step 2/2  loss"), "{stdout}");
+    assert!(stdout.contains("device: flex") && stdout.contains("checkpoint:"), "{stdout}");
+    assert!(!stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'), "terminal escapes off a terminal");
+    let (stdout, _) = run(&["-q"], "quiet");
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("done: test accuracy"), "{stdout}");
+    let (ok, text) = hftrain(&["-q", "-v", "train"]);
+    assert!(!ok && text.contains("cannot be used with"), "{text}");
+}

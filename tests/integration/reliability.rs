@@ -199,7 +199,7 @@ fn resume_latest_skips_a_damaged_newest_checkpoint() {
     std::fs::write(&newest, bytes).unwrap();
     let (code, stdout, stderr) = finish(spawn(&config, &run, &["--resume", "latest"]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stdout.contains("epoch-0002 is unusable") && stdout.contains("CRC-32"), "{stdout}");
+    assert!(stderr.contains("warning: checkpoint") && stderr.contains("epoch-0002 is unusable") && stderr.contains("CRC-32"), "{stderr}");
     assert!(stdout.contains("resuming from the newest valid checkpoint") && stdout.contains("epoch-0001"), "{stdout}");
     let reference = final_params(&uninterrupted(&config, dir.path()));
     assert_eq!(final_params(&run), reference, "resumed from epoch 1, the run ends as an uninterrupted one");
