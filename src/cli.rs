@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::data::batcher::Transform;
 use crate::data::{Source, Split};
 use crate::device::{self, DeviceChoice};
-use crate::eval::evaluate;
+use crate::eval::{EvalOptions, evaluate_with};
 use crate::fsutil::write_atomic;
 use crate::model::Network;
 use crate::params::from_host;
@@ -59,7 +59,8 @@ pub enum Command {
         #[arg(long)]
         stop_after_epoch: Option<usize>,
     },
-    /// Evaluate a checkpoint on the test split: accuracy, per-class accuracy, confusion matrix.
+    /// Evaluate a checkpoint on the test split: accuracy (also with horizontal-flip test-time
+    /// augmentation), per-class accuracy, confusion matrix, most confident mistakes.
     Eval {
         /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
         #[arg(long)]
@@ -76,6 +77,10 @@ pub enum Command {
         /// Where to write the results as JSON [default: <run>/eval/<checkpoint>.json].
         #[arg(long)]
         json: Option<PathBuf>,
+        /// Write the N most confident mistakes as a grid image with true and predicted
+        /// classes, beside the JSON (<name>-mistakes.png); they are also listed.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        show_mistakes: usize,
     },
     /// Write a checkpoint's loss, gradient, Hessian-vector and Gauss-Newton-vector products
     /// on the first test images and a seeded direction v to a safetensors file (PyTorch
@@ -157,7 +162,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             device,
             limit,
             json,
-        } => eval_command(&checkpoint, data, device, limit, json).map(|()| ExitCode::SUCCESS),
+            show_mistakes,
+        } => eval_command(&checkpoint, data, device, limit, json, show_mistakes).map(|()| ExitCode::SUCCESS),
         Command::Curvature {
             checkpoint,
             batch,
@@ -241,9 +247,14 @@ fn eval_command(
     device: Option<String>,
     limit: usize,
     json: Option<PathBuf>,
+    show_mistakes: usize,
 ) -> Result<()> {
     let opened = open_checkpoint(dir, data, device, Split::Test, limit)?;
-    let result = evaluate(
+    let options = EvalOptions {
+        flip_tta: true,
+        mistakes: show_mistakes,
+    };
+    let result = evaluate_with(
         &opened.network,
         &opened.params,
         &opened.buffers,
@@ -251,6 +262,7 @@ fn eval_command(
         opened.config.train.eval_batch_size,
         &Transform::eval(&opened.config.data),
         &opened.device,
+        options,
     );
     print!("{}", result.table());
     let json_path = json.unwrap_or_else(|| default_eval_path(dir));
@@ -261,6 +273,12 @@ fn eval_command(
     let text = serde_json::to_string_pretty(&result).expect("an evaluation always serialises");
     write_atomic(&json_path, text.as_bytes())?;
     println!("results: {}", json_path.display());
+    if show_mistakes > 0 {
+        let stem = json_path.file_stem().map_or("eval".into(), |s| s.to_string_lossy().into_owned());
+        let grid = json_path.with_file_name(format!("{stem}-mistakes.png"));
+        crate::mistakes::write_grid(&grid, &opened.data, &result.classes, &result.mistakes)?;
+        println!("mistakes: {}", grid.display());
+    }
     Ok(())
 }
 

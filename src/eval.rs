@@ -1,4 +1,5 @@
-//! Evaluation: loss, accuracy, per-class accuracy and the confusion matrix.
+//! Evaluation: loss, accuracy, per-class accuracy, the confusion matrix; for `hftrain eval`
+//! also accuracy with horizontal-flip test-time augmentation and the most confident mistakes.
 
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,31 @@ pub struct Evaluation {
     pub per_class_accuracy: Vec<f64>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<u64>>,
+    /// Accuracy when the logits of each image and of its mirror image are averaged.
+    #[serde(default)]
+    pub tta_accuracy: Option<f64>,
+    /// The wrong predictions made with the highest softmax probability, most confident first.
+    #[serde(default)]
+    pub mistakes: Vec<Mistake>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mistake {
+    /// Index of the image in the evaluated data set.
+    pub index: usize,
+    pub truth: usize,
+    pub predicted: usize,
+    /// Softmax probability of the predicted class.
+    pub confidence: f64,
+}
+
+/// What `evaluate_with` adds to the plain evaluation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions {
+    /// Also evaluate with horizontal-flip test-time augmentation (a second forward pass).
+    pub flip_tta: bool,
+    /// Keep this many most confident mistakes.
+    pub mistakes: usize,
 }
 
 /// Evaluates the network (batch norm with running statistics) on every image of `data`.
@@ -28,18 +54,56 @@ pub fn evaluate(
     transform: &Transform,
     device: &Device,
 ) -> Evaluation {
+    evaluate_with(network, params, buffers, data, batch_size, transform, device, EvalOptions::default())
+}
+
+/// `evaluate`, with test-time augmentation and mistakes as asked.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_with(
+    network: &Network,
+    params: &Tensor<1>,
+    buffers: &Tensor<1>,
+    data: &Dataset,
+    batch_size: usize,
+    transform: &Transform,
+    device: &Device,
+    options: EvalOptions,
+) -> Evaluation {
     let k = data.classes.len();
+    let mut tta_correct = 0u64;
+    let mut mistakes = Vec::new();
+    let mut offset = 0;
     let mut confusion = vec![vec![0u64; k]; k];
     let mut loss_sum = 0.0;
     let param_parts = network.params.split(params);
     let buffer_parts = network.buffers.split(buffers);
     for batch in eval_batches(data, batch_size, transform) {
         let (images, labels) = batch.to_device(device);
-        let logits = network
-            .forward(images, &param_parts, &buffer_parts, crate::model::Mode::Eval)
-            .logits;
+        let forward = |x: Tensor<4>| network.forward(x, &param_parts, &buffer_parts, crate::model::Mode::Eval).logits;
+        let logits = forward(images.clone());
         let n = batch.len();
         let predicted: Vec<i64> = logits.clone().argmax(1).reshape([n]).to_data().iter::<i64>().collect();
+        if options.flip_tta {
+            // Images are NCHW: the width is axis 3.
+            let averaged = (logits.clone() + forward(images.flip([3]))).div_scalar(2.0);
+            let guesses: Vec<i64> = averaged.argmax(1).reshape([n]).to_data().iter::<i64>().collect();
+            tta_correct += guesses.iter().zip(&batch.labels).filter(|(g, t)| g == t).count() as u64;
+        }
+        if options.mistakes > 0 {
+            let probabilities: Vec<f64> =
+                burn::tensor::activation::softmax(logits.clone(), 1).to_data().iter::<f64>().collect();
+            for (i, (&truth, &guess)) in batch.labels.iter().zip(&predicted).enumerate() {
+                if truth != guess {
+                    mistakes.push(Mistake {
+                        index: offset + i,
+                        truth: truth as usize,
+                        predicted: guess as usize,
+                        confidence: probabilities[i * k + guess as usize],
+                    });
+                }
+            }
+        }
+        offset += n;
         let loss: f64 = cross_entropy(logits, labels, 0.0).into_scalar::<f64>();
         loss_sum += loss * n as f64;
         for (&truth, &guess) in batch.labels.iter().zip(&predicted) {
@@ -63,6 +127,12 @@ pub fn evaluate(
         classes: data.classes.clone(),
         per_class_accuracy,
         confusion,
+        tta_accuracy: options.flip_tta.then(|| tta_correct as f64 / images.max(1) as f64),
+        mistakes: {
+            mistakes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+            mistakes.truncate(options.mistakes);
+            mistakes
+        },
     }
 }
 
@@ -77,6 +147,12 @@ impl Evaluation {
             self.loss,
             "class"
         );
+        if let Some(tta) = self.tta_accuracy {
+            out.insert_str(
+                out.find('\n').unwrap_or(out.len()),
+                &format!("; with horizontal-flip TTA {:.2}%", 100.0 * tta),
+            );
+        }
         for (name, acc) in self.classes.iter().zip(&self.per_class_accuracy) {
             out.push_str(&format!("{name:>width$}  {:>7.2}%\n", 100.0 * acc));
         }
@@ -97,6 +173,18 @@ impl Evaluation {
                 out.push_str(&format!(" {count:>5}"));
             }
             out.push('\n');
+        }
+        if !self.mistakes.is_empty() {
+            out.push_str("\nmost confident mistakes (image index: true -> predicted, probability)\n");
+            for m in &self.mistakes {
+                out.push_str(&format!(
+                    "  {:>5}: {} -> {} ({:.1}%)\n",
+                    m.index,
+                    self.classes[m.truth],
+                    self.classes[m.predicted],
+                    100.0 * m.confidence
+                ));
+            }
         }
         out
     }

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
+pub mod mistakes;
 pub mod model;
 pub mod optim;
 pub mod params;

@@ -111,7 +111,7 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     let outcome = train(&config, &run, None, None).unwrap();
     let json = dir.path().join("eval.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args(["eval", "--checkpoint", run.join("checkpoints/latest").to_str().unwrap(), "--limit", "50", "--json", json.to_str().unwrap(), "--device", "flex"])
+        .args(["eval", "--checkpoint", run.join("checkpoints/latest").to_str().unwrap(), "--limit", "50", "--json", json.to_str().unwrap(), "--device", "flex", "--show-mistakes", "5"])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -124,6 +124,18 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     // The same test images as the training run's final evaluation give the same accuracy.
     let accuracy = result["accuracy"].as_f64().unwrap();
     assert!((accuracy - outcome.metrics[0].test_accuracy).abs() < 1e-9, "{accuracy} vs {:?}", outcome.metrics[0]);
+    // Test-time augmentation and the most confident mistakes.
+    let tta = result["tta_accuracy"].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&tta) && stdout.contains("with horizontal-flip TTA"), "{stdout}");
+    let mistakes = result["mistakes"].as_array().unwrap();
+    assert_eq!(mistakes.len(), 5);
+    let confidences: Vec<f64> = mistakes.iter().map(|m| m["confidence"].as_f64().unwrap()).collect();
+    assert!(confidences.windows(2).all(|w| w[0] >= w[1]), "most confident first: {confidences:?}");
+    assert!(mistakes.iter().all(|m| m["truth"] != m["predicted"]));
+    let grid = image::open(dir.path().join("eval-mistakes.png")).unwrap().into_rgb8();
+    assert!(grid.width() >= 5 * 96 && grid.height() >= 96, "{}x{}", grid.width(), grid.height());
+    let first = grid.get_pixel(0, 0);
+    assert!(grid.pixels().filter(|p| *p != first).count() > grid.pixels().count() / 4, "the grid is blank");
 }
 
 /// The small config trained by Hessian-free, without augmentation (each step's objective is
