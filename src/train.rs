@@ -84,11 +84,20 @@ impl RunPaths {
     }
 }
 
+/// The lines of the start-up summary that `report.md` repeats.
+struct ReportFacts {
+    device: String,
+    model: String,
+    data: String,
+}
+
 /// Everything needed to run the epochs, after set-up.
 struct Session {
     config: Config,
     paths: RunPaths,
     device: Device,
+    /// What `report.md` says of the device, model and data.
+    facts: ReportFacts,
     network: Network,
     train: Arc<Dataset>,
     test: Dataset,
@@ -210,7 +219,8 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
                 paths.run_dir.display()
             );
         }
-        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps] {
+        let report = paths.run_dir.join("report.md");
+        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps, &report] {
             let removed = if stale.is_dir() {
                 std::fs::remove_dir_all(stale)
             } else {
@@ -227,12 +237,14 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
     let selected = device::select(DeviceChoice::parse(&config.device)?)?;
     log::info!("device: {}", selected.description);
     let device = selected.device;
+    let device_summary = selected.description.clone();
 
     let source = Source::detect(&config.data.dir)?;
     let train = source.load(Split::Train, config.data.train_limit)?;
     let test = source.load(Split::Test, config.data.test_limit)?;
     data::folder::check_same_classes(&source.root, &train, &test)?;
-    log::info!("{}", data::describe(&source, &train, &test));
+    let data_summary = data::describe(&source, &train, &test);
+    log::info!("{data_summary}");
 
     let network = Network::new(&config.model, train.classes.len());
     log::info!("{}", network.summary());
@@ -281,6 +293,11 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         config,
         paths,
         device,
+        facts: ReportFacts {
+            device: device_summary,
+            model: network.summary(),
+            data: data_summary,
+        },
         network,
         train: Arc::new(train),
         test,
@@ -492,6 +509,17 @@ impl Session {
             if let Some(log) = &self.step_log {
                 log.write()?;
             }
+            crate::report::write(
+                &self.paths.run_dir.join("report.md"),
+                &self.config,
+                &crate::report::RunFacts {
+                    device: &self.facts.device,
+                    model: &self.facts.model,
+                    data: &self.facts.data,
+                    step_log: self.step_log.is_some(),
+                },
+                &self.metrics,
+            )?;
             self.position.epoch += 1;
             self.position.step_in_epoch = 0;
 

@@ -109,6 +109,11 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     let dir = TempDir::new();
     let run = dir.path().join("run");
     let outcome = train(&config, &run, None, None).unwrap();
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    let final_line = format!("final test accuracy: {:.2}% (epoch 1)", 100.0 * outcome.metrics[0].test_accuracy);
+    for needle in ["# Run `test`", "- device: flex", "- optimizer: SGD", &final_line, "best test accuracy", "| 1 | ", "metrics.csv"] {
+        assert!(report.contains(needle), "report.md lacks {needle:?}:\n{report}");
+    }
     let json = dir.path().join("eval.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
         .args(["eval", "--checkpoint", run.join("checkpoints/latest").to_str().unwrap(), "--limit", "50", "--json", json.to_str().unwrap(), "--device", "flex", "--show-mistakes", "5"])

@@ -1,0 +1,105 @@
+//! `report.md` in the run directory: what ran where, how it went, the best and final
+//! accuracy and every epoch, rewritten (atomically) after each epoch so that an interrupted
+//! run has one too.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::config::{Config, CurvatureChoice, OptimizerKind};
+use crate::fsutil::write_atomic;
+use crate::metrics::EpochMetrics;
+
+/// What the report says besides the config and the metrics.
+pub struct RunFacts<'a> {
+    pub device: &'a str,
+    pub model: &'a str,
+    pub data: &'a str,
+    /// Whether the run has a Hessian-free step log.
+    pub step_log: bool,
+}
+
+fn optimizer_line(config: &Config) -> String {
+    let o = &config.optimizer;
+    match o.kind {
+        OptimizerKind::HessianFree => {
+            let h = &o.hessian_free;
+            let curvature = match h.curvature {
+                CurvatureChoice::GaussNewton => "Gauss-Newton",
+                CurvatureChoice::Hessian => "exact Hessian",
+            };
+            format!(
+                "Hessian-free ({curvature} curvature on {} images per batch, CG at most {} iterations, initial damping {}, weight decay {})",
+                h.curvature_batch_size, h.cg_max_iterations, h.initial_damping, o.weight_decay
+            )
+        }
+        kind => format!(
+            "{} (peak lr {}, {} schedule, weight decay {})",
+            format!("{kind:?}").to_uppercase(),
+            o.lr,
+            format!("{:?}", config.schedule.kind).to_lowercase(),
+            o.weight_decay
+        ),
+    }
+}
+
+pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Run `{}`\n", config.name);
+    let _ = writeln!(out, "- device: {}", facts.device);
+    let _ = writeln!(out, "- {}", facts.model.lines().next().unwrap_or_default());
+    let _ = writeln!(out, "- {}", facts.data.lines().next().unwrap_or_default());
+    let _ = writeln!(out, "- optimizer: {}", optimizer_line(config));
+    let _ = writeln!(
+        out,
+        "- batch size {}, label smoothing {}, seed {}",
+        config.train.batch_size, config.train.label_smoothing, config.seed
+    );
+    let seconds: f64 = metrics.iter().map(|m| m.epoch_seconds).sum();
+    let _ = writeln!(
+        out,
+        "- epochs done: {} of {}, {:.1} minutes of training and evaluation",
+        metrics.len(),
+        config.train.epochs,
+        seconds / 60.0
+    );
+    if let (Some(last), Some(best)) = (
+        metrics.last(),
+        metrics.iter().max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy)),
+    ) {
+        let _ = writeln!(out, "\n## Accuracy\n");
+        let _ = writeln!(out, "- final test accuracy: {:.2}% (epoch {})", 100.0 * last.test_accuracy, last.epoch);
+        let _ = writeln!(out, "- best test accuracy: {:.2}% (epoch {})", 100.0 * best.test_accuracy, best.epoch);
+        let _ = writeln!(out, "- final train loss {:.4}, test loss {:.4}", last.train_loss, last.test_loss);
+        let _ = writeln!(out, "\n## Epochs\n");
+        let _ = writeln!(out, "| epoch | train loss | train acc | test loss | test acc | lr | seconds | images/s |");
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        for m in metrics {
+            let _ = writeln!(
+                out,
+                "| {} | {:.4} | {:.2}% | {:.4} | {:.2}% | {:.2e} | {:.1} | {:.1} |",
+                m.epoch,
+                m.train_loss,
+                100.0 * m.train_accuracy,
+                m.test_loss,
+                100.0 * m.test_accuracy,
+                m.lr,
+                m.epoch_seconds,
+                m.images_per_second
+            );
+        }
+    }
+    let _ = writeln!(out, "\n## Files\n");
+    let _ = writeln!(out, "- `config.toml`: every setting of the run");
+    let _ = writeln!(out, "- `metrics.csv`: the table above, for plotting");
+    if facts.step_log {
+        let _ = writeln!(out, "- `steps.csv`: every Hessian-free step (damping, CG iterations, rho, predicted and actual reduction)");
+    }
+    let _ = writeln!(out, "- `checkpoints/latest`: resume with `hftrain train --config config.toml --out <this directory> --resume latest`");
+    out
+}
+
+pub fn write(path: &Path, config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> Result<()> {
+    write_atomic(path, render(config, facts, metrics).as_bytes())
+}
