@@ -69,3 +69,16 @@ fn off_a_terminal_progress_becomes_lines_and_quiet_prints_only_the_result() {
     let (ok, text) = hftrain(&["-q", "-v", "train"]);
     assert!(!ok && text.contains("cannot be used with"), "{text}");
 }
+
+#[test]
+fn an_unusable_run_directory_is_named() {
+    let dir = TempDir::new();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "device = \"flex\"\n").unwrap();
+    let out = blocker.join("run");
+    let (ok, text) = hftrain(&["train", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(text.contains("cannot create run directory") && text.contains("a-file/run"), "{text}");
+}
