@@ -33,7 +33,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Train a network; writes runs/<name>/{config.toml, metrics.csv, checkpoints/}.
+    /// Train a network; writes runs/<name>/{config.toml, metrics.csv, report.md, checkpoints/}
+    /// (and steps.csv with Hessian-free).
     Train {
         /// The run's TOML config (see configs/). Optional with --resume: the checkpoint's
         /// own config is used.
@@ -81,6 +82,11 @@ pub enum Command {
         /// classes, beside the JSON (<name>-mistakes.png); they are also listed.
         #[arg(long, value_name = "N", default_value_t = 0)]
         show_mistakes: usize,
+    },
+    /// Draw a run's plots again from its metrics.csv (and steps.csv) into <run>/plots/.
+    Plot {
+        /// The run directory, e.g. runs/cifar10.
+        run: PathBuf,
     },
     /// Write a checkpoint's loss, gradient, Hessian-vector and Gauss-Newton-vector products
     /// on the first test images and a seeded direction v to a safetensors file (PyTorch
@@ -164,6 +170,17 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
             show_mistakes,
         } => eval_command(&checkpoint, data, device, limit, json, show_mistakes).map(|()| ExitCode::SUCCESS),
+        Command::Plot { run } => {
+            let metrics = crate::metrics::read(&run.join("metrics.csv"))?;
+            let steps_path = run.join("steps.csv");
+            let steps = steps_path
+                .exists()
+                .then(|| crate::metrics::StepLog::open(&steps_path, usize::MAX).series());
+            for path in crate::plots::write_all(&run, &metrics, steps.as_ref())? {
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Curvature {
             checkpoint,
             batch,

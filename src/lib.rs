@@ -18,6 +18,7 @@ pub mod mistakes;
 pub mod model;
 pub mod optim;
 pub mod params;
+pub mod plots;
 pub mod report;
 pub mod rng;
 pub mod safetensors;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_atomic;
@@ -41,6 +41,38 @@ pub fn to_csv(rows: &[EpochMetrics]) -> String {
         ));
     }
     out
+}
+
+/// Reads a metrics file written by `write` (for `hftrain plot`).
+pub fn read(path: &Path) -> Result<Vec<EpochMetrics>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut rows = Vec::new();
+    for (number, line) in text.lines().enumerate().skip(1) {
+        let fields: Vec<&str> = line.split(',').collect();
+        let parsed = (fields.len() == 9).then(|| -> Option<EpochMetrics> {
+            let f = |i: usize| fields[i].parse::<f64>().ok();
+            Some(EpochMetrics {
+                epoch: fields[0].parse().ok()?,
+                step: fields[1].parse().ok()?,
+                lr: f(2)?,
+                train_loss: f(3)?,
+                train_accuracy: f(4)?,
+                test_loss: f(5)?,
+                test_accuracy: f(6)?,
+                epoch_seconds: f(7)?,
+                images_per_second: f(8)?,
+            })
+        });
+        match parsed.flatten() {
+            Some(row) => rows.push(row),
+            None => bail!(
+                "{} line {}: expected 9 numbers ({HEADER}), found {line:?}",
+                path.display(),
+                number + 1
+            ),
+        }
+    }
+    Ok(rows)
 }
 
 /// Rewrites the metrics file with all rows so far.
@@ -120,6 +152,17 @@ impl StepLog {
 
     pub fn len(&self) -> usize {
         self.lines.len()
+    }
+
+    /// (step, damping used, CG iterations, rho) of every row, for the plots.
+    pub fn series(&self) -> crate::plots::StepSeries {
+        self.lines
+            .iter()
+            .filter_map(|line| {
+                let f: Vec<f64> = line.split(',').map(|x| x.parse::<f64>().unwrap_or(f64::NAN)).collect();
+                (f.len() > 10).then(|| (f[0], f[8], f[10], f[7]))
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -19,7 +19,7 @@ const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
 const RED: Rgb<u8> = Rgb([200, 0, 0]);
 
 /// Draws `text` with its top-left corner at (x, y) in the 8x8 font (ASCII; others as '?').
-fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, color: Rgb<u8>) {
+pub fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, color: Rgb<u8>) {
     for (i, c) in text.chars().enumerate() {
         let glyph = font8x8::legacy::BASIC_LEGACY[if c.is_ascii() { c as usize } else { '?' as usize }];
         for (row, bits) in glyph.iter().enumerate() {

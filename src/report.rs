@@ -90,6 +90,13 @@ pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> St
             );
         }
     }
+    if !metrics.is_empty() {
+        let _ = writeln!(out, "\n## Plots\n");
+        let _ = writeln!(out, "![loss](plots/loss.png)\n![accuracy](plots/accuracy.png)\n![learning rate](plots/lr.png)");
+        if facts.step_log {
+            let _ = writeln!(out, "![damping](plots/damping.png)\n![CG iterations](plots/cg_iterations.png)\n![rho](plots/rho.png)");
+        }
+    }
     let _ = writeln!(out, "\n## Files\n");
     let _ = writeln!(out, "- `config.toml`: every setting of the run");
     let _ = writeln!(out, "- `metrics.csv`: the table above, for plotting");

@@ -219,8 +219,8 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
                 paths.run_dir.display()
             );
         }
-        let report = paths.run_dir.join("report.md");
-        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps, &report] {
+        let (report, plots) = (paths.run_dir.join("report.md"), paths.run_dir.join("plots"));
+        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps, &report, &plots] {
             let removed = if stale.is_dir() {
                 std::fs::remove_dir_all(stale)
             } else {
@@ -520,6 +520,11 @@ impl Session {
                 },
                 &self.metrics,
             )?;
+            // Pictures are a convenience: failing to draw them must not stop the run.
+            let steps = self.step_log.as_ref().map(StepLog::series);
+            if let Err(e) = crate::plots::write_all(&self.paths.run_dir, &self.metrics, steps.as_ref()) {
+                log::warn!("plots not drawn: {e:#}");
+            }
             self.position.epoch += 1;
             self.position.step_in_epoch = 0;
 

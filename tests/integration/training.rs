@@ -195,4 +195,20 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
     assert_eq!(full.buffers, resumed.buffers, "batch-norm statistics differ after resume");
     let log = |run: &std::path::Path| std::fs::read_to_string(run.join("steps.csv")).unwrap();
     assert_eq!(log(&dir.path().join("full")), log(&parted), "step logs differ");
+
+    // The plots of the run, drawn after every epoch and again by `hftrain plot`.
+    let run = dir.path().join("full");
+    let check_plots = || {
+        for name in ["loss", "accuracy", "lr", "damping", "cg_iterations", "rho"] {
+            let image = image::open(run.join(format!("plots/{name}.png"))).unwrap().into_rgb8();
+            assert_eq!((image.width(), image.height()), (640, 400), "{name}.png");
+            let coloured = image.pixels().filter(|p| p.0 != [255, 255, 255] && (p.0[0] != p.0[1] || p.0[1] != p.0[2])).count();
+            assert!(coloured > 200, "{name}.png has {coloured} coloured pixels: no line drawn");
+        }
+    };
+    check_plots();
+    std::fs::remove_dir_all(run.join("plots")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain")).args(["plot", run.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    check_plots();
 }
