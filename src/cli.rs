@@ -290,8 +290,11 @@ fn eval_command(
     let text = serde_json::to_string_pretty(&result).expect("an evaluation always serialises");
     write_atomic(&json_path, text.as_bytes())?;
     println!("results: {}", json_path.display());
+    let stem = json_path.file_stem().map_or("eval".into(), |s| s.to_string_lossy().into_owned());
+    let picture = json_path.with_file_name(format!("{stem}-confusion.png"));
+    crate::plots::write_confusion(&picture, &result.classes, &result.confusion)?;
+    println!("confusion matrix: {}", picture.display());
     if show_mistakes > 0 {
-        let stem = json_path.file_stem().map_or("eval".into(), |s| s.to_string_lossy().into_owned());
         let grid = json_path.with_file_name(format!("{stem}-mistakes.png"));
         crate::mistakes::write_grid(&grid, &opened.data, &result.classes, &result.mistakes)?;
         println!("mistakes: {}", grid.display());

@@ -157,3 +157,46 @@ pub fn write_all(run_dir: &Path, metrics: &[EpochMetrics], steps: Option<&StepSe
     }
     Ok(written)
 }
+
+/// The confusion matrix as a picture: rows true classes, columns predicted, each cell shaded
+/// by its share of the row and labelled with its count.
+pub fn confusion_image(classes: &[String], confusion: &[Vec<u64>]) -> RgbImage {
+    const CELL: u32 = 44;
+    let label_w = classes.iter().map(|c| c.len()).max().unwrap_or(5) as u32 * 8 + 12;
+    let k = classes.len() as u32;
+    let (width, height) = (label_w + k * CELL + 10, 30 + k * CELL + 40);
+    let mut image = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let black = image::Rgb([0, 0, 0]);
+    draw_text(&mut image, "confusion matrix: rows true, columns predicted", 8, 8, black);
+    for (i, row) in confusion.iter().enumerate() {
+        let total = row.iter().sum::<u64>().max(1) as f64;
+        let y = 30 + i as u32 * CELL;
+        draw_text(&mut image, &classes[i], 6, y + CELL / 2 - 4, black);
+        for (j, &count) in row.iter().enumerate() {
+            let x = label_w + j as u32 * CELL;
+            let share = count as f64 / total;
+            // White to blue by share of the row.
+            let shade = |full: u8| (255.0 - share * (255.0 - full as f64)) as u8;
+            let fill = image::Rgb([shade(31), shade(119), shade(180)]);
+            for dy in 1..CELL {
+                for dx in 1..CELL {
+                    image.put_pixel(x + dx, y + dy, fill);
+                }
+            }
+            let text = count.to_string();
+            let ink = if share > 0.5 { image::Rgb([255, 255, 255]) } else { black };
+            draw_text(&mut image, &text, x + CELL / 2 - text.len() as u32 * 4, y + CELL / 2 - 4, ink);
+        }
+    }
+    for (j, _) in classes.iter().enumerate() {
+        let x = label_w + j as u32 * CELL;
+        draw_text(&mut image, &j.to_string(), x + CELL / 2 - 4, 30 + k * CELL + 6, black);
+    }
+    draw_text(&mut image, "predicted class (index, in row order)", label_w, 30 + k * CELL + 22, black);
+    image
+}
+
+/// Writes `confusion_image` as a PNG (atomically).
+pub fn write_confusion(path: &Path, classes: &[String], confusion: &[Vec<u64>]) -> Result<()> {
+    save(&confusion_image(classes, confusion), path)
+}

@@ -137,6 +137,9 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     let confidences: Vec<f64> = mistakes.iter().map(|m| m["confidence"].as_f64().unwrap()).collect();
     assert!(confidences.windows(2).all(|w| w[0] >= w[1]), "most confident first: {confidences:?}");
     assert!(mistakes.iter().all(|m| m["truth"] != m["predicted"]));
+    let matrix = image::open(dir.path().join("eval-confusion.png")).unwrap().into_rgb8();
+    assert!(matrix.width() > 10 * 44 && matrix.height() > 10 * 44, "{}x{}", matrix.width(), matrix.height());
+    assert!(matrix.pixels().any(|p| p.0[2] > p.0[0] + 40), "no shaded cell in the confusion picture");
     let grid = image::open(dir.path().join("eval-mistakes.png")).unwrap().into_rgb8();
     assert!(grid.width() >= 5 * 96 && grid.height() >= 96, "{}x{}", grid.width(), grid.height());
     let first = grid.get_pixel(0, 0);
