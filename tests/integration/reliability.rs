@@ -132,8 +132,8 @@ fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
 #[test]
 fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     let Some(data) = cifar10_folder() else { return };
-    let mut config = config(&data, 10);
-    // Checkpoints inside epochs too are not written on their own; keep every epoch's.
+    let mut config = config(&data, 20);
+    config.data.train_limit = 400;
     config.checkpoint.every_epochs = 1;
     let dir = TempDir::new();
     let reference = final_params(&uninterrupted(&config, dir.path()));
@@ -141,10 +141,30 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     let mut kills = 0;
     let mut delay_ms = 150u64;
     let mut finished = false;
+    let checkpoints = run.join("checkpoints");
+    let resume_args = |checkpoints: &Path| -> &'static [&'static str] {
+        if checkpoint::list(checkpoints).is_empty() { &["--force"] } else { &["--resume", "latest"] }
+    };
     for attempt in 0..25 {
-        let resume: &[&str] = if run.join("checkpoints/latest").exists() { &["--resume", "latest"] } else { &["--force"] };
-        let child = spawn(&config, &run, resume);
+        let before = checkpoint::list(&checkpoints).len();
+        let mut child = spawn(&config, &run, resume_args(&checkpoints));
+        // Every third process is let run until it has written one more checkpoint, so the
+        // run moves on however slow the machine is; then the kill comes after the delay.
+        if attempt % 3 == 2 {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while checkpoint::list(&checkpoints).len() == before
+                && Instant::now() < deadline
+                && !matches!(child.try_wait(), Ok(Some(_)))
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
         std::thread::sleep(Duration::from_millis(delay_ms));
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(status.success(), "the run failed on its own: {status}");
+            finished = true;
+            break;
+        }
         signal(&child, libc::SIGKILL);
         let (code, stdout, _) = finish(child);
         if code == 0 {
@@ -160,7 +180,7 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
         delay_ms = 100 + (delay_ms * 7 + 113) % 900;
     }
     if !finished {
-        let (code, stdout, stderr) = finish(spawn(&config, &run, &["--resume", "latest"]));
+        let (code, stdout, stderr) = finish(spawn(&config, &run, resume_args(&checkpoints)));
         assert_eq!(code, 0, "{stdout}\n{stderr}");
     }
     use std::io::Write;
