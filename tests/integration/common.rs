@@ -6,10 +6,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hftrain::config::{BlockConfig, Config, HeadKind};
 
+/// The repository root. `cargo test` sets CARGO_MANIFEST_DIR when it runs the tests too;
+/// that value wins over the one compiled in, which names wherever the binary was built (a
+/// target directory shared by two checkouts may hand one the other's binary).
+pub fn repository_root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// `../shared/data/cifar10` (the image folder every test and run reads in place), or None
 /// with the reason printed, so a missing folder never passes silently.
 pub fn cifar10_folder() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/cifar10");
+    let dir = repository_root().join("../shared/data/cifar10");
     if dir.join("train").is_dir() && dir.join("test").is_dir() {
         Some(dir)
     } else {

@@ -17,7 +17,7 @@ fn load(text: &str) -> anyhow::Result<Config> {
 #[test]
 fn shipped_configs_are_valid() {
     for name in ["cifar10", "cifar10-sgd", "smoke", "smoke-hf"] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/{name}.toml"));
+        let path = crate::common::repository_root().join(format!("configs/{name}.toml"));
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(config.name, name, "the name defaults to the file stem");
     }
