@@ -22,6 +22,19 @@ fn config(data: &Path, epochs: usize) -> Config {
     c
 }
 
+/// A network of about 330,000 parameters (1.3 MB per checkpoint file) on 100 images: each
+/// checkpoint write takes long enough to be caught in the act, training stays fast.
+fn large_model_config(data: &Path, epochs: usize) -> Config {
+    let mut c = config(data, epochs);
+    c.model.blocks = vec![
+        hftrain::config::BlockConfig { channels: 32, pool: true },
+        hftrain::config::BlockConfig { channels: 64, pool: true },
+        hftrain::config::BlockConfig { channels: 512, pool: true },
+    ];
+    c.data.train_limit = 100;
+    c
+}
+
 /// `hftrain train` on `config` into `out`, stdout piped.
 fn spawn(config: &Config, out: &Path, extra: &[&str]) -> Child {
     let file = out.with_extension("toml");
@@ -231,13 +244,7 @@ fn resume_latest_skips_a_damaged_newest_checkpoint() {
 #[test]
 fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
     let Some(data) = cifar10_folder() else { return };
-    let mut config = config(&data, 5);
-    config.model.blocks = vec![
-        hftrain::config::BlockConfig { channels: 32, pool: true },
-        hftrain::config::BlockConfig { channels: 64, pool: true },
-        hftrain::config::BlockConfig { channels: 512, pool: true },
-    ];
-    config.data.train_limit = 100;
+    let config = large_model_config(&data, 5);
     let dir = TempDir::new();
     let reference = final_params(&uninterrupted(&config, dir.path()));
     let run = dir.path().join("killed");
@@ -311,14 +318,8 @@ fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
 fn a_failing_checkpoint_write_keeps_the_previous_checkpoint() {
     use std::os::unix::process::CommandExt;
     let Some(data) = cifar10_folder() else { return };
-    let mut config = config(&data, 3);
-    // About 1.3 MB of parameters: every checkpoint file of them crosses the limit.
-    config.model.blocks = vec![
-        hftrain::config::BlockConfig { channels: 32, pool: true },
-        hftrain::config::BlockConfig { channels: 64, pool: true },
-        hftrain::config::BlockConfig { channels: 512, pool: true },
-    ];
-    config.data.train_limit = 100;
+    // Every checkpoint file of parameters (about 1.3 MB) crosses the limit.
+    let config = large_model_config(&data, 3);
     let dir = TempDir::new();
     let run = dir.path().join("run");
     train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), stop_after_epoch: Some(1), ..Default::default() }).unwrap();
