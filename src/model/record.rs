@@ -12,8 +12,7 @@ use burn::prelude::*;
 use burn::tensor::module::max_pool2d_with_indices;
 use burn::tensor::ops::MaxPoolOptions;
 
-use super::layers::{Activation, BN_EPSILON, Layer, conv_options, reshape};
-use burn::tensor::module::conv2d;
+use super::layers::{Activation, BN_EPSILON, Layer};
 
 /// What one layer's forward pass keeps.
 #[derive(Debug, Clone)]
@@ -70,16 +69,6 @@ impl Layer {
     pub fn forward_recorded(&self, x: Activation, params: &[Tensor<1>]) -> (Activation, LayerRecord) {
         let mut aux = Aux::None;
         let output = match *self {
-            Layer::Conv {
-                weight,
-                bias,
-                in_channels,
-                out_channels,
-            } => {
-                let w = reshape(&params[weight], [out_channels, in_channels, 3, 3]);
-                let b = bias.map(|b| params[b].clone());
-                Activation::Map(conv2d(x.clone().map(), w, b, conv_options()))
-            }
             Layer::BatchNorm { gamma, beta, .. } => {
                 let input = x.clone().map();
                 let mean = channel_mean(input.clone());
@@ -109,7 +98,8 @@ impl Layer {
                     Activation::Map(pooled)
                 }
             }
-            // The other layers need nothing beyond their input: their plain forward is used.
+            // The other layers need nothing beyond their input (kept below): their plain
+            // forward pass serves.
             _ => self.forward(x.clone(), params, &[], super::Mode::Train, &mut Vec::new()),
         };
         (output, LayerRecord { input: x, aux })
