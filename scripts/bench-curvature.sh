@@ -6,8 +6,13 @@
 # alone (with the checkpoint and batch loaded only as the baseline). On a CPU backend the
 # device memory is the process's memory; on a GPU it is not (see the note in BENCHMARKS.md).
 #
-#   [BATCH=64] [REPEATS=5] scripts/bench-curvature.sh DATA_DIR [DEVICE]
+# Where nvidia-smi exists, the peak GPU memory of each process is measured too (sampled every
+# 20 ms; Burn's wgpu allocator reserves memory in pages, so this is what the process holds,
+# not the exact size of its live tensors).
+#
+#   [BATCH=64] [REPEATS=5] [HFTRAIN_BIN=path] scripts/bench-curvature.sh DATA_DIR [DEVICE]
 #   e.g. scripts/bench-curvature.sh ../shared/data/cifar10 flex
+# HFTRAIN_BIN runs a binary built elsewhere (a GPU machine without Rust) instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:?usage: scripts/bench-curvature.sh DATA_DIR [DEVICE]}
@@ -15,9 +20,13 @@ device=${2:-auto}
 batch=${BATCH:-64}
 repeats=${REPEATS:-5}
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hftrain/target}"
-cargo build --release --quiet
-bin="$CARGO_TARGET_DIR/release/hftrain"
+if [ -n "${HFTRAIN_BIN:-}" ]; then
+  bin=$HFTRAIN_BIN
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/hftrain/target}"
+  cargo build --release --quiet
+  bin="$CARGO_TARGET_DIR/release/hftrain"
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -36,19 +45,38 @@ echo "== timings (default network, batch $batch, median of $repeats) =="
 "$bin" curvature --checkpoint "$checkpoint" --data "$data" --device "$device" \
   --batch "$batch" --repeats "$repeats" --out "$work/products.safetensors" | grep -v '^products:'
 
-echo "== peak resident memory, one product per process =="
+echo "== peak memory, one product per process =="
+gpu=$(command -v nvidia-smi || true)
 for only in none gradient hessian gauss-newton; do
-  /usr/bin/time -f "%M" -o "$work/rss" "$bin" curvature --checkpoint "$checkpoint" --data "$data" \
+  if [ -n "$gpu" ]; then
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 20 > "$work/gpu" &
+    sampler=$!
+    sleep 0.5
+  fi
+  echo 0 > "$work/rss"
+  timer=()
+  if [ -x /usr/bin/time ]; then timer=(/usr/bin/time -f "%M" -o "$work/rss"); fi
+  "${timer[@]}" "$bin" curvature --checkpoint "$checkpoint" --data "$data" \
     --device "$device" --batch "$batch" --repeats 1 --only "$only" --out "$work/$only.safetensors" \
     > /dev/null 2>&1
-  echo "$only $(cat "$work/rss")"
+  gpu_peak=0
+  if [ -n "$gpu" ]; then
+    kill "$sampler"; wait "$sampler" 2>/dev/null || true
+    gpu_peak=$(sort -n "$work/gpu" | tail -1)
+  fi
+  echo "$only $(cat "$work/rss") $gpu_peak"
 done | python3 -c '
 import sys
-kb = dict(line.split() for line in sys.stdin)
-base = int(kb["none"])
-print(f"  baseline (checkpoint + batch loaded): {base / 1024:8.1f} MiB")
-grad = int(kb["gradient"]) - base
-for name in ["gradient", "hessian", "gauss-newton"]:
-    extra = int(kb[name]) - base
-    print(f"  {name:<13} peak {int(kb[name]) / 1024:8.1f} MiB, above baseline {extra / 1024:8.1f} MiB ({extra / max(grad, 1):.2f} x gradient)")
+rows = {name: (int(kb), int(mib)) for name, kb, mib in (line.split() for line in sys.stdin)}
+def report(label, value, unit_to_mib):
+    base = value("none")
+    print(f"  {label} baseline (checkpoint + batch loaded): {base * unit_to_mib:8.1f} MiB")
+    grad = value("gradient") - base
+    for name in ["gradient", "hessian", "gauss-newton"]:
+        extra = value(name) - base
+        print(f"  {label} {name:<13} peak {value(name) * unit_to_mib:8.1f} MiB, above baseline {extra * unit_to_mib:8.1f} MiB ({extra / max(grad, 1):.2f} x gradient)")
+if rows["none"][0] > 0:
+    report("resident", lambda name: rows[name][0], 1 / 1024)
+if rows["none"][1] > 0:
+    report("GPU", lambda name: rows[name][1], 1)
 '

@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+"""PyTorch beside hftrain on the same GPU, for BENCHMARKS.md.
+
+Trains the network of an hftrain SGD config (conv 3x3 + batch norm + ReLU blocks, 2x2
+max-pool, global max-pool, linear, logit scale) with the same recipe: SGD with Nesterov
+momentum, weight decay on convolution and linear weights only, hftrain's one-cycle schedule
+per step, label smoothing, batch norm momentum, random crop with zero padding and flips,
+incomplete last batch dropped. Writes one CSV row per epoch (the columns of hftrain's
+metrics.csv). With --curvature N it instead times one gradient and one Hessian-vector
+product (double backprop) on N test images, and their peak GPU memory.
+
+    python3 scripts/torch_reference.py --config configs/cifar10-sgd.toml --data DIR \
+        --epochs 18 --csv torch.csv [--tf32]
+    python3 scripts/torch_reference.py --config configs/cifar10-sgd.toml --data DIR --curvature 64
+"""
+import argparse
+import csv
+import os
+import statistics
+import time
+import tomllib
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from PIL import Image
+
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def load_split(root, split):
+    images, labels = [], []
+    for label, name in enumerate(CLASSES):
+        folder = os.path.join(root, split, name)
+        for file in sorted(os.listdir(folder)):
+            images.append(np.asarray(Image.open(os.path.join(folder, file)).convert("RGB")))
+            labels.append(label)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    return x, torch.tensor(labels)
+
+
+class Net(nn.Module):
+    def __init__(self, model, bn_momentum):
+        super().__init__()
+        layers, channels = [], 3
+        for block in model["blocks"]:
+            out = block["channels"]
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False),
+                       nn.BatchNorm2d(out, momentum=bn_momentum), nn.ReLU()]
+            if block.get("pool", False):
+                layers.append(nn.MaxPool2d(2))
+            channels = out
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(channels, 10)
+        self.scale = model.get("logit_scale", 1.0)
+
+    def forward(self, x):
+        x = self.features(x).amax(dim=(2, 3))
+        return self.classifier(x) * self.scale
+
+
+def one_cycle(step, peak, warmup_steps, total_steps, initial_fraction, final_fraction):
+    """hftrain's schedule (src/optim/schedule.rs), one-cycle kind."""
+    if step < warmup_steps:
+        t = (step + 1) / warmup_steps
+        return peak * (initial_fraction + (1 - initial_fraction) * t)
+    t = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+    return peak * (final_fraction + (1 - final_fraction) * (1 - t))
+
+
+def augment(x, pad, generator):
+    n = x.shape[0]
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device, generator=generator)
+    rows = (dy[:, None] + torch.arange(32, device=x.device)[None, :])
+    cols = (dx[:, None] + torch.arange(32, device=x.device)[None, :])
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    channel = torch.arange(3, device=x.device)[None, :, None, None]
+    out = padded[batch, channel, rows[:, None, :, None], cols[:, None, None, :]]
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--csv")
+    parser.add_argument("--tf32", action="store_true", help="allow TF32 (PyTorch's default for convolutions)")
+    parser.add_argument("--curvature", type=int, default=0)
+    args = parser.parse_args()
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.benchmark = True
+    cfg = tomllib.load(open(args.config, "rb"))
+    data, train = cfg["data"], cfg["train"]
+    device = torch.device("cuda")
+    torch.manual_seed(cfg.get("seed", 0))
+    mean = torch.tensor(data["mean"], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(data["std"], device=device).view(1, 3, 1, 1)
+    normalise = lambda x: (x.float() / 255 - mean) / std
+    model = Net(cfg["model"], train.get("bn_momentum", 0.1)).to(device)
+    smoothing = train.get("label_smoothing", 0.0)
+    t0 = time.perf_counter()
+    test_x, test_y = load_split(args.data, "test")
+    test_x, test_y = test_x.to(device), test_y.to(device)
+
+    if args.curvature:
+        x, y = normalise(test_x[: args.curvature]), test_y[: args.curvature]
+        params = [p for p in model.parameters()]
+        v = [torch.rand_like(p) * 2 - 1 for p in params]
+
+        def gradient():
+            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+            return torch.autograd.grad(loss, params)
+
+        def hessian_vector():
+            loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+            g = torch.autograd.grad(loss, params, create_graph=True)
+            dot = sum((gi * vi).sum() for gi, vi in zip(g, v))
+            return torch.autograd.grad(dot, params)
+
+        for name, fn in [("gradient", gradient), ("Hessian-vector", hessian_vector)]:
+            fn()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            times = []
+            for _ in range(20):
+                start = time.perf_counter()
+                fn()
+                torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+            peak = (torch.cuda.max_memory_allocated() - base) / 2**20
+            print(f"torch {name:<15} batch {args.curvature}: median {1000 * statistics.median(times):8.2f} ms, "
+                  f"peak above parameters {peak:8.1f} MiB (tf32 {args.tf32})")
+        return
+
+    train_x, train_y = load_split(args.data, "train")
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    print(f"loaded {len(train_y)} + {len(test_y)} images in {time.perf_counter() - t0:.1f} s")
+    opt_cfg, sched = cfg["optimizer"], cfg["schedule"]
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if not (n.endswith("weight") and p.dim() > 1)]
+    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": opt_cfg["weight_decay"]},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=opt_cfg["lr"], momentum=opt_cfg["momentum"], nesterov=opt_cfg["nesterov"])
+    epochs = args.epochs or train["epochs"]
+    batch = train["batch_size"]
+    steps_per_epoch = len(train_y) // batch
+    total = steps_per_epoch * train["epochs"]
+    warmup = round(sched["warmup_epochs"] * steps_per_epoch)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(cfg.get("seed", 0))
+    rows, step = [], 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        order = torch.randperm(len(train_y), device=device, generator=generator)
+        loss_sum = correct = seen = 0
+        for i in range(steps_per_epoch):
+            index = order[i * batch:(i + 1) * batch]
+            x = normalise(augment(train_x[index], data["crop_padding"], generator))
+            y = train_y[index]
+            lr = one_cycle(step, opt_cfg["lr"], warmup, total, sched["initial_lr_fraction"], sched["final_lr_fraction"])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            seen += len(y)
+            step += 1
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+        model.eval()
+        test_loss = test_correct = 0
+        with torch.no_grad():
+            for i in range(0, len(test_y), train["eval_batch_size"]):
+                x, y = normalise(test_x[i:i + train["eval_batch_size"]]), test_y[i:i + train["eval_batch_size"]]
+                logits = model(x)
+                test_loss += F.cross_entropy(logits, y, reduction="sum").item()
+                test_correct += (logits.argmax(1) == y).sum().item()
+        row = dict(epoch=epoch, step=step, lr=lr, train_loss=(loss_sum / seen).item(),
+                   train_accuracy=(correct / seen).item(), test_loss=test_loss / len(test_y),
+                   test_accuracy=test_correct / len(test_y), epoch_seconds=seconds,
+                   images_per_second=seen / seconds)
+        rows.append(row)
+        print(f"epoch {epoch:3}/{epochs} train loss {row['train_loss']:.4f} acc {100 * row['train_accuracy']:.2f}% "
+              f"test acc {100 * row['test_accuracy']:.2f}% {seconds:.1f}s {row['images_per_second']:.0f} img/s", flush=True)
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
