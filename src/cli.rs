@@ -83,6 +83,11 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         show_mistakes: usize,
     },
+    /// Data set commands (`hftrain data download`).
+    Data {
+        #[command(subcommand)]
+        command: DataCommand,
+    },
     /// Draw a run's plots again from its metrics.csv (and steps.csv) into <run>/plots/.
     Plot {
         /// The run directory, e.g. runs/cifar10.
@@ -116,6 +121,28 @@ pub enum Command {
         /// Compute only one product (to measure its peak memory alone).
         #[arg(long, value_enum, default_value_t = crate::inspect::Products::All)]
         only: crate::inspect::Products,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Download CIFAR-10's binary version (cifar-10-binary.tar.gz, 163 MB) from its
+    /// publisher, check its MD5 and extract it into <data>/cifar-10-batches-bin/. `train` and
+    /// `eval` do the same by themselves when the data directory is empty or missing. A copy
+    /// of the archive placed at <data>/cifar-10-binary.tar.gz is checked and extracted
+    /// without network access.
+    Download {
+        /// Data directory.
+        #[arg(long, env = "HFTRAIN_DATA", default_value = "data/cifar10")]
+        data: PathBuf,
+        /// Address of the archive, for a mirror (needs --md5) [default: the publisher's,
+        /// https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz].
+        #[arg(long, env = "HFTRAIN_DATA_URL")]
+        url: Option<String>,
+        /// MD5 checksum of the mirror's archive (32 hexadecimal digits) [default: the
+        /// publisher's, c32a1d4ab5d03f1284b67883e8d87530].
+        #[arg(long, env = "HFTRAIN_DATA_MD5")]
+        md5: Option<String>,
     },
 }
 
@@ -170,6 +197,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             json,
             show_mistakes,
         } => eval_command(&checkpoint, data, device, limit, json, show_mistakes).map(|()| ExitCode::SUCCESS),
+        Command::Data {
+            command: DataCommand::Download { data, url, md5 },
+        } => {
+            let source = crate::data::download::ArchiveSource::new(url, md5)?;
+            let folder = crate::data::download::fetch(&data, &source)?;
+            println!("CIFAR-10: {}", folder.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plot { run } => {
             let metrics = crate::metrics::read(&run.join("metrics.csv"))?;
             let steps_path = run.join("steps.csv");
@@ -236,7 +271,7 @@ pub fn open_checkpoint(
     let choice = DeviceChoice::parse(device.as_deref().unwrap_or(&config.device))?;
     let selected = device::select(choice)?;
     log::info!("device: {}", selected.description);
-    let source = Source::detect(&config.data.dir)?;
+    let source = Source::prepare(&config.data.dir)?;
     let images = source.load(split, limit)?;
     let network = Network::new(&config.model, images.classes.len());
     ckpt.check_layout(dir, &network.params, &network.buffers)?;

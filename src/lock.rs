@@ -18,7 +18,7 @@ pub struct RunLock {
 }
 
 /// Whether process `pid` exists (Linux: /proc; elsewhere the lock is assumed live).
-fn process_exists(pid: u32) -> bool {
+pub(crate) fn process_exists(pid: u32) -> bool {
     let proc_dir = Path::new("/proc");
     !proc_dir.is_dir() || proc_dir.join(pid.to_string()).exists()
 }

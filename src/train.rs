@@ -239,7 +239,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
     let device = selected.device;
     let device_summary = selected.description.clone();
 
-    let source = Source::detect(&config.data.dir)?;
+    let source = Source::prepare(&config.data.dir)?;
     let train = source.load(Split::Train, config.data.train_limit)?;
     let test = source.load(Split::Test, config.data.test_limit)?;
     data::folder::check_same_classes(&source.root, &train, &test)?;

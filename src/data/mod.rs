@@ -5,6 +5,7 @@
 
 pub mod batcher;
 pub mod binary;
+pub mod download;
 pub mod folder;
 
 use std::fmt;
@@ -114,6 +115,20 @@ pub struct Source {
 }
 
 impl Source {
+    /// The data set of a command: fetched first where `dir` is empty or missing (the official
+    /// archive, or the mirror of HFTRAIN_DATA_URL and HFTRAIN_DATA_MD5), then detected.
+    pub fn prepare(dir: &Path) -> Result<Source> {
+        if download::should_fetch(dir) {
+            log::info!(
+                "data directory {} holds no data set: fetching CIFAR-10 (point --data or \
+                 HFTRAIN_DATA elsewhere to use a copy you have)",
+                dir.display()
+            );
+            download::fetch(dir, &download::ArchiveSource::from_env()?)?;
+        }
+        Source::detect(dir)
+    }
+
     /// Detects the format of `dir`.
     pub fn detect(dir: &Path) -> Result<Source> {
         if !dir.is_dir() {

@@ -21,14 +21,18 @@ fn bad_config_exits_non_zero_naming_file_and_key() {
 }
 
 #[test]
-fn missing_data_directory_exits_non_zero_with_what_to_do() {
+fn data_directory_without_data_exits_non_zero_with_what_to_do() {
     let dir = TempDir::new();
     let path = dir.path().join("c.toml");
-    std::fs::write(&path, "device = \"flex\"\n[data]\ndir = \"no/such/data\"\n").unwrap();
+    // Not empty (so nothing is downloaded) and holding no data set.
+    let data = dir.path().join("not-cifar");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("notes.txt"), "x").unwrap();
+    std::fs::write(&path, format!("device = \"flex\"\n[data]\ndir = {:?}\n", data.to_str().unwrap())).unwrap();
     let out = dir.path().join("run");
     let (ok, text) = hftrain(&["train", "--config", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
     assert!(!ok);
-    assert!(text.contains("no/such/data") && text.contains("--data"), "{text}");
+    assert!(text.contains("not-cifar") && text.contains("holds neither") && text.contains("data_batch_1.bin"), "{text}");
 }
 
 #[test]

@@ -6,6 +6,7 @@ mod checkpoints;
 mod cli;
 mod config_errors;
 mod data_binary;
+mod download;
 mod curvature;
 mod data_folder;
 mod fuzz;

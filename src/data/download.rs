@@ -1,0 +1,300 @@
+//! CIFAR-10 on first use: the official binary archive is fetched from its publisher,
+//! checked against its published MD5, and extracted so that the data directory either holds
+//! the complete `cifar-10-batches-bin/` folder or nothing new at all.
+//!
+//! Every intermediate file is a hidden temporary tagged with the process id
+//! (`fsutil::temporary_sibling`); the extracted folder appears by one `rename`, so a process
+//! killed at any moment leaves no half data set that `Source::detect` would take for a whole
+//! one. Temporaries of processes that have ended are removed on the next attempt.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::binary::{TEST_FILE, TRAIN_FILES};
+use crate::fsutil::{sync_dir, temporary_sibling};
+
+/// The publisher's address of the binary version (Alex Krizhevsky's CIFAR page).
+pub const OFFICIAL_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
+/// The MD5 the publisher lists for it.
+pub const OFFICIAL_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
+/// The archive's name; a copy placed in the data directory by hand is used without network.
+pub const ARCHIVE_NAME: &str = "cifar-10-binary.tar.gz";
+/// The folder the archive holds the batches in.
+pub const EXTRACTED_FOLDER: &str = "cifar-10-batches-bin";
+
+/// Where the archive comes from and the checksum it must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveSource {
+    pub url: String,
+    /// Lower-case hexadecimal MD5 of the whole archive.
+    pub md5: String,
+}
+
+impl Default for ArchiveSource {
+    fn default() -> Self {
+        ArchiveSource {
+            url: OFFICIAL_URL.into(),
+            md5: OFFICIAL_MD5.into(),
+        }
+    }
+}
+
+impl ArchiveSource {
+    /// The official archive, or a mirror named by `url` and `md5` (both needed: a mirror's
+    /// file is only trusted against a checksum the user gives for it).
+    pub fn new(url: Option<String>, md5: Option<String>) -> Result<ArchiveSource> {
+        match (url, md5) {
+            (None, None) => Ok(ArchiveSource::default()),
+            (Some(url), Some(md5)) => {
+                let md5 = md5.trim().to_ascii_lowercase();
+                if md5.len() != 32 || !md5.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("MD5 checksum {md5:?} is not 32 hexadecimal digits");
+                }
+                Ok(ArchiveSource { url, md5 })
+            }
+            (Some(url), None) => bail!(
+                "a download address ({url}) needs its MD5 checksum too (--md5 or HFTRAIN_DATA_MD5)"
+            ),
+            (None, Some(_)) => bail!(
+                "an MD5 checksum needs the address of the archive it belongs to (--url or \
+                 HFTRAIN_DATA_URL); without one the official archive and its own checksum are used"
+            ),
+        }
+    }
+
+    /// The official archive, or the mirror named by HFTRAIN_DATA_URL and HFTRAIN_DATA_MD5.
+    pub fn from_env() -> Result<ArchiveSource> {
+        let var = |name| std::env::var(name).ok().filter(|v: &String| !v.is_empty());
+        ArchiveSource::new(var("HFTRAIN_DATA_URL"), var("HFTRAIN_DATA_MD5"))
+    }
+}
+
+/// Whether a command that reads `dir` should fetch CIFAR-10 first: `dir` does not exist,
+/// holds nothing, or holds only the archive a user put there by hand.
+pub fn should_fetch(dir: &Path) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return !dir.exists();
+    };
+    // Hidden files (a leftover temporary, `.DS_Store`) do not count as content.
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .all(|name| name.starts_with('.') || name == ARCHIVE_NAME)
+}
+
+
+/// Makes `dir` hold CIFAR-10's binary batches: uses `dir/cifar-10-binary.tar.gz` if the user
+/// put it there, else downloads the archive. Returns the folder of the batches.
+pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
+    let extracted = dir.join(EXTRACTED_FOLDER);
+    if has_all_batches(&extracted) {
+        log::info!("CIFAR-10 is already in {}", extracted.display());
+        return Ok(extracted);
+    }
+    fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    remove_stale_temporaries(dir)?;
+
+    let placed = dir.join(ARCHIVE_NAME);
+    if placed.is_file() {
+        log::info!("using the archive {} (not downloading)", placed.display());
+        check_md5(&placed, &source.md5).with_context(|| {
+            format!(
+                "the archive {} is not the one expected; delete it (hftrain then downloads \
+                 {}) or replace it with a good copy",
+                placed.display(),
+                source.url
+            )
+        })?;
+        extract(&placed, dir)?;
+    } else {
+        let download = temporary_sibling(&placed);
+        let result = download_to(&source.url, &download)
+            .map_err(|e| e.context(offline_advice(dir, source)))
+            .and_then(|()| {
+                check_md5(&download, &source.md5).with_context(|| {
+                    format!(
+                        "the download from {} is corrupted and was removed; run the command \
+                         again to download it afresh",
+                        source.url
+                    )
+                })
+            })
+            .and_then(|()| extract(&download, dir));
+        // The archive is not kept: the extracted batches are the data set.
+        let _ = fs::remove_file(&download);
+        result?;
+    }
+    log::info!("CIFAR-10 is in {}", extracted.display());
+    Ok(extracted)
+}
+
+/// What to do without network access.
+fn offline_advice(dir: &Path, source: &ArchiveSource) -> String {
+    format!(
+        "cannot download CIFAR-10. Without network access: fetch {} (MD5 {}) on another \
+         machine and put it at {} (hftrain checks and extracts it on the next run), or put its \
+         extracted files {} and {TEST_FILE} into {}",
+        source.url,
+        source.md5,
+        dir.join(ARCHIVE_NAME).display(),
+        TRAIN_FILES.join(", "),
+        dir.display()
+    )
+}
+
+fn has_all_batches(folder: &Path) -> bool {
+    TRAIN_FILES.iter().chain([&TEST_FILE]).all(|name| folder.join(name).is_file())
+}
+
+/// Removes temporaries (`.name.tmp-<pid>`) in `dir` whose process has ended.
+fn remove_stale_temporaries(dir: &Path) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.rsplit_once(".tmp-").and_then(|(_, pid)| pid.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !name.starts_with('.') || crate::lock::process_exists(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        removed.with_context(|| format!("cannot remove the unfinished download {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Streams `url` into `path` (created afresh and synced), with a progress bar.
+fn download_to(url: &str, path: &Path) -> Result<()> {
+    log::info!("downloading {url}");
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        // A stalled connection fails instead of hanging; a slow one may take as long as it needs.
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .timeout_recv_body(None)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().with_context(|| format!("GET {url}"))?;
+    let total = response.body().content_length();
+    let bar = progress_bar(total);
+    let mut reader = response.body_mut().with_config().reader();
+    let mut file = BufWriter::new(
+        File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+    );
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut received: u64 = 0;
+    let mut next_line = 0u64;
+    loop {
+        let n = reader
+            .read(&mut buffer)
+            .with_context(|| format!("the connection to {url} broke off after {received} bytes"))?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buffer[..n])
+            .with_context(|| format!("cannot write {} (is the disk full?)", path.display()))?;
+        received += n as u64;
+        bar.set_position(received);
+        // Off a terminal the bar is hidden: a line every tenth of the way instead.
+        if bar.is_hidden() && total.is_some_and(|t| received * 10 >= next_line * t && next_line <= 10) {
+            log::info!("downloaded {} of {} MiB", mib(received), mib(total.unwrap_or(0)));
+            next_line += 1;
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(total) = total
+        && received != total
+    {
+        bail!("the download from {url} ended after {received} of {total} bytes");
+    }
+    let file = file
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+    log::info!("downloaded {} MiB", mib(received));
+    Ok(())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn progress_bar(total: Option<u64>) -> ProgressBar {
+    if !crate::logging::progress_bars() {
+        return ProgressBar::hidden();
+    }
+    let bar = match total {
+        Some(total) => ProgressBar::new(total),
+        None => ProgressBar::no_length(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "CIFAR-10 [{bar:30.cyan/blue}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Fails unless the file's MD5 is `expected` (lower-case hexadecimal).
+fn check_md5(path: &Path, expected: &str) -> Result<()> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut context = md5::Context::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        context.consume(&buffer[..n]);
+    }
+    let actual = format!("{:x}", context.finalize());
+    if actual != expected {
+        bail!("{} has MD5 {actual}, expected {expected}", path.display());
+    }
+    Ok(())
+}
+
+/// Unpacks the archive into a temporary folder beside `dir/cifar-10-batches-bin`, checks it
+/// holds every batch, then renames its batch folder into place.
+fn extract(archive: &Path, dir: &Path) -> Result<()> {
+    let target = dir.join(EXTRACTED_FOLDER);
+    let staging = temporary_sibling(&target);
+    let result = (|| {
+        let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+        // `unpack` refuses entries that would land outside `staging` (absolute paths, `..`).
+        tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)))
+            .unpack(&staging)
+            .with_context(|| format!("cannot extract {} (not a complete .tar.gz?)", archive.display()))?;
+        let unpacked = staging.join(EXTRACTED_FOLDER);
+        if !has_all_batches(&unpacked) {
+            bail!(
+                "{} does not hold {EXTRACTED_FOLDER}/ with {} and {TEST_FILE}: not the CIFAR-10 \
+                 binary archive",
+                archive.display(),
+                TRAIN_FILES.join(", ")
+            );
+        }
+        for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+            File::open(unpacked.join(name))
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("cannot sync {}", unpacked.join(name).display()))?;
+        }
+        sync_dir(&unpacked)?;
+        fs::rename(&unpacked, &target).with_context(|| {
+            format!("cannot move {} to {}", unpacked.display(), target.display())
+        })?;
+        sync_dir(dir)
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    result
+}

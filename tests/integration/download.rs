@@ -1,0 +1,210 @@
+//! CIFAR-10 on first use, end to end against a local HTTP server: the archive is a small one
+//! the test makes in the official layout, served on 127.0.0.1; a corrupted copy must be
+//! refused and removed, an unreachable address must say where to put the files.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+use hftrain::data::binary::{TEST_FILE, TRAIN_FILES};
+use hftrain::data::{Format, Source, Split};
+
+use crate::common::{TempDir, binary_records, small_config};
+
+/// A `.tar.gz` in the official layout: `cifar-10-batches-bin/` with the six batches (20
+/// images each, labels cycling) and `batches.meta.txt`.
+fn small_archive() -> Vec<u8> {
+    let labels: Vec<u8> = (0..20).map(|i| (i % 10) as u8).collect();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(bytes.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, format!("cifar-10-batches-bin/{name}"), bytes).unwrap();
+    };
+    for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
+        add(name, &binary_records(&labels));
+    }
+    add("batches.meta.txt", hftrain::data::CIFAR10_CLASSES.join("\n").as_bytes());
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+fn md5_hex(bytes: &[u8]) -> String {
+    format!("{:x}", md5::compute(bytes))
+}
+
+/// Serves `routes` (path -> body) over HTTP/1.1 on 127.0.0.1 from a background thread;
+/// unknown paths get 404. Returns the base address and the paths requested so far.
+fn serve(routes: Vec<(&'static str, Vec<u8>)>) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let requested = Arc::new(Mutex::new(Vec::new()));
+    let log = requested.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut request_line = String::new();
+            if reader.read_line(&mut request_line).is_err() {
+                continue;
+            }
+            // Skip the headers.
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+            log.lock().unwrap().push(path.clone());
+            let _ = match routes.iter().find(|(p, _)| *p == path) {
+                Some((_, body)) => stream
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/gzip\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .and_then(|()| stream.write_all(body)),
+                None => stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
+            };
+        }
+    });
+    (address, requested)
+}
+
+/// Runs hftrain with the mirror variables of `env` (and none inherited).
+fn hftrain(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(args)
+        .env_remove("HFTRAIN_DATA")
+        .env_remove("HFTRAIN_DATA_URL")
+        .env_remove("HFTRAIN_DATA_MD5")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
+
+/// Names in `dir`, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
+    let archive = small_archive();
+    let md5 = md5_hex(&archive);
+    let mut corrupted = archive.clone();
+    let middle = corrupted.len() / 2;
+    corrupted[middle] ^= 0x40;
+    let (base, requested) = serve(vec![("/good.tar.gz", archive.clone()), ("/corrupted.tar.gz", corrupted)]);
+    let dir = TempDir::new();
+    let data = dir.path().join("cifar10");
+
+    // A corrupted download: refused by its MD5, removed, nothing extracted.
+    let url = format!("{base}/corrupted.tar.gz");
+    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    assert!(!ok, "a corrupted download must fail:\n{text}");
+    assert!(text.contains("corrupted") && text.contains("MD5") && text.contains(&md5), "{text}");
+    assert_eq!(listing(&data), Vec::<String>::new(), "the corrupted download is removed");
+
+    // The good one: extracted into cifar-10-batches-bin/, no temporary left, data loads.
+    let url = format!("{base}/good.tar.gz");
+    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    assert!(ok, "{text}");
+    assert!(text.contains("downloaded"), "{text}");
+    assert_eq!(listing(&data), vec!["cifar-10-batches-bin".to_string()]);
+    let source = Source::detect(&data).unwrap();
+    assert_eq!(source.format, Format::Binary);
+    assert_eq!(source.load(Split::Train, 0).unwrap().len(), 100);
+    assert_eq!(source.load(Split::Test, 0).unwrap().len(), 20);
+
+    // Once there, nothing is fetched again.
+    let before = requested.lock().unwrap().len();
+    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    assert!(ok && text.contains("already"), "{text}");
+    assert_eq!(requested.lock().unwrap().len(), before, "no request for data already there");
+    println!("measured: download of a {}-byte archive from 127.0.0.1 checked, extracted; corrupted copy removed", archive.len());
+}
+
+#[test]
+fn train_fetches_into_an_empty_data_directory_and_then_trains() {
+    let archive = small_archive();
+    let md5 = md5_hex(&archive);
+    let (base, requested) = serve(vec![("/cifar-10-binary.tar.gz", archive)]);
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let mut config = small_config(&data, "flex");
+    config.data.train_limit = 0;
+    config.data.test_limit = 0;
+    config.train.epochs = 1;
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, config.to_toml()).unwrap();
+    let url = format!("{base}/cifar-10-binary.tar.gz");
+    let run = dir.path().join("run");
+    let (ok, text) = hftrain(
+        &["train", "--config", config_path.to_str().unwrap(), "--out", run.to_str().unwrap()],
+        &[("HFTRAIN_DATA_URL", &url), ("HFTRAIN_DATA_MD5", &md5)],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("holds no data set: fetching CIFAR-10"), "{text}");
+    assert!(text.contains("train: 100 images"), "{text}");
+    assert_eq!(requested.lock().unwrap().as_slice(), ["/cifar-10-binary.tar.gz"]);
+    assert!(run.join("checkpoints/latest").exists());
+}
+
+#[test]
+fn offline_says_where_to_put_the_files_and_a_placed_archive_is_used_without_network() {
+    // An address nothing listens on: the port of a listener that was closed.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let archive = small_archive();
+    let md5 = md5_hex(&archive);
+    let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
+    let dir = TempDir::new();
+    let data = dir.path().join("cifar10");
+    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    assert!(!ok);
+    let placed = data.join("cifar-10-binary.tar.gz");
+    for needle in ["cannot download CIFAR-10", &url, &md5, placed.to_str().unwrap(), "data_batch_1.bin"] {
+        assert!(text.contains(needle), "the offline message lacks {needle:?}:\n{text}");
+    }
+    assert!(listing(&data).is_empty(), "nothing left behind: {:?}", listing(&data));
+
+    // The archive put where the message says: checked and extracted, still offline.
+    std::fs::write(&placed, &archive).unwrap();
+    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    assert!(ok, "{text}");
+    assert!(Source::detect(&data).unwrap().load(Split::Test, 0).unwrap().len() == 20);
+
+    // A damaged placed archive is named, and kept (it is the user's file).
+    let other = TempDir::new();
+    let damaged = other.path().join("cifar-10-binary.tar.gz");
+    std::fs::write(&damaged, &archive[..archive.len() / 2]).unwrap();
+    let (ok, text) = hftrain(&["data", "download", "--data", other.path().to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    assert!(!ok);
+    assert!(text.contains(damaged.to_str().unwrap()) && text.contains("MD5"), "{text}");
+    assert!(damaged.exists());
+}
+
+#[test]
+fn a_mirror_needs_its_checksum() {
+    let dir = TempDir::new();
+    let (ok, text) = hftrain(&["data", "download", "--data", dir.path().to_str().unwrap(), "--url", "http://127.0.0.1:9/x"], &[]);
+    assert!(!ok);
+    assert!(text.contains("needs its MD5 checksum"), "{text}");
+    let (ok, text) = hftrain(
+        &["data", "download", "--data", dir.path().to_str().unwrap(), "--url", "http://127.0.0.1:9/x", "--md5", "xyz"],
+        &[],
+    );
+    assert!(!ok);
+    assert!(text.contains("\"xyz\" is not 32 hexadecimal digits"), "{text}");
+}
