@@ -110,7 +110,7 @@ pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
                 source.url
             )
         })?;
-        extract(&placed, dir)?;
+        extract(&placed, &placed.display().to_string(), dir)?;
     } else {
         let download = temporary_sibling(&placed);
         let result = download_to(&source.url, &download)
@@ -124,7 +124,7 @@ pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
                     )
                 })
             })
-            .and_then(|()| extract(&download, dir));
+            .and_then(|()| extract(&download, &format!("the archive from {}", source.url), dir));
         // The archive is not kept: the extracted batches are the data set.
         let _ = fs::remove_file(&download);
         result?;
@@ -190,7 +190,7 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
     );
     let mut buffer = vec![0u8; 1 << 16];
     let mut received: u64 = 0;
-    let mut next_line = 0u64;
+    let mut next_line = 1u64;
     loop {
         let n = reader
             .read(&mut buffer)
@@ -203,7 +203,7 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
         received += n as u64;
         bar.set_position(received);
         // Off a terminal the bar is hidden: a line every tenth of the way instead.
-        if bar.is_hidden() && total.is_some_and(|t| received * 10 >= next_line * t && next_line <= 10) {
+        if bar.is_hidden() && total.is_some_and(|t| received * 10 >= next_line * t && next_line < 10) {
             log::info!("downloaded {} of {} MiB", mib(received), mib(total.unwrap_or(0)));
             next_line += 1;
         }
@@ -265,8 +265,9 @@ fn check_md5(path: &Path, expected: &str) -> Result<()> {
 }
 
 /// Unpacks the archive into a temporary folder beside `dir/cifar-10-batches-bin`, checks it
-/// holds every batch, then renames its batch folder into place.
-fn extract(archive: &Path, dir: &Path) -> Result<()> {
+/// holds every batch, then renames its batch folder into place. `name` says in errors which
+/// archive it is (a download's temporary file is gone by the time the user reads them).
+fn extract(archive: &Path, name: &str, dir: &Path) -> Result<()> {
     let target = dir.join(EXTRACTED_FOLDER);
     let staging = temporary_sibling(&target);
     let result = (|| {
@@ -274,13 +275,12 @@ fn extract(archive: &Path, dir: &Path) -> Result<()> {
         // `unpack` refuses entries that would land outside `staging` (absolute paths, `..`).
         tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)))
             .unpack(&staging)
-            .with_context(|| format!("cannot extract {} (not a complete .tar.gz?)", archive.display()))?;
+            .with_context(|| format!("cannot extract {name} (not a complete .tar.gz?)"))?;
         let unpacked = staging.join(EXTRACTED_FOLDER);
         if !has_all_batches(&unpacked) {
             bail!(
-                "{} does not hold {EXTRACTED_FOLDER}/ with {} and {TEST_FILE}: not the CIFAR-10 \
-                 binary archive",
-                archive.display(),
+                "{name} does not hold {EXTRACTED_FOLDER}/ with {} and {TEST_FILE}: not the \
+                 CIFAR-10 binary archive",
                 TRAIN_FILES.join(", ")
             );
         }

@@ -105,7 +105,13 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
     let mut corrupted = archive.clone();
     let middle = corrupted.len() / 2;
     corrupted[middle] ^= 0x40;
-    let (base, requested) = serve(vec![("/good.tar.gz", archive.clone()), ("/corrupted.tar.gz", corrupted)]);
+    let not_an_archive = b"<html>a login page</html>".to_vec();
+    let not_an_archive_md5 = md5_hex(&not_an_archive);
+    let (base, requested) = serve(vec![
+        ("/good.tar.gz", archive.clone()),
+        ("/corrupted.tar.gz", corrupted),
+        ("/login.html", not_an_archive),
+    ]);
     let dir = TempDir::new();
     let data = dir.path().join("cifar10");
 
@@ -115,6 +121,16 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
     assert!(!ok, "a corrupted download must fail:\n{text}");
     assert!(text.contains("corrupted") && text.contains("MD5") && text.contains(&md5), "{text}");
     assert_eq!(listing(&data), Vec::<String>::new(), "the corrupted download is removed");
+
+    // Its checksum right but no archive (a mirror's error page): named, nothing left behind.
+    let url = format!("{base}/login.html");
+    let (ok, text) = hftrain(
+        &["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &not_an_archive_md5],
+        &[],
+    );
+    assert!(!ok);
+    assert!(text.contains(&format!("cannot extract the archive from {url}")), "{text}");
+    assert_eq!(listing(&data), Vec::<String>::new(), "nothing is left of a failed extraction");
 
     // The good one: extracted into cifar-10-batches-bin/, no temporary left, data loads.
     let url = format!("{base}/good.tar.gz");
