@@ -36,27 +36,31 @@ pub enum Command {
     /// Train a network; writes runs/<name>/{config.toml, metrics.csv, report.md, checkpoints/}
     /// (and steps.csv with Hessian-free).
     Train {
-        /// The run's TOML config (see configs/). Optional with --resume: the checkpoint's
-        /// own config is used.
+        /// The run's TOML config (see configs/) [default: with --resume, the checkpoint's own
+        /// config; a new run needs one].
         #[arg(long, short)]
         config: Option<PathBuf>,
-        /// Continue a run: `latest` (the run's newest checkpoint) or a checkpoint directory.
+        /// Continue a run: `latest` (the run's newest checkpoint) or a checkpoint directory
+        /// [default: start a new run].
         #[arg(long)]
         resume: Option<String>,
-        /// Data directory (CIFAR-10 binary batches or an image folder); overrides `data.dir`.
+        /// Data directory (CIFAR-10 binary batches or an image folder; fetched when empty)
+        /// [default: the config's `data.dir`, `data/cifar10` unless set].
         #[arg(long, env = "HFTRAIN_DATA")]
         data: Option<PathBuf>,
         /// Run directory [default: runs/<config name>].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Device: auto, wgpu, wgpu-cpu or flex; overrides the config's `device`.
+        /// Device: auto, wgpu, wgpu-cpu or flex [default: the config's `device`, itself
+        /// `auto` (a GPU through wgpu, else the CPU) unless set].
         #[arg(long)]
         device: Option<String>,
         /// Start afresh in a run directory that already holds a run, deleting its
         /// checkpoints and metrics.
         #[arg(long)]
         force: bool,
-        /// Stop after this many epochs are complete (checkpointed; continue with --resume).
+        /// Stop after this many epochs are complete (checkpointed; continue with --resume)
+        /// [default: the config's `train.epochs`].
         #[arg(long)]
         stop_after_epoch: Option<usize>,
     },
@@ -66,14 +70,14 @@ pub enum Command {
         /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
         #[arg(long)]
         checkpoint: PathBuf,
-        /// Data directory; overrides the checkpoint config's `data.dir`.
+        /// Data directory [default: the checkpoint config's `data.dir`].
         #[arg(long, env = "HFTRAIN_DATA")]
         data: Option<PathBuf>,
         /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
         #[arg(long)]
         device: Option<String>,
         /// Evaluate on at most this many test images, balanced over classes [default: all].
-        #[arg(long, default_value_t = 0)]
+        #[arg(long, default_value_t = 0, hide_default_value = true)]
         limit: usize,
         /// Where to write the results as JSON [default: <run>/eval/<checkpoint>.json].
         #[arg(long)]
@@ -109,7 +113,7 @@ pub enum Command {
         /// Output file [default: curvature-<checkpoint>-n<batch>-seed<seed>.safetensors].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Data directory; overrides the checkpoint config's `data.dir`.
+        /// Data directory [default: the checkpoint config's `data.dir`].
         #[arg(long, env = "HFTRAIN_DATA")]
         data: Option<PathBuf>,
         /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].

@@ -87,7 +87,6 @@ pub fn should_fetch(dir: &Path) -> bool {
         .all(|name| name.starts_with('.') || name == ARCHIVE_NAME)
 }
 
-
 /// Makes `dir` hold CIFAR-10's binary batches: uses `dir/cifar-10-binary.tar.gz` if the user
 /// put it there, else downloads the archive. Returns the folder of the batches.
 pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
@@ -96,7 +95,8 @@ pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
         log::info!("CIFAR-10 is already in {}", extracted.display());
         return Ok(extracted);
     }
-    fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data directory {}", dir.display()))?;
     remove_stale_temporaries(dir)?;
 
     let placed = dir.join(ARCHIVE_NAME);
@@ -148,7 +148,10 @@ fn offline_advice(dir: &Path, source: &ArchiveSource) -> String {
 }
 
 fn has_all_batches(folder: &Path) -> bool {
-    TRAIN_FILES.iter().chain([&TEST_FILE]).all(|name| folder.join(name).is_file())
+    TRAIN_FILES
+        .iter()
+        .chain([&TEST_FILE])
+        .all(|name| folder.join(name).is_file())
 }
 
 /// Removes temporaries (`.name.tmp-<pid>`) in `dir` whose process has ended.
@@ -158,15 +161,23 @@ fn remove_stale_temporaries(dir: &Path) -> Result<()> {
     };
     for entry in entries.filter_map(|e| e.ok()) {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name.rsplit_once(".tmp-").and_then(|(_, pid)| pid.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .rsplit_once(".tmp-")
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
             continue;
         };
         if !name.starts_with('.') || crate::lock::process_exists(pid) {
             continue;
         }
         let path = entry.path();
-        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-        removed.with_context(|| format!("cannot remove the unfinished download {}", path.display()))?;
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed
+            .with_context(|| format!("cannot remove the unfinished download {}", path.display()))?;
     }
     Ok(())
 }
@@ -181,7 +192,10 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
         .timeout_recv_body(None)
         .build()
         .into();
-    let mut response = agent.get(url).call().with_context(|| format!("GET {url}"))?;
+    let mut response = agent
+        .get(url)
+        .call()
+        .with_context(|| format!("GET {url}"))?;
     let total = response.body().content_length();
     let bar = progress_bar(total);
     let mut reader = response.body_mut().with_config().reader();
@@ -203,8 +217,14 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
         received += n as u64;
         bar.set_position(received);
         // Off a terminal the bar is hidden: a line every tenth of the way instead.
-        if bar.is_hidden() && total.is_some_and(|t| received * 10 >= next_line * t && next_line < 10) {
-            log::info!("downloaded {} of {} MiB", mib(received), mib(total.unwrap_or(0)));
+        if bar.is_hidden()
+            && total.is_some_and(|t| received * 10 >= next_line * t && next_line < 10)
+        {
+            log::info!(
+                "downloaded {} of {} MiB",
+                mib(received),
+                mib(total.unwrap_or(0))
+            );
             next_line += 1;
         }
     }
@@ -218,7 +238,8 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
         .into_inner()
         .map_err(|e| e.into_error())
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all().with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot write {}", path.display()))?;
     log::info!("downloaded {} MiB", mib(received));
     Ok(())
 }
@@ -251,7 +272,9 @@ fn check_md5(path: &Path, expected: &str) -> Result<()> {
     let mut context = md5::Context::new();
     let mut buffer = vec![0u8; 1 << 16];
     loop {
-        let n = file.read(&mut buffer).with_context(|| format!("cannot read {}", path.display()))?;
+        let n = file
+            .read(&mut buffer)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -271,7 +294,8 @@ fn extract(archive: &Path, name: &str, dir: &Path) -> Result<()> {
     let target = dir.join(EXTRACTED_FOLDER);
     let staging = temporary_sibling(&target);
     let result = (|| {
-        let file = File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
+        let file =
+            File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
         // `unpack` refuses entries that would land outside `staging` (absolute paths, `..`).
         tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)))
             .unpack(&staging)

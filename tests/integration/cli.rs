@@ -86,3 +86,49 @@ fn an_unusable_run_directory_is_named() {
     assert!(!ok);
     assert!(text.contains("cannot create run directory") && text.contains("a-file/run"), "{text}");
 }
+
+/// Every option of every command's help says what it does, and every option that takes a
+/// value names its default (or is required: named in the usage line).
+#[test]
+fn every_option_in_the_help_is_described_with_its_default() {
+    let commands: [&[&str]; 6] = [&[], &["train"], &["eval"], &["data", "download"], &["plot"], &["curvature"]];
+    let mut checked = 0;
+    for command in commands {
+        let (ok, text) = hftrain(&[command, &["--help"]].concat());
+        assert!(ok, "{command:?} --help failed:\n{text}");
+        let usage = text.lines().find(|l| l.starts_with("Usage:")).unwrap_or("");
+        // An option starts a line with `-`; its description follows on the same line (after
+        // two spaces) or on the more indented lines below, up to the next option.
+        let mut options: Vec<(String, String)> = Vec::new();
+        let mut in_options = false;
+        for line in text.lines() {
+            if line == "Options:" {
+                in_options = true;
+                continue;
+            }
+            if !in_options || line.trim().is_empty() {
+                continue;
+            }
+            let trimmed = line.trim();
+            // `-v, --verbose` or `--data <DATA>`; not `- all` (a listed possible value).
+            if trimmed.starts_with("--") || trimmed.chars().nth(1).is_some_and(|c| trimmed.starts_with('-') && c.is_ascii_alphabetic()) {
+                let (option, description) = trimmed.split_once("  ").unwrap_or((trimmed, ""));
+                options.push((option.to_string(), description.trim().to_string()));
+            } else if let Some(last) = options.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(trimmed);
+            }
+        }
+        assert!(!options.is_empty(), "{command:?}: no options found in\n{text}");
+        for (option, description) in &options {
+            assert!(!description.trim().is_empty(), "{command:?}: option {option:?} is not described:\n{text}");
+            let long = option.split([',', ' ']).find(|w| w.starts_with("--")).unwrap_or(option);
+            let required = usage.contains(&format!("{long} "));
+            if option.contains('<') && !required {
+                assert!(description.contains("[default"), "{command:?}: option {option:?} names no default: {description}");
+            }
+            checked += 1;
+        }
+    }
+    println!("measured: {checked} options described, each with its default where it takes a value");
+}

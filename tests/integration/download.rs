@@ -17,18 +17,25 @@ use crate::common::{TempDir, binary_records, small_config};
 /// images each, labels cycling) and `batches.meta.txt`.
 fn small_archive() -> Vec<u8> {
     let labels: Vec<u8> = (0..20).map(|i| (i % 10) as u8).collect();
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
     let mut add = |name: &str, bytes: &[u8]| {
         let mut header = tar::Header::new_gnu();
         header.set_size(bytes.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        tar.append_data(&mut header, format!("cifar-10-batches-bin/{name}"), bytes).unwrap();
+        tar.append_data(&mut header, format!("cifar-10-batches-bin/{name}"), bytes)
+            .unwrap();
     };
     for name in TRAIN_FILES.iter().chain([&TEST_FILE]) {
         add(name, &binary_records(&labels));
     }
-    add("batches.meta.txt", hftrain::data::CIFAR10_CLASSES.join("\n").as_bytes());
+    add(
+        "batches.meta.txt",
+        hftrain::data::CIFAR10_CLASSES.join("\n").as_bytes(),
+    );
     tar.into_inner().unwrap().finish().unwrap()
 }
 
@@ -56,7 +63,11 @@ fn serve(routes: Vec<(&'static str, Vec<u8>)>) -> (String, Arc<Mutex<Vec<String>
             while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
                 line.clear();
             }
-            let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let path = request_line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or("")
+                .to_string();
             log.lock().unwrap().push(path.clone());
             let _ = match routes.iter().find(|(p, _)| *p == path) {
                 Some((_, body)) => stream
@@ -85,14 +96,20 @@ fn hftrain(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
         .envs(env.iter().copied())
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.success(), text)
 }
 
 /// Names in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|entries| entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -117,24 +134,71 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
 
     // A corrupted download: refused by its MD5, removed, nothing extracted.
     let url = format!("{base}/corrupted.tar.gz");
-    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &md5,
+        ],
+        &[],
+    );
     assert!(!ok, "a corrupted download must fail:\n{text}");
-    assert!(text.contains("corrupted") && text.contains("MD5") && text.contains(&md5), "{text}");
-    assert_eq!(listing(&data), Vec::<String>::new(), "the corrupted download is removed");
+    assert!(
+        text.contains("corrupted") && text.contains("MD5") && text.contains(&md5),
+        "{text}"
+    );
+    assert_eq!(
+        listing(&data),
+        Vec::<String>::new(),
+        "the corrupted download is removed"
+    );
 
     // Its checksum right but no archive (a mirror's error page): named, nothing left behind.
     let url = format!("{base}/login.html");
     let (ok, text) = hftrain(
-        &["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &not_an_archive_md5],
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &not_an_archive_md5,
+        ],
         &[],
     );
     assert!(!ok);
-    assert!(text.contains(&format!("cannot extract the archive from {url}")), "{text}");
-    assert_eq!(listing(&data), Vec::<String>::new(), "nothing is left of a failed extraction");
+    assert!(
+        text.contains(&format!("cannot extract the archive from {url}")),
+        "{text}"
+    );
+    assert_eq!(
+        listing(&data),
+        Vec::<String>::new(),
+        "nothing is left of a failed extraction"
+    );
 
     // The good one: extracted into cifar-10-batches-bin/, no temporary left, data loads.
     let url = format!("{base}/good.tar.gz");
-    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &md5,
+        ],
+        &[],
+    );
     assert!(ok, "{text}");
     assert!(text.contains("downloaded"), "{text}");
     assert_eq!(listing(&data), vec!["cifar-10-batches-bin".to_string()]);
@@ -145,10 +209,29 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
 
     // Once there, nothing is fetched again.
     let before = requested.lock().unwrap().len();
-    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &md5,
+        ],
+        &[],
+    );
     assert!(ok && text.contains("already"), "{text}");
-    assert_eq!(requested.lock().unwrap().len(), before, "no request for data already there");
-    println!("measured: download of a {}-byte archive from 127.0.0.1 checked, extracted; corrupted copy removed", archive.len());
+    assert_eq!(
+        requested.lock().unwrap().len(),
+        before,
+        "no request for data already there"
+    );
+    println!(
+        "measured: download of a {}-byte archive from 127.0.0.1 checked, extracted; corrupted copy removed",
+        archive.len()
+    );
 }
 
 #[test]
@@ -168,59 +251,156 @@ fn train_fetches_into_an_empty_data_directory_and_then_trains() {
     let url = format!("{base}/cifar-10-binary.tar.gz");
     let run = dir.path().join("run");
     let (ok, text) = hftrain(
-        &["train", "--config", config_path.to_str().unwrap(), "--out", run.to_str().unwrap()],
+        &[
+            "train",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ],
         &[("HFTRAIN_DATA_URL", &url), ("HFTRAIN_DATA_MD5", &md5)],
     );
     assert!(ok, "{text}");
-    assert!(text.contains("holds no data set: fetching CIFAR-10"), "{text}");
+    assert!(
+        text.contains("holds no data set: fetching CIFAR-10"),
+        "{text}"
+    );
     assert!(text.contains("train: 100 images"), "{text}");
-    assert_eq!(requested.lock().unwrap().as_slice(), ["/cifar-10-binary.tar.gz"]);
+    assert_eq!(
+        requested.lock().unwrap().as_slice(),
+        ["/cifar-10-binary.tar.gz"]
+    );
     assert!(run.join("checkpoints/latest").exists());
 }
 
 #[test]
 fn offline_says_where_to_put_the_files_and_a_placed_archive_is_used_without_network() {
     // An address nothing listens on: the port of a listener that was closed.
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let archive = small_archive();
     let md5 = md5_hex(&archive);
     let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
     let dir = TempDir::new();
     let data = dir.path().join("cifar10");
-    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &md5,
+        ],
+        &[],
+    );
     assert!(!ok);
     let placed = data.join("cifar-10-binary.tar.gz");
-    for needle in ["cannot download CIFAR-10", &url, &md5, placed.to_str().unwrap(), "data_batch_1.bin"] {
-        assert!(text.contains(needle), "the offline message lacks {needle:?}:\n{text}");
+    for needle in [
+        "cannot download CIFAR-10",
+        &url,
+        &md5,
+        placed.to_str().unwrap(),
+        "data_batch_1.bin",
+    ] {
+        assert!(
+            text.contains(needle),
+            "the offline message lacks {needle:?}:\n{text}"
+        );
     }
-    assert!(listing(&data).is_empty(), "nothing left behind: {:?}", listing(&data));
+    assert!(
+        listing(&data).is_empty(),
+        "nothing left behind: {:?}",
+        listing(&data)
+    );
 
     // The archive put where the message says: checked and extracted, still offline.
     std::fs::write(&placed, &archive).unwrap();
-    let (ok, text) = hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &md5,
+        ],
+        &[],
+    );
     assert!(ok, "{text}");
-    assert!(Source::detect(&data).unwrap().load(Split::Test, 0).unwrap().len() == 20);
+    assert!(
+        Source::detect(&data)
+            .unwrap()
+            .load(Split::Test, 0)
+            .unwrap()
+            .len()
+            == 20
+    );
 
     // A damaged placed archive is named, and kept (it is the user's file).
     let other = TempDir::new();
     let damaged = other.path().join("cifar-10-binary.tar.gz");
     std::fs::write(&damaged, &archive[..archive.len() / 2]).unwrap();
-    let (ok, text) = hftrain(&["data", "download", "--data", other.path().to_str().unwrap(), "--url", &url, "--md5", &md5], &[]);
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            other.path().to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &md5,
+        ],
+        &[],
+    );
     assert!(!ok);
-    assert!(text.contains(damaged.to_str().unwrap()) && text.contains("MD5"), "{text}");
+    assert!(
+        text.contains(damaged.to_str().unwrap()) && text.contains("MD5"),
+        "{text}"
+    );
     assert!(damaged.exists());
 }
 
 #[test]
 fn a_mirror_needs_its_checksum() {
     let dir = TempDir::new();
-    let (ok, text) = hftrain(&["data", "download", "--data", dir.path().to_str().unwrap(), "--url", "http://127.0.0.1:9/x"], &[]);
-    assert!(!ok);
-    assert!(text.contains("needs its MD5 checksum"), "{text}");
     let (ok, text) = hftrain(
-        &["data", "download", "--data", dir.path().to_str().unwrap(), "--url", "http://127.0.0.1:9/x", "--md5", "xyz"],
+        &[
+            "data",
+            "download",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--url",
+            "http://127.0.0.1:9/x",
+        ],
         &[],
     );
     assert!(!ok);
-    assert!(text.contains("\"xyz\" is not 32 hexadecimal digits"), "{text}");
+    assert!(text.contains("needs its MD5 checksum"), "{text}");
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            dir.path().to_str().unwrap(),
+            "--url",
+            "http://127.0.0.1:9/x",
+            "--md5",
+            "xyz",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        text.contains("\"xyz\" is not 32 hexadecimal digits"),
+        "{text}"
+    );
 }
