@@ -114,7 +114,10 @@ pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
     } else {
         let download = temporary_sibling(&placed);
         let result = download_to(&source.url, &download)
-            .map_err(|e| e.context(offline_advice(dir, source)))
+            .map_err(|e| match crate::interrupt::requested() {
+                true => e,
+                false => e.context(offline_advice(dir, source)),
+            })
             .and_then(|()| {
                 check_md5(&download, &source.md5).with_context(|| {
                     format!(
@@ -211,6 +214,10 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
             .with_context(|| format!("the connection to {url} broke off after {received} bytes"))?;
         if n == 0 {
             break;
+        }
+        // Under `train`, Ctrl-C only raises a flag (so that a step can finish): honour it here.
+        if crate::interrupt::requested() {
+            bail!("interrupted by Ctrl-C during the download; nothing of it was kept");
         }
         file.write_all(&buffer[..n])
             .with_context(|| format!("cannot write {} (is the disk full?)", path.display()))?;

@@ -404,3 +404,76 @@ fn a_mirror_needs_its_checksum() {
         "{text}"
     );
 }
+
+#[test]
+fn ctrl_c_during_the_download_of_train_stops_it_and_keeps_nothing() {
+    // A server that announces 100 MB and sends 1 KiB every 20 ms.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/cifar-10-binary.tar.gz",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n");
+            while stream.write_all(&[0u8; 1024]).is_ok() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    });
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let config = small_config(&data, "flex");
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, config.to_toml()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args([
+            "train",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+        ])
+        .env("HFTRAIN_DATA_URL", &url)
+        .env("HFTRAIN_DATA_MD5", "0123456789abcdef0123456789abcdef")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the download has begun (its temporary exists).
+    let started = std::time::Instant::now();
+    while !listing(&data)
+        .iter()
+        .any(|n| n.starts_with(".cifar-10-binary.tar.gz.tmp-"))
+    {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("interrupted by Ctrl-C during the download; nothing of it was kept"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Without network access"),
+        "an interruption is not a network failure:\n{text}"
+    );
+    assert!(
+        listing(&data).is_empty(),
+        "left behind: {:?}",
+        listing(&data)
+    );
+}
