@@ -22,4 +22,5 @@ pub mod plots;
 pub mod report;
 pub mod rng;
 pub mod safetensors;
+pub mod tensorboard;
 pub mod train;

@@ -43,6 +43,21 @@ pub fn to_csv(rows: &[EpochMetrics]) -> String {
     out
 }
 
+/// The TensorBoard scalars of an epoch (tags grouped as TensorBoard shows them: a section per
+/// prefix). Accuracies are fractions, as in the CSV.
+pub fn epoch_scalars(r: &EpochMetrics) -> Vec<(&'static str, f32)> {
+    vec![
+        ("loss/train", r.train_loss as f32),
+        ("loss/test", r.test_loss as f32),
+        ("accuracy/train", r.train_accuracy as f32),
+        ("accuracy/test", r.test_accuracy as f32),
+        ("optimizer/lr", r.lr as f32),
+        ("time/epoch_seconds", r.epoch_seconds as f32),
+        ("time/images_per_second", r.images_per_second as f32),
+        ("epoch", r.epoch as f32),
+    ]
+}
+
 /// Reads a metrics file written by `write` (for `hftrain plot`).
 pub fn read(path: &Path) -> Result<Vec<EpochMetrics>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -90,6 +105,22 @@ pub struct StepMetrics {
     /// Mean data loss of the batch before the step.
     pub loss: f64,
     pub report: crate::optim::hessian_free::StepReport,
+}
+
+/// The TensorBoard scalars of a Hessian-free step.
+pub fn step_scalars(row: &StepMetrics) -> Vec<(&'static str, f32)> {
+    let r = &row.report;
+    vec![
+        ("loss/train_batch", row.loss as f32),
+        ("hessian_free/damping", r.damping_used as f32),
+        ("hessian_free/cg_iterations", r.cg_iterations as f32),
+        ("hessian_free/rho", r.rho as f32),
+        ("hessian_free/step_size", r.step_size as f32),
+        ("hessian_free/step_norm", r.step_norm as f32),
+        ("hessian_free/predicted_change", r.predicted as f32),
+        ("hessian_free/actual_change", r.actual as f32),
+        ("hessian_free/accepted", f32::from(u8::from(r.accepted))),
+    ]
 }
 
 const STEP_HEADER: &str = "step,epoch,loss,objective_before,objective_after,predicted,actual,rho,\

@@ -103,6 +103,7 @@ pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> St
     if facts.step_log {
         let _ = writeln!(out, "- `steps.csv`: every Hessian-free step (damping, CG iterations, rho, predicted and actual reduction)");
     }
+    let _ = writeln!(out, "- `{}`: all of these curves for TensorBoard (`tensorboard --logdir <parent of this directory>`)", crate::tensorboard::FILE_NAME);
     let _ = writeln!(out, "- `checkpoints/latest`: resume with `hftrain train --config config.toml --out <this directory> --resume latest`");
     out
 }

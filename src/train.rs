@@ -24,6 +24,7 @@ use crate::model::Network;
 use crate::optim::hessian_free::StepReport;
 use crate::optim::{self, Method, schedule::Schedule};
 use crate::params::{from_host, to_host};
+use crate::tensorboard::{self, EventWriter};
 
 /// What `hftrain train` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +68,8 @@ pub struct RunPaths {
     pub metrics: PathBuf,
     /// Per-step log of the Hessian-free optimizer.
     pub steps: PathBuf,
+    /// TensorBoard's event file.
+    pub events: PathBuf,
 }
 
 impl RunPaths {
@@ -75,6 +78,7 @@ impl RunPaths {
             checkpoints: run_dir.join("checkpoints"),
             metrics: run_dir.join("metrics.csv"),
             steps: run_dir.join("steps.csv"),
+            events: run_dir.join(tensorboard::FILE_NAME),
             run_dir,
         }
     }
@@ -108,6 +112,8 @@ struct Session {
     decay_mask: Tensor<1>,
     /// Hessian-free's per-step log (None for first-order optimizers).
     step_log: Option<StepLog>,
+    /// TensorBoard's event file (None once writing it failed: it is a convenience).
+    events: Option<EventWriter>,
     position: Position,
     metrics: Vec<EpochMetrics>,
     /// Held while the session lives: one training process per run directory.
@@ -220,7 +226,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
             );
         }
         let (report, plots) = (paths.run_dir.join("report.md"), paths.run_dir.join("plots"));
-        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps, &report, &plots] {
+        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps, &paths.events, &report, &plots] {
             let removed = if stale.is_dir() {
                 std::fs::remove_dir_all(stale)
             } else {
@@ -288,6 +294,9 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         log.write().map(|_| log)
     });
     let step_log = step_log.transpose()?;
+    let events = EventWriter::open(&paths.run_dir, position.global_step as u64)
+        .inspect_err(|e| log::warn!("no TensorBoard event file for this run: {e:#}"))
+        .ok();
     let decay_mask = network.params.decay_mask(&device);
     Ok(Session {
         config,
@@ -306,6 +315,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         optimizer,
         decay_mask,
         step_log,
+        events,
         position,
         metrics,
         _lock: lock,
@@ -426,12 +436,14 @@ impl Session {
                 self.position.global_step += 1;
                 self.position.step_in_epoch = step + 1;
                 if let (Some(log), Some(report)) = (self.step_log.as_mut(), out.report) {
-                    log.push(&StepMetrics {
+                    let row = StepMetrics {
                         step: self.position.global_step,
                         epoch: epoch + 1,
                         loss: out.loss.into_scalar::<f64>(),
                         report,
-                    });
+                    };
+                    log.push(&row);
+                    self.record(&metrics::step_scalars(&row));
                 }
 
                 let last = step + 1 == plan.steps();
@@ -456,6 +468,10 @@ impl Session {
                     let loss = loss_sum.as_ref().map_or(0.0, |s| s.clone().into_scalar::<f64>()) / images as f64;
                     let correct = correct_sum.as_ref().map_or(0, |s| s.clone().into_scalar::<i64>());
                     let seconds = started.elapsed().as_secs_f64();
+                    self.record(&[
+                        ("loss/train_running", loss as f32),
+                        ("accuracy/train_running", correct as f32 / images as f32),
+                    ]);
                     bar.set_position((step + 1) as u64);
                     let optimizer = match &last_report {
                         Some(r) => hessian_free_progress(r),
@@ -503,6 +519,12 @@ impl Session {
             );
             if let Some(r) = &last_report {
                 log::info!("          hessian-free: {}", hessian_free_progress(r));
+            }
+            self.record(&metrics::epoch_scalars(&row));
+            if let Some(events) = &self.events
+                && let Err(e) = events.sync()
+            {
+                log::warn!("{e:#}");
             }
             self.metrics.push(row);
             metrics::write(&self.paths.metrics, &self.metrics)?;
@@ -617,6 +639,18 @@ impl Session {
             transform,
             &self.device,
         )
+    }
+
+    /// Appends scalars at the current global step to the TensorBoard file. A failure there is
+    /// reported once and ends that file's writing, not the run (the CSVs hold the same).
+    fn record(&mut self, scalars: &[(&str, f32)]) {
+        let step = self.position.global_step as u64;
+        if let Some(events) = &mut self.events
+            && let Err(e) = events.scalars(step, scalars)
+        {
+            log::warn!("TensorBoard event file no longer written: {e:#}");
+            self.events = None;
+        }
     }
 
     fn save_checkpoint(&self) -> Result<PathBuf> {

@@ -13,4 +13,5 @@ mod fuzz;
 mod hessian_free;
 mod optimizers;
 mod reliability;
+mod tensorboard;
 mod training;

@@ -149,7 +149,8 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     config.data.train_limit = 400;
     config.checkpoint.every_epochs = 1;
     let dir = TempDir::new();
-    let reference = final_params(&uninterrupted(&config, dir.path()));
+    let reference_run = uninterrupted(&config, dir.path());
+    let reference = final_params(&reference_run);
     let run = dir.path().join("killed");
     let mut kills = 0;
     let mut delay_ms = 150u64;
@@ -200,6 +201,12 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     let _ = writeln!(std::io::stderr(), "measured: SIGKILL at {kills} points; every checkpoint loaded after each; the resumed run ended bit-exact");
     assert!(kills >= 10, "only {kills} kills landed");
     assert_eq!(final_params(&run), reference, "killed + resumed differs from uninterrupted");
+    // What the killed processes wrote past their checkpoints was cut off on resume.
+    assert_eq!(
+        crate::tensorboard::curves(&run),
+        crate::tensorboard::curves(&reference_run),
+        "TensorBoard curves of the killed + resumed run differ from uninterrupted"
+    );
 }
 
 #[test]
@@ -246,7 +253,8 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
     let Some(data) = cifar10_folder() else { return };
     let config = large_model_config(&data, 5);
     let dir = TempDir::new();
-    let reference = final_params(&uninterrupted(&config, dir.path()));
+    let reference_run = uninterrupted(&config, dir.path());
+    let reference = final_params(&reference_run);
     let run = dir.path().join("killed");
     let checkpoints = run.join("checkpoints");
     let mut inside_writes = 0;
@@ -296,6 +304,12 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
     let _ = writeln!(std::io::stderr(), "measured: SIGKILL inside {inside_writes} checkpoint writes; only complete checkpoints listed; resumed run bit-exact");
     assert!(inside_writes >= 3, "only {inside_writes} kills landed inside a checkpoint write");
     assert_eq!(final_params(&run), reference, "killed + resumed differs from uninterrupted");
+    // What the killed processes wrote past their checkpoints was cut off on resume.
+    assert_eq!(
+        crate::tensorboard::curves(&run),
+        crate::tensorboard::curves(&reference_run),
+        "TensorBoard curves of the killed + resumed run differ from uninterrupted"
+    );
 }
 
 #[test]

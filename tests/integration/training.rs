@@ -198,6 +198,16 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
     assert_eq!(full.buffers, resumed.buffers, "batch-norm statistics differ after resume");
     let log = |run: &std::path::Path| std::fs::read_to_string(run.join("steps.csv")).unwrap();
     assert_eq!(log(&dir.path().join("full")), log(&parted), "step logs differ");
+    let curves = crate::tensorboard::curves(&dir.path().join("full"));
+    assert_eq!(curves, crate::tensorboard::curves(&parted), "TensorBoard curves differ after resume");
+    // Every epoch's metrics and every step's damping are in the event file.
+    for row in &full.metrics {
+        let at_step: Vec<_> = curves.iter().filter(|(step, _)| *step == row.step as u64).flat_map(|(_, s)| s.clone()).collect();
+        assert!(at_step.contains(&("accuracy/test".to_string(), row.test_accuracy as f32)), "epoch {}: {at_step:?}", row.epoch);
+        assert!(at_step.contains(&("loss/train".to_string(), row.train_loss as f32)), "epoch {}: {at_step:?}", row.epoch);
+    }
+    let damping_steps = curves.iter().filter(|(_, s)| s.iter().any(|(tag, _)| tag == "hessian_free/damping")).count();
+    assert_eq!(damping_steps, full.position.global_step, "one hessian_free event per step");
 
     // The plots of the run, drawn after every epoch and again by `hftrain plot`.
     let run = dir.path().join("full");
