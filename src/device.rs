@@ -74,12 +74,15 @@ fn open(choice: DeviceChoice) -> Result<SelectedDevice> {
         DeviceChoice::Auto => match open_wgpu(&gpus) {
             Ok(selected) => Ok(selected),
             Err(e) => {
-                let mut selected = flex();
-                selected.description = format!(
-                    "{} (no GPU adapter for wgpu: {e:#}; `--device wgpu-cpu` runs wgpu on a \
-                     software adapter, much slower)",
-                    selected.description
+                // wgpu's errors list every adapter once per kind tried: a screenful, so
+                // only with -v. The description (also in report.md) stays one short line.
+                log::info!(
+                    "no GPU adapter for wgpu: running on the CPU with flex \
+                     (`--device wgpu-cpu` runs wgpu on a software adapter, much slower)"
                 );
+                log::debug!("wgpu adapters tried: {e:#}");
+                let mut selected = flex();
+                selected.description = selected.description.replace(')', "; no GPU adapter for wgpu)");
                 Ok(selected)
             }
         },
