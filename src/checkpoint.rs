@@ -32,6 +32,20 @@ pub struct Position {
     pub global_step: usize,
 }
 
+/// What a checkpoint taken inside an epoch keeps of that epoch's progress, so that the resumed
+/// epoch reports the loss, accuracy and time of the whole epoch, as an uninterrupted run does.
+/// Zero at epoch boundaries (and in checkpoints written before it existed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpochProgress {
+    /// Sum over the steps so far of (mean batch loss x batch size), as the device summed it
+    /// (f32, so that the resumed sum continues bit for bit).
+    pub loss_sum: f32,
+    pub correct: i64,
+    pub images: usize,
+    /// Seconds of training so far in this epoch.
+    pub seconds: f64,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
     pub name: String,
@@ -52,6 +66,8 @@ pub struct Manifest {
     /// Names of the optimizer's vectors in `optimizer.bin`, in file order.
     pub optimizer_vectors: Vec<String>,
     pub metrics: Vec<EpochMetrics>,
+    #[serde(default)]
+    pub epoch_progress: EpochProgress,
     pub files: Vec<FileEntry>,
 }
 
@@ -66,6 +82,7 @@ pub struct Checkpoint {
     pub buffers: Vec<f32>,
     pub optimizer: OptimizerState,
     pub metrics: Vec<EpochMetrics>,
+    pub epoch_progress: EpochProgress,
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -157,6 +174,7 @@ impl Checkpoint {
             optimizer: self.optimizer.clone(),
             optimizer_vectors,
             metrics: self.metrics.clone(),
+            epoch_progress: self.epoch_progress,
             files,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
@@ -237,6 +255,7 @@ impl Checkpoint {
             buffers,
             optimizer,
             metrics: manifest.metrics,
+            epoch_progress: manifest.epoch_progress,
         })
     }
 

@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::checkpoint::{self, Checkpoint, Position};
+use crate::checkpoint::{self, Checkpoint, EpochProgress, Position};
 use crate::config::Config;
 use crate::config::{CurvatureChoice, OptimizerKind};
 use crate::curvature::{Batch, BatchProblem, CurvatureKind, Objective, loss_and_gradient};
@@ -115,6 +115,8 @@ struct Session {
     /// TensorBoard's event file (None once writing it failed: it is a convenience).
     events: Option<EventWriter>,
     position: Position,
+    /// The sums of the epoch's steps before a mid-epoch checkpoint this session resumed from.
+    epoch_progress: EpochProgress,
     metrics: Vec<EpochMetrics>,
     /// Held while the session lives: one training process per run directory.
     _lock: RunLock,
@@ -257,7 +259,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
 
     let total = network.params.total();
     let mut optimizer = optim::build(&config.optimizer, network.params.decay_mask(&device), total);
-    let (params, buffers, position, metrics) = match &resumed {
+    let (params, buffers, position, metrics, epoch_progress) = match &resumed {
         Some((dir, ckpt)) => {
             ckpt.check_layout(dir, &network.params, &network.buffers)?;
             optimizer
@@ -275,6 +277,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
                 from_host(ckpt.buffers.clone(), &device),
                 ckpt.position,
                 ckpt.metrics.clone(),
+                ckpt.epoch_progress,
             )
         }
         None => {
@@ -284,7 +287,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
                 step_in_epoch: 0,
                 global_step: 0,
             };
-            (p, b, start, Vec::new())
+            (p, b, start, Vec::new(), EpochProgress::default())
         }
     };
     checkpoint::write_run_config(&paths.run_dir, &config)?;
@@ -317,6 +320,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         step_log,
         events,
         position,
+        epoch_progress,
         metrics,
         _lock: lock,
     })
@@ -366,10 +370,18 @@ impl Session {
             let first = self.position.step_in_epoch;
             let bar = progress_bar(plan.steps(), epoch, epochs);
             bar.set_position(first as u64);
+            // A resumed epoch goes on from the sums of its interrupted part (summed in the
+            // same order, so its row equals an uninterrupted run's).
+            let so_far = std::mem::take(&mut self.epoch_progress);
             let started = Instant::now();
-            let mut loss_sum: Option<Tensor<1>> = None;
-            let mut correct_sum: Option<Tensor<1, Int>> = None;
-            let mut images = 0usize;
+            let seconds_in_epoch = || so_far.seconds + started.elapsed().as_secs_f64();
+            let mut loss_sum: Option<Tensor<1>> = (so_far.images > 0).then(|| {
+                Tensor::from_data(TensorData::new(vec![so_far.loss_sum], [1]), &self.device)
+            });
+            let mut correct_sum: Option<Tensor<1, Int>> = (so_far.images > 0).then(|| {
+                Tensor::from_data(TensorData::new(vec![so_far.correct], [1]), &self.device)
+            });
+            let mut images = so_far.images;
             let mut lr = schedule.lr(self.position.global_step);
             let mut last_report: Option<StepReport> = None;
             let prefetch = Prefetcher::start(self.train.clone(), plan.clone(), first, seed, transform.clone());
@@ -447,27 +459,10 @@ impl Session {
                 }
 
                 let last = step + 1 == plan.steps();
-                if interrupt::requested() && !last {
-                    // Mid-epoch: checkpoint this exact position (the data order and
-                    // augmentation of the rest of the epoch follow from it).
-                    bar.abandon();
-                    if let Some(log) = &self.step_log {
-                        log.write()?;
-                    }
-                    let dir = self.save_checkpoint()?;
-                    log::info!(
-                        "interrupted at epoch {} step {}/{}: checkpoint {}; continue with --resume latest",
-                        epoch + 1,
-                        step + 1,
-                        plan.steps(),
-                        dir.display()
-                    );
-                    return Ok(self.outcome(Some(dir), true));
-                }
                 if (step + 1) % config.train.log_every == 0 || last {
                     let loss = loss_sum.as_ref().map_or(0.0, |s| s.clone().into_scalar::<f64>()) / images as f64;
                     let correct = correct_sum.as_ref().map_or(0, |s| s.clone().into_scalar::<i64>());
-                    let seconds = started.elapsed().as_secs_f64();
+                    let seconds = seconds_in_epoch();
                     self.record(&[
                         ("loss/train_running", loss as f32),
                         ("accuracy/train_running", correct as f32 / images as f32),
@@ -487,8 +482,32 @@ impl Session {
                     }
                     bar.set_message(message);
                 }
+                // After the step's line and events, so that they are kept for the resumed run.
+                if interrupt::requested() && !last {
+                    // Mid-epoch: checkpoint this exact position (the data order and
+                    // augmentation of the rest of the epoch follow from it).
+                    bar.abandon();
+                    if let Some(log) = &self.step_log {
+                        log.write()?;
+                    }
+                    let progress = EpochProgress {
+                        loss_sum: loss_sum.clone().map_or(0.0, |s| s.into_scalar::<f32>()),
+                        correct: correct_sum.clone().map_or(0, |s| s.into_scalar::<i64>()),
+                        images,
+                        seconds: seconds_in_epoch(),
+                    };
+                    let dir = self.save_checkpoint(progress)?;
+                    log::info!(
+                        "interrupted at epoch {} step {}/{}: checkpoint {}; continue with --resume latest",
+                        epoch + 1,
+                        step + 1,
+                        plan.steps(),
+                        dir.display()
+                    );
+                    return Ok(self.outcome(Some(dir), true));
+                }
             }
-            let train_seconds = started.elapsed().as_secs_f64();
+            let train_seconds = seconds_in_epoch();
             bar.finish_and_clear();
             let train_loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar::<f64>()) / images.max(1) as f64;
             let train_correct = correct_sum.map_or(0, |s| s.into_scalar::<i64>());
@@ -502,7 +521,7 @@ impl Session {
                 train_accuracy: train_correct as f64 / images.max(1) as f64,
                 test_loss: eval.loss,
                 test_accuracy: eval.accuracy,
-                epoch_seconds: started.elapsed().as_secs_f64(),
+                epoch_seconds: seconds_in_epoch(),
                 images_per_second: images as f64 / train_seconds.max(1e-9),
             };
             log::info!(
@@ -554,7 +573,7 @@ impl Session {
             let stopping = stop_after_epoch.is_some_and(|s| done >= s);
             let interrupted = interrupt::requested();
             if done % config.checkpoint.every_epochs == 0 || done == epochs || stopping || interrupted {
-                let dir = self.save_checkpoint()?;
+                let dir = self.save_checkpoint(EpochProgress::default())?;
                 log::info!("checkpoint: {}", dir.display());
                 last_checkpoint = Some(dir);
             }
@@ -653,7 +672,9 @@ impl Session {
         }
     }
 
-    fn save_checkpoint(&self) -> Result<PathBuf> {
+    /// Checkpoints the current position; `progress` holds the sums of the epoch so far when
+    /// the position is inside an epoch.
+    fn save_checkpoint(&self, progress: EpochProgress) -> Result<PathBuf> {
         let ckpt = Checkpoint {
             position: self.position,
             config: self.config.clone(),
@@ -663,6 +684,7 @@ impl Session {
             buffers: to_host(&self.buffers),
             optimizer: self.optimizer.state(),
             metrics: self.metrics.clone(),
+            epoch_progress: progress,
         };
         ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
     }

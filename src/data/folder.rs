@@ -85,7 +85,9 @@ pub fn decode_image(path: &Path) -> Result<Vec<u8>> {
         .with_guessed_format()
         .with_context(|| format!("cannot read image {}", path.display()))?
         .decode()
-        .with_context(|| format!("cannot decode image {}", path.display()))?;
+        // The image crate's error repeats its cause in its own message, so the cause chain
+        // is left out (it would print "Invalid PNG signature.: Invalid PNG signature.").
+        .map_err(|e| anyhow::anyhow!("cannot decode image {}: {e}", path.display()))?;
     if image.width() as usize != IMAGE_SIDE || image.height() as usize != IMAGE_SIDE {
         bail!(
             "image {} is {}x{}; CIFAR-10 images are {IMAGE_SIDE}x{IMAGE_SIDE}",

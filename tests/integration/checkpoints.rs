@@ -22,6 +22,7 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
         buffers: vec![0.25; network.buffers.total()],
         optimizer,
         metrics: Vec::new(),
+        epoch_progress: checkpoint::EpochProgress { loss_sum: 0.1 + epoch as f32, correct: 17, images: 40, seconds: 2.5 },
     };
     (ckpt, network)
 }
@@ -38,6 +39,7 @@ fn round_trip_is_exact_and_latest_points_at_the_newest() {
     let loaded = Checkpoint::load(&latest).unwrap();
     assert_eq!(loaded.position.epoch, 2);
     assert_eq!(loaded.params, second.params);
+    assert_eq!(loaded.epoch_progress, second.epoch_progress);
     assert_eq!(loaded.buffers, second.buffers);
     assert_eq!(loaded.optimizer, second.optimizer);
     assert_eq!(loaded.config, second.config);

@@ -92,24 +92,39 @@ fn uninterrupted(config: &Config, dir: &Path) -> PathBuf {
 #[test]
 fn ctrl_c_checkpoints_the_current_step_and_resume_ends_bit_exact() {
     let Some(data) = cifar10_folder() else { return };
-    let config = config(&data, 3);
+    let mut config = config(&data, 3);
+    // 20 steps per epoch with a line after each: Ctrl-C right after step 2 of epoch 2 lands
+    // inside the epoch, however slow the machine.
+    config.train.batch_size = 10;
+    config.train.log_every = 1;
     let dir = TempDir::new();
-    let reference = final_params(&uninterrupted(&config, dir.path()));
+    let reference_run = uninterrupted(&config, dir.path());
+    let reference = final_params(&reference_run);
 
     let run = dir.path().join("interrupted");
     let mut child = spawn(&config, &run, &[]);
-    wait_for_line(&mut child, "epoch   1/3");
+    wait_for_line(&mut child, "epoch 2/3 step 2/20");
     signal(&child, libc::SIGINT);
     let (code, stdout, stderr) = finish(child);
     assert_eq!(code, 130, "exit code after Ctrl-C\n{stdout}\n{stderr}");
     assert!(stderr.contains("interrupted: finishing this step"), "{stderr}");
-    assert!(stdout.contains("interrupted") && stdout.contains("--resume latest"), "{stdout}");
+    assert!(stdout.contains("interrupted at epoch 2 step") && stdout.contains("--resume latest"), "not stopped inside epoch 2:\n{stdout}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "measured: Ctrl-C {}", stdout.lines().find(|l| l.contains("interrupted at")).unwrap_or(""));
     assert!(!run.join(".lock").exists(), "the lock is released on a clean exit");
 
     let resumed = spawn(&config, &run, &["--resume", "latest"]);
     let (code, stdout, stderr) = finish(resumed);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
     assert_eq!(final_params(&run), reference, "interrupted + resumed differs from uninterrupted");
+    // The interrupted epoch's row covers the whole epoch, as in the uninterrupted run (the
+    // checkpoint keeps the sums of the steps before Ctrl-C).
+    let without_times = |run: &Path| -> Vec<String> {
+        let rows = hftrain::metrics::read(&run.join("metrics.csv")).unwrap();
+        rows.iter().map(|r| format!("{} {} {} {} {} {} {}", r.epoch, r.step, r.lr, r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy)).collect()
+    };
+    assert_eq!(without_times(&run), without_times(&reference_run), "metrics.csv differs after Ctrl-C and resume");
+    assert_eq!(crate::tensorboard::curves(&run), crate::tensorboard::curves(&reference_run), "TensorBoard curves differ after Ctrl-C and resume");
 }
 
 #[test]
