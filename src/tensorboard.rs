@@ -264,19 +264,14 @@ impl EventWriter {
         } else {
             0
         };
+        // Append mode: every write lands at the end, after the cut.
         let file = OpenOptions::new()
             .create(true)
-            .write(true)
-            .truncate(false)
+            .append(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
         file.set_len(keep as u64)
             .with_context(|| format!("cannot cut {} back to step {last_step}", path.display()))?;
-        drop(file);
-        let file = OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
         let mut writer = Self { path, file };
         if keep == 0 {
             writer.append(&file_version_event(now()))?;

@@ -101,6 +101,11 @@ fn hftrain(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `hftrain data download --data DATA --url URL --md5 MD5`.
+fn download(data: &Path, url: &str, md5: &str) -> (bool, String) {
+    hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", url, "--md5", md5], &[])
+}
+
 /// Names in `dir`, sorted.
 fn listing(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
@@ -134,19 +139,7 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
 
     // A corrupted download: refused by its MD5, removed, nothing extracted.
     let url = format!("{base}/corrupted.tar.gz");
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            data.to_str().unwrap(),
-            "--url",
-            &url,
-            "--md5",
-            &md5,
-        ],
-        &[],
-    );
+    let (ok, text) = download(&data, &url, &md5);
     assert!(!ok, "a corrupted download must fail:\n{text}");
     assert!(
         text.contains("corrupted") && text.contains("MD5") && text.contains(&md5),
@@ -160,19 +153,7 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
 
     // Its checksum right but no archive (a mirror's error page): named, nothing left behind.
     let url = format!("{base}/login.html");
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            data.to_str().unwrap(),
-            "--url",
-            &url,
-            "--md5",
-            &not_an_archive_md5,
-        ],
-        &[],
-    );
+    let (ok, text) = download(&data, &url, &not_an_archive_md5);
     assert!(!ok);
     assert!(
         text.contains(&format!("cannot extract the archive from {url}")),
@@ -186,19 +167,7 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
 
     // The good one: extracted into cifar-10-batches-bin/, no temporary left, data loads.
     let url = format!("{base}/good.tar.gz");
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            data.to_str().unwrap(),
-            "--url",
-            &url,
-            "--md5",
-            &md5,
-        ],
-        &[],
-    );
+    let (ok, text) = download(&data, &url, &md5);
     assert!(ok, "{text}");
     assert!(text.contains("downloaded"), "{text}");
     assert_eq!(listing(&data), vec!["cifar-10-batches-bin".to_string()]);
@@ -209,19 +178,7 @@ fn download_checks_the_md5_extracts_atomically_and_removes_a_corrupted_copy() {
 
     // Once there, nothing is fetched again.
     let before = requested.lock().unwrap().len();
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            data.to_str().unwrap(),
-            "--url",
-            &url,
-            "--md5",
-            &md5,
-        ],
-        &[],
-    );
+    let (ok, text) = download(&data, &url, &md5);
     assert!(ok && text.contains("already"), "{text}");
     assert_eq!(
         requested.lock().unwrap().len(),
@@ -286,19 +243,7 @@ fn offline_says_where_to_put_the_files_and_a_placed_archive_is_used_without_netw
     let url = format!("http://127.0.0.1:{port}/cifar-10-binary.tar.gz");
     let dir = TempDir::new();
     let data = dir.path().join("cifar10");
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            data.to_str().unwrap(),
-            "--url",
-            &url,
-            "--md5",
-            &md5,
-        ],
-        &[],
-    );
+    let (ok, text) = download(&data, &url, &md5);
     assert!(!ok);
     let placed = data.join("cifar-10-binary.tar.gz");
     for needle in [
@@ -321,19 +266,7 @@ fn offline_says_where_to_put_the_files_and_a_placed_archive_is_used_without_netw
 
     // The archive put where the message says: checked and extracted, still offline.
     std::fs::write(&placed, &archive).unwrap();
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            data.to_str().unwrap(),
-            "--url",
-            &url,
-            "--md5",
-            &md5,
-        ],
-        &[],
-    );
+    let (ok, text) = download(&data, &url, &md5);
     assert!(ok, "{text}");
     assert!(
         Source::detect(&data)
@@ -348,19 +281,7 @@ fn offline_says_where_to_put_the_files_and_a_placed_archive_is_used_without_netw
     let other = TempDir::new();
     let damaged = other.path().join("cifar-10-binary.tar.gz");
     std::fs::write(&damaged, &archive[..archive.len() / 2]).unwrap();
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            other.path().to_str().unwrap(),
-            "--url",
-            &url,
-            "--md5",
-            &md5,
-        ],
-        &[],
-    );
+    let (ok, text) = download(other.path(), &url, &md5);
     assert!(!ok);
     assert!(
         text.contains(damaged.to_str().unwrap()) && text.contains("MD5"),
@@ -385,19 +306,7 @@ fn a_mirror_needs_its_checksum() {
     );
     assert!(!ok);
     assert!(text.contains("needs its MD5 checksum"), "{text}");
-    let (ok, text) = hftrain(
-        &[
-            "data",
-            "download",
-            "--data",
-            dir.path().to_str().unwrap(),
-            "--url",
-            "http://127.0.0.1:9/x",
-            "--md5",
-            "xyz",
-        ],
-        &[],
-    );
+    let (ok, text) = download(dir.path(), "http://127.0.0.1:9/x", "xyz");
     assert!(!ok);
     assert!(
         text.contains("\"xyz\" is not 32 hexadecimal digits"),
