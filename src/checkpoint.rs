@@ -13,7 +13,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::fsutil::{sync_dir, temporary_sibling, write_atomic, write_synced};
+use crate::fsutil::{remove_temporaries, sync_dir, temporary_sibling, write_atomic, write_synced};
 use crate::metrics::EpochMetrics;
 use crate::optim::OptimizerState;
 use crate::params::Layout;
@@ -117,7 +117,8 @@ impl Checkpoint {
             .with_context(|| format!("cannot create {}", checkpoints_dir.display()))?;
         let target = checkpoints_dir.join(dir_name(&self.position));
         let tmp = temporary_sibling(&target);
-        remove_unfinished(checkpoints_dir)?;
+        // Under the run lock no other process writes here: every temporary is a leftover.
+        remove_temporaries(checkpoints_dir, "checkpoint", false)?;
         fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
         let written = self.write_into(&tmp);
         if let Err(e) = written {
@@ -320,23 +321,6 @@ fn point_latest(dir: &Path, target: &Path) -> Result<()> {
 }
 
 /// Complete checkpoint directories in `dir`, oldest first (by position in the name).
-/// Removes what a killed writer left: hidden temporary directories (`.epoch-….tmp-<pid>`).
-/// Only one process trains in a run directory (the run lock), so none is being written.
-fn remove_unfinished(dir: &Path) -> Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp-") {
-            let path = entry.path();
-            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-            removed.with_context(|| format!("cannot remove the unfinished checkpoint {}", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 pub fn list(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(dir) else {
         return Vec::new();

@@ -17,6 +17,33 @@ pub fn temporary_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// The process id of a temporary made by `temporary_sibling`, from its file name.
+fn temporary_owner(name: &str) -> Option<u32> {
+    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    pid.parse().ok()
+}
+
+/// Removes the temporaries (`temporary_sibling`) in `dir` left by interrupted writes: all of
+/// them, or with `only_of_ended_processes` those whose process no longer runs (where another
+/// live process may be writing). `what` names them in errors ("checkpoint", "download").
+pub fn remove_temporaries(dir: &Path, what: &str, only_of_ended_processes: bool) -> Result<()> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(|e| e.ok()) {
+        let Some(pid) = temporary_owner(&entry.file_name().to_string_lossy()) else {
+            continue;
+        };
+        if only_of_ended_processes && crate::lock::process_exists(pid) {
+            continue;
+        }
+        let path = entry.path();
+        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
+        removed.with_context(|| format!("cannot remove the unfinished {what} {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Writes `bytes` to `path` and syncs the file (not the directory).
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file =

@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::binary::{TEST_FILE, TRAIN_FILES};
-use crate::fsutil::{sync_dir, temporary_sibling};
+use crate::fsutil::{remove_temporaries, sync_dir, temporary_sibling};
 
 /// The publisher's address of the binary version (Alex Krizhevsky's CIFAR page).
 pub const OFFICIAL_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
@@ -97,7 +97,8 @@ pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
     }
     fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data directory {}", dir.display()))?;
-    remove_stale_temporaries(dir)?;
+    // Another process may be downloading into the same directory: only ended ones' leftovers.
+    remove_temporaries(dir, "download", true)?;
 
     let placed = dir.join(ARCHIVE_NAME);
     if placed.is_file() {
@@ -155,34 +156,6 @@ fn has_all_batches(folder: &Path) -> bool {
         .iter()
         .chain([&TEST_FILE])
         .all(|name| folder.join(name).is_file())
-}
-
-/// Removes temporaries (`.name.tmp-<pid>`) in `dir` whose process has ended.
-fn remove_stale_temporaries(dir: &Path) -> Result<()> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(());
-    };
-    for entry in entries.filter_map(|e| e.ok()) {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .rsplit_once(".tmp-")
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if !name.starts_with('.') || crate::lock::process_exists(pid) {
-            continue;
-        }
-        let path = entry.path();
-        let removed = if path.is_dir() {
-            fs::remove_dir_all(&path)
-        } else {
-            fs::remove_file(&path)
-        };
-        removed
-            .with_context(|| format!("cannot remove the unfinished download {}", path.display()))?;
-    }
-    Ok(())
 }
 
 /// Streams `url` into `path` (created afresh and synced), with a progress bar.
