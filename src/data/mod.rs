@@ -7,6 +7,7 @@ pub mod batcher;
 pub mod binary;
 pub mod download;
 pub mod folder;
+pub mod synthetic;
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -45,7 +45,7 @@ fn eval_of_a_non_checkpoint_exits_non_zero() {
 
 #[test]
 fn off_a_terminal_progress_becomes_lines_and_quiet_prints_only_the_result() {
-    let Some(data) = crate::common::cifar10_folder() else { return };
+    let data = crate::common::synthetic_binary();
     let dir = TempDir::new();
     let mut config = crate::common::small_config(&data, "flex");
     config.data.train_limit = 100;
@@ -91,7 +91,7 @@ fn an_unusable_run_directory_is_named() {
 /// value names its default (or is required: named in the usage line).
 #[test]
 fn every_option_in_the_help_is_described_with_its_default() {
-    let commands: [&[&str]; 6] = [&[], &["train"], &["eval"], &["data", "download"], &["plot"], &["curvature"]];
+    let commands: [&[&str]; 7] = [&[], &["train"], &["eval"], &["data", "download"], &["data", "synthetic"], &["plot"], &["curvature"]];
     let mut checked = 0;
     for command in commands {
         let (ok, text) = hftrain(&[command, &["--help"]].concat());

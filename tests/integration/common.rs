@@ -1,10 +1,13 @@
-//! Helpers shared by the tests: the real CIFAR-10 folder beside the repository, small configs,
-//! synthetic binary batches.
+//! Helpers shared by the tests: the generated data set every test trains on, the real CIFAR-10
+//! folder where a checkout has it, small configs, synthetic binary records.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hftrain::config::{BlockConfig, Config, HeadKind};
+use hftrain::data::synthetic::SyntheticSpec;
+use hftrain::data::{Format, Split};
 
 /// The repository root. `cargo test` sets CARGO_MANIFEST_DIR when it runs the tests too;
 /// that value wins over the one compiled in, which names wherever the binary was built (a
@@ -15,9 +18,51 @@ pub fn repository_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
-/// `../shared/data/cifar10` (the image folder every test and run reads in place), or None
-/// with the reason printed, so a missing folder never passes silently.
-pub fn cifar10_folder() -> Option<PathBuf> {
+/// The generated stand-in for CIFAR-10 (`hftrain::data::synthetic`) that the tests train,
+/// resume, kill and evaluate on, in the official binary format: 60 training and 20 test
+/// images per class. Written once under cargo's temporary folder for integration tests and
+/// shared by every test and child process (see `synthetic_data`).
+pub fn synthetic_binary() -> PathBuf {
+    synthetic_data(Format::Binary)
+}
+
+/// The same images as `synthetic_binary`, as an image folder of PNG files.
+pub fn synthetic_folder() -> PathBuf {
+    synthetic_data(Format::ImageFolder)
+}
+
+/// The generated data set in `format`. Its folder is named by a checksum of the generated
+/// bytes, so a change to the generator writes a new one instead of reusing a stale copy;
+/// `synthetic::write` renames a complete folder into place, so a folder that exists is
+/// whole (another test process may have written it first).
+fn synthetic_data(format: Format) -> PathBuf {
+    static WRITING: Mutex<()> = Mutex::new(());
+    let spec = SyntheticSpec { train_per_class: 60, test_per_class: 20, seed: 0 };
+    let (train, test) = (spec.generate(Split::Train), spec.generate(Split::Test));
+    let mut crc = crc32fast::Hasher::new();
+    for data in [&train, &test] {
+        crc.update(&data.images);
+        crc.update(&data.labels);
+    }
+    let name = match format {
+        Format::Binary => "binary",
+        Format::ImageFolder => "folder",
+    };
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("synthetic-cifar10-{:08x}", crc.finalize()))
+        .join(name);
+    let _guard = WRITING.lock().unwrap_or_else(|e| e.into_inner());
+    if !dir.is_dir() {
+        let written = hftrain::data::synthetic::write(&dir, format, &train, &test);
+        assert!(dir.is_dir(), "cannot write the synthetic data set to {}: {written:?}", dir.display());
+    }
+    dir
+}
+
+/// `../shared/data/cifar10`, the real CIFAR-10 images, where a checkout has them beside it
+/// (not on a user's machine, nor in CI): only the checks of real images use it, and they say
+/// that they skipped, since libtest would otherwise show them as passed.
+pub fn real_cifar10_folder() -> Option<PathBuf> {
     let dir = repository_root().join("../shared/data/cifar10");
     if dir.join("train").is_dir() && dir.join("test").is_dir() {
         Some(dir)
@@ -27,8 +72,8 @@ pub fn cifar10_folder() -> Option<PathBuf> {
         use std::io::Write;
         let _ = writeln!(
             std::io::stderr(),
-            "SKIPPED: the CIFAR-10 image folder {} is absent; this test needs real images",
-            dir.display()
+            "SKIPPED: the real CIFAR-10 image folder ../shared/data/cifar10 is absent; this \
+             check of real images needs it (every other test runs on generated images)"
         );
         None
     }
@@ -141,11 +186,22 @@ pub fn flex_f64() -> burn::prelude::Device {
     device
 }
 
-/// Runs the ignored tests whose names contain `f64_` in a child process of this test binary
-/// with flex in f64, and returns the lines they printed with `measured:` or `SKIPPED`.
-/// Fails unless at least `expected` tests ran and all passed.
-pub fn run_f64_tests_in_child(expected: usize) -> Vec<String> {
+/// Runs every ignored test of this binary in a child process with flex in f64, and returns
+/// the lines they printed with `measured:`. The tests to run are discovered (`--list
+/// --ignored`), not counted by hand: every ignored test must be an f64 test (named `f64_...`,
+/// so that none is left out unseen), and each listed one must be reported passed.
+pub fn run_f64_tests_in_child() -> Vec<String> {
     let exe = std::env::current_exe().expect("the test binary knows its path");
+    let listing = std::process::Command::new(&exe)
+        .args(["--list", "--ignored", "--format", "terse"])
+        .output()
+        .expect("the test binary lists its tests");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let ignored: Vec<&str> = listing.lines().filter_map(|l| l.strip_suffix(": test")).collect();
+    assert!(!ignored.is_empty(), "no ignored (f64) tests found in:\n{listing}");
+    let not_f64: Vec<&&str> = ignored.iter().filter(|name| !name.rsplit("::").next().unwrap_or("").starts_with("f64_")).collect();
+    assert!(not_f64.is_empty(), "ignored tests that no process runs (only f64_ tests may be ignored): {not_f64:?}");
+
     let out = std::process::Command::new(exe)
         .args(["f64_", "--ignored", "--test-threads=1", "--nocapture"])
         .env(F64_CHILD, "1")
@@ -154,20 +210,12 @@ pub fn run_f64_tests_in_child(expected: usize) -> Vec<String> {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "f64 tests failed:\n{stdout}\n{stderr}");
-    let passed: usize = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("test result: ok. "))
-        .and_then(|rest| rest.split(' ').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(passed >= expected, "only {passed} of {expected} f64 tests ran:\n{stdout}");
-    // The measured figures, and any skip (a missing data folder) so that it is not silent.
-    stdout
-        .lines()
-        .chain(stderr.lines())
-        .filter(|l| l.contains("measured:") || l.contains("SKIPPED"))
-        .map(str::to_owned)
-        .collect()
+    for name in &ignored {
+        assert!(stdout.contains(&format!("test {name} ... ok")), "{name} did not pass in the f64 process:\n{stdout}");
+    }
+    let mut measured: Vec<String> = stdout.lines().filter(|l| l.contains("measured:")).map(str::to_owned).collect();
+    measured.push(format!("measured: {} f64 tests passed in their own process", ignored.len()));
+    measured
 }
 
 /// Uniform values in [-1, 1) from `seed`, as a tensor of `shape` on `device`.

@@ -12,12 +12,9 @@ use hftrain::params::{Layout, from_host, to_host};
 
 use crate::common::{flex_f64, random_tensor, relative_error, run_f64_tests_in_child};
 
-/// Number of `f64_` tests in this binary (the parent checks they all ran).
-const F64_TESTS: usize = 13;
-
 #[test]
 fn f64_tests_pass_in_their_own_process() {
-    let measured = run_f64_tests_in_child(F64_TESTS);
+    let measured = run_f64_tests_in_child();
     use std::io::Write;
     let mut err = std::io::stderr();
     for line in measured {
@@ -420,7 +417,7 @@ fn read_safetensors(path: &std::path::Path) -> (std::collections::BTreeMap<Strin
 
 #[test]
 fn curvature_command_writes_products_another_framework_can_check() {
-    let Some(data) = crate::common::cifar10_folder() else { return };
+    let data = crate::common::synthetic_binary();
     let mut config = crate::common::small_config(&data, "flex");
     config.data.train_limit = 100;
     config.data.test_limit = 50;

@@ -1,11 +1,13 @@
 use hftrain::data::folder::decode_image;
 use hftrain::data::{CIFAR10_CLASSES, Format, IMAGE_SIDE, Source, Split};
 
-use crate::common::{assert_error, cifar10_folder, TempDir};
+use crate::common::{assert_error, real_cifar10_folder, synthetic_binary, synthetic_folder, TempDir};
 
+/// The one check of the real CIFAR-10 images, where a checkout has them beside it; it says
+/// when it skips. Everything else runs on generated images.
 #[test]
 fn reads_real_images_in_cifar_label_order() {
-    let Some(root) = cifar10_folder() else { return };
+    let Some(root) = real_cifar10_folder() else { return };
     let source = Source::detect(&root).unwrap();
     assert_eq!(source.format, Format::ImageFolder);
     let test = source.load(Split::Test, 50).unwrap();
@@ -88,4 +90,80 @@ fn missing_split_is_named() {
     let dir = TempDir::new();
     write_images(dir.path(), "train", "cat", 1, 32);
     assert_error(Source::detect(dir.path()).unwrap().load(Split::Test, 0), &["`test` split"]);
+}
+
+/// The generated data set in both formats: the same images and labels through both readers
+/// (PNG is lossless), CIFAR-10's class names and label order, balanced subsets, and images
+/// that differ from one another.
+#[test]
+fn generated_data_reads_the_same_in_both_formats() {
+    let binary = Source::detect(&synthetic_binary()).unwrap();
+    let folder = Source::detect(&synthetic_folder()).unwrap();
+    assert_eq!((binary.format, folder.format), (Format::Binary, Format::ImageFolder));
+    for (split, count) in [(Split::Train, 600), (Split::Test, 200)] {
+        let a = binary.load(split, 0).unwrap();
+        let b = folder.load(split, 0).unwrap();
+        assert_eq!(a.len(), count);
+        assert_eq!(a.classes, CIFAR10_CLASSES.map(String::from).to_vec());
+        assert_eq!(b.classes, a.classes);
+        assert!(a.class_counts().iter().all(|&c| c == count / 10));
+        // The folder lists each class's files in name order; match images by content.
+        let mut from_binary: Vec<(u8, &[u8])> = (0..a.len()).map(|i| (a.labels[i], a.image(i))).collect();
+        let mut from_folder: Vec<(u8, &[u8])> = (0..b.len()).map(|i| (b.labels[i], b.image(i))).collect();
+        from_binary.sort();
+        from_folder.sort();
+        assert!(from_binary == from_folder, "{split:?}: the two formats hold different images");
+        from_binary.dedup_by(|x, y| x.1 == y.1);
+        assert_eq!(from_binary.len(), count, "{split:?}: some generated images are identical");
+    }
+    let subset = binary.load(Split::Train, 100).unwrap();
+    assert!(subset.class_counts().iter().all(|&c| c == 10), "{:?}", subset.class_counts());
+}
+
+/// The classes differ in what a network sees: the mean colour of two classes differs by
+/// more than the spread of that mean within a class (so a small network can learn them).
+#[test]
+fn generated_classes_differ_in_mean_colour() {
+    let data = Source::detect(&synthetic_binary()).unwrap().load(Split::Train, 0).unwrap();
+    let plane = 32 * 32;
+    let mut means = vec![Vec::new(); 10];
+    for i in 0..data.len() {
+        let image = data.image(i);
+        let mean: Vec<f64> = (0..3).map(|c| image[c * plane..(c + 1) * plane].iter().map(|&v| v as f64).sum::<f64>() / plane as f64).collect();
+        means[data.labels[i] as usize].push(mean);
+    }
+    let centre = |m: &[Vec<f64>]| (0..3).map(|c| m.iter().map(|v| v[c]).sum::<f64>() / m.len() as f64).collect::<Vec<f64>>();
+    let distance = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let centres: Vec<Vec<f64>> = means.iter().map(|m| centre(m)).collect();
+    let spread = means.iter().zip(&centres).map(|(m, c)| (m.iter().map(|v| distance(v, c).powi(2)).sum::<f64>() / m.len() as f64).sqrt()).fold(0.0, f64::max);
+    for a in 0..10 {
+        for b in a + 1..10 {
+            let gap = distance(&centres[a], &centres[b]);
+            assert!(gap > spread, "classes {a} and {b}: mean colours {gap:.1} apart, spread within a class {spread:.1}");
+        }
+    }
+}
+
+/// `hftrain data synthetic` writes a data set `train` reads, and never writes into a folder
+/// that holds something.
+#[test]
+fn data_synthetic_command_writes_a_new_folder_only() {
+    let dir = TempDir::new();
+    let out = dir.path().join("generated");
+    let hftrain = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_hftrain")).args(args).output().unwrap();
+    let made = hftrain(&["data", "synthetic", "--out", out.to_str().unwrap(), "--format", "folder", "--train-per-class", "3", "--test-per-class", "2"]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let source = Source::detect(&out).unwrap();
+    assert_eq!(source.format, Format::ImageFolder);
+    assert_eq!(source.load(Split::Train, 0).unwrap().len(), 30);
+    assert_eq!(source.load(Split::Test, 0).unwrap().len(), 20);
+    let before: Vec<_> = std::fs::read_dir(out.join("train/cat")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let again = hftrain(&["data", "synthetic", "--out", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success() && stderr.contains("already exists and is not empty") && stderr.contains("generated"), "{stderr}");
+    let after: Vec<_> = std::fs::read_dir(out.join("train/cat")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before, after, "the existing folder was changed");
+    assert!(!out.join("data_batch_1.bin").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
 }

@@ -1,4 +1,4 @@
-//! Truncated CG on known systems, and Hessian-free on a convex problem of real images
+//! Truncated CG on known systems, and Hessian-free on a convex problem of generated images
 //! (f64, in the process `curvature::f64_tests_pass_in_their_own_process` starts).
 
 use burn::prelude::*;
@@ -11,7 +11,7 @@ use hftrain::optim::cg::{self, CgSettings, CgStop, LinearOperator};
 use hftrain::optim::hessian_free::HessianFree;
 use hftrain::params::from_host;
 
-use crate::common::{cifar10_folder, flex_f64, random_tensor, relative_error};
+use crate::common::{flex_f64, random_tensor, relative_error, synthetic_binary};
 
 /// A dense symmetric matrix as a curvature operator.
 struct Dense(Tensor<2>);
@@ -137,9 +137,9 @@ fn f64_cg_stops_on_martens_rule_at_the_first_iteration_it_holds() {
 
 #[test]
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
-fn f64_hessian_free_solves_l2_softmax_regression_on_real_images() {
+fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
     let d = flex_f64();
-    let Some(dir) = cifar10_folder() else { return };
+    let dir = synthetic_binary();
     let source = Source::detect(&dir).unwrap();
     let train = source.load(Split::Train, 300).unwrap();
     let config = hftrain::config::DataConfig::default();
@@ -245,17 +245,34 @@ fn hessian_free_minimises_a_quadratic_with_rho_near_one() {
     let g0 = problem.gradient(&x).powi_scalar(2).sum().into_scalar::<f64>().sqrt();
     for step in 0..3 {
         let (next, report) = hf.step(&problem, &x, problem.value_at(&x), &problem.gradient(&x), None).unwrap();
-        assert!(report.accepted, "step {step}: {report:?}");
-        // On an exact quadratic the actual change is the undamped model's; the damped model
-        // predicts a little less: rho is just above 1.
         if step == 0 {
+            // On an exact quadratic the actual change is the undamped model's; the damped
+            // model predicts a little less: rho is just above 1.
+            assert!(report.accepted, "step {step}: {report:?}");
             assert!((1.0..1.01).contains(&report.rho), "rho {}", report.rho);
             assert!(report.damping < 1e-3, "rho > 3/4 lowers lambda: {}", report.damping);
+        } else if !report.accepted {
+            // Once the first step has solved the system to f32 precision, what is left to
+            // gain is below what f32 resolves in f: a step that does not lower f is then
+            // rightly rejected. Anything the arithmetic can resolve must be taken.
+            let resolution = f32_resolution_of_value(&problem, &x);
+            assert!(report.predicted.abs() <= resolution, "step {step} rejected with a resolvable predicted change {:.2e} (f32 resolves {resolution:.2e}): {report:?}", report.predicted);
         }
         x = next;
     }
     let g = problem.gradient(&x).powi_scalar(2).sum().into_scalar::<f64>().sqrt();
     assert!(g < 1e-4 * g0, "gradient norm {g} of {g0} after 3 steps");
+}
+
+/// How finely f32 arithmetic resolves `f(x) = x^T A x / 2 - b^T x`: its rounding error, a few
+/// units of f32's epsilon per term of the sums (n terms, the matrix product's n each) times
+/// the terms' magnitude. Derived from the precision and the problem's scale, so it holds on
+/// every CPU whatever order its SIMD path adds in.
+fn f32_resolution_of_value(problem: &Quadratic, x: &Tensor<1>) -> f64 {
+    let n = x.dims()[0] as f64;
+    let abs_ax = Dense(problem.a.clone().abs()).apply(&x.clone().abs());
+    let magnitude = (x.clone().abs() * (abs_ax.mul_scalar(0.5) + problem.b.clone().abs())).sum().into_scalar::<f64>();
+    4.0 * 2.0 * n * f32::EPSILON as f64 * magnitude
 }
 
 #[test]

@@ -11,7 +11,7 @@ use hftrain::checkpoint::{self, Checkpoint};
 use hftrain::config::Config;
 use hftrain::train::{self, TrainRequest};
 
-use crate::common::{TempDir, cifar10_folder, small_config};
+use crate::common::{TempDir, small_config, synthetic_binary};
 
 fn config(data: &Path, epochs: usize) -> Config {
     let mut c = small_config(data, "flex");
@@ -91,7 +91,7 @@ fn uninterrupted(config: &Config, dir: &Path) -> PathBuf {
 
 #[test]
 fn ctrl_c_checkpoints_the_current_step_and_resume_ends_bit_exact() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let mut config = config(&data, 3);
     // 20 steps per epoch with a line after each: Ctrl-C right after step 2 of epoch 2 lands
     // inside the epoch, however slow the machine.
@@ -129,7 +129,7 @@ fn ctrl_c_checkpoints_the_current_step_and_resume_ends_bit_exact() {
 
 #[test]
 fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let mut config = config(&data, 20);
     // Slow steps (Hessian-free with long CG solves), so that both signals land in one step.
     config.optimizer.kind = hftrain::config::OptimizerKind::HessianFree;
@@ -159,7 +159,7 @@ fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
 /// from one, and the run finally ends with the parameters of an uninterrupted run.
 #[test]
 fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let mut config = config(&data, 20);
     config.data.train_limit = 400;
     config.checkpoint.every_epochs = 1;
@@ -226,7 +226,7 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
 
 #[test]
 fn a_second_process_on_the_same_run_directory_is_refused_and_stale_locks_are_taken_over() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let config = config(&data, 1);
     let dir = TempDir::new();
     let run = dir.path().join("run");
@@ -242,7 +242,7 @@ fn a_second_process_on_the_same_run_directory_is_refused_and_stale_locks_are_tak
 
 #[test]
 fn resume_latest_skips_a_damaged_newest_checkpoint() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let config = config(&data, 3);
     let dir = TempDir::new();
     let run = dir.path().join("run");
@@ -265,7 +265,7 @@ fn resume_latest_skips_a_damaged_newest_checkpoint() {
 /// (a network with a few hundred thousand parameters makes each write last long enough).
 #[test]
 fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let config = large_model_config(&data, 5);
     let dir = TempDir::new();
     let reference_run = uninterrupted(&config, dir.path());
@@ -329,7 +329,7 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
 
 #[test]
 fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let mut config = config(&data, 3);
     let dir = TempDir::new();
     config.optimizer.lr = 1e30;
@@ -346,7 +346,7 @@ fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
 #[test]
 fn a_failing_checkpoint_write_keeps_the_previous_checkpoint() {
     use std::os::unix::process::CommandExt;
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     // Every checkpoint file of parameters (about 1.3 MB) crosses the limit.
     let config = large_model_config(&data, 3);
     let dir = TempDir::new();

@@ -1,10 +1,11 @@
-//! Real training on a few hundred CIFAR-10 images: wgpu through the software Vulkan driver
-//! (or a GPU where there is one), and Burn's CPU backend for the exact-resume check.
+//! Real training on a few hundred generated images (the binary batches and the image folder):
+//! wgpu through the software Vulkan driver (or a GPU where there is one), and Burn's CPU
+//! backend for the exact-resume checks.
 
 use hftrain::config::Config;
 use hftrain::train::{self, TrainOutcome, TrainRequest};
 
-use crate::common::{assert_error, cifar10_folder, small_config, TempDir};
+use crate::common::{assert_error, small_config, synthetic_binary, synthetic_folder, TempDir};
 
 fn train(config: &Config, out: &std::path::Path, resume: Option<&str>, stop_after_epoch: Option<usize>) -> anyhow::Result<TrainOutcome> {
     train::run(TrainRequest {
@@ -23,7 +24,7 @@ fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_folder();
     let mut config = small_config(&data, "wgpu");
     config.train.epochs = 3;
     let dir = TempDir::new();
@@ -51,7 +52,7 @@ fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
 
 #[test]
 fn flex_resume_is_bit_exact() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let mut config = small_config(&data, "flex");
     config.data.train_limit = 200;
     config.data.test_limit = 100;
@@ -69,7 +70,7 @@ fn flex_resume_is_bit_exact() {
 
 #[test]
 fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let mut config = small_config(&data, "flex");
     config.data.train_limit = 100;
     config.data.test_limit = 50;
@@ -101,7 +102,7 @@ fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
 
 #[test]
 fn eval_command_reports_accuracy_and_confusion_matrix() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_folder();
     let mut config = small_config(&data, "flex");
     config.data.train_limit = 100;
     config.data.test_limit = 50;
@@ -165,7 +166,7 @@ fn hessian_free_config(data: &std::path::Path, device: &str) -> Config {
 
 #[test]
 fn wgpu_hessian_free_training_lowers_the_loss() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_folder();
     let config = hessian_free_config(&data, "wgpu");
     let dir = TempDir::new();
     let out = train(&config, dir.path(), None, None).unwrap();
@@ -180,7 +181,7 @@ fn wgpu_hessian_free_training_lowers_the_loss() {
 
 #[test]
 fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
-    let Some(data) = cifar10_folder() else { return };
+    let data = synthetic_binary();
     let mut config = hessian_free_config(&data, "flex");
     config.train.epochs = 2;
     // The exact Hessian this time (the wgpu test covers Gauss-Newton).
