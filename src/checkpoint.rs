@@ -191,7 +191,11 @@ impl Checkpoint {
         for entry in &manifest.files {
             let path = dir.join(&entry.name);
             let bytes = fs::read(&path).with_context(|| {
-                format!("checkpoint {} is incomplete: cannot read {}", dir.display(), entry.name)
+                format!(
+                    "checkpoint {} is incomplete: cannot read {}",
+                    dir.display(),
+                    entry.name
+                )
             })?;
             if bytes.len() as u64 != entry.bytes {
                 bail!(
@@ -279,7 +283,10 @@ impl Checkpoint {
 /// Reads and checks a checkpoint's manifest.
 pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     if !dir.is_dir() {
-        bail!("checkpoint {} does not exist or is not a directory", dir.display());
+        bail!(
+            "checkpoint {} does not exist or is not a directory",
+            dir.display()
+        );
     }
     let path = dir.join(MANIFEST);
     let text = fs::read(&path).with_context(|| {
@@ -288,11 +295,13 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             dir.display()
         )
     })?;
-    let value: serde_json::Value = serde_json::from_slice(&text).with_context(|| {
-        format!("{} is damaged: not valid JSON", path.display())
-    })?;
+    let value: serde_json::Value = serde_json::from_slice(&text)
+        .with_context(|| format!("{} is damaged: not valid JSON", path.display()))?;
     let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
-    let version = value.get("format_version").and_then(|v| v.as_u64()).unwrap_or(0);
+    let version = value
+        .get("format_version")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
     if format != FORMAT {
         bail!("{} is not an hftrain checkpoint manifest", path.display());
     }
@@ -312,11 +321,12 @@ fn point_latest(dir: &Path, target: &Path) -> Result<()> {
     let link = dir.join(LATEST);
     let tmp = temporary_sibling(&link);
     let _ = fs::remove_file(&tmp);
-    let name = target.file_name().expect("a checkpoint directory has a name");
+    let name = target
+        .file_name()
+        .expect("a checkpoint directory has a name");
     std::os::unix::fs::symlink(name, &tmp)
         .with_context(|| format!("cannot create link {}", tmp.display()))?;
-    fs::rename(&tmp, &link)
-        .with_context(|| format!("cannot replace {}", link.display()))?;
+    fs::rename(&tmp, &link).with_context(|| format!("cannot replace {}", link.display()))?;
     sync_dir(dir)
 }
 

@@ -18,8 +18,12 @@ use crate::params::from_host;
 use crate::train::{self, TrainRequest};
 
 #[derive(Debug, Parser)]
-#[command(name = "hftrain", version, about = "Train CIFAR-10 classifiers on the GPU with Burn, \
-    with Hessian-free (truncated Newton) optimisation or SGD/Adam")]
+#[command(
+    name = "hftrain",
+    version,
+    about = "Train CIFAR-10 classifiers on the GPU with Burn, \
+    with Hessian-free (truncated Newton) optimisation or SGD/Adam"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -229,7 +233,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             limit,
             json,
             show_mistakes,
-        } => eval_command(&checkpoint, data, device, limit, json, show_mistakes).map(|()| ExitCode::SUCCESS),
+        } => eval_command(&checkpoint, data, device, limit, json, show_mistakes)
+            .map(|()| ExitCode::SUCCESS),
         Command::Data {
             command: DataCommand::Download { data, url, md5 },
         } => {
@@ -249,7 +254,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 },
         } => {
             use crate::data::{Format, synthetic::SyntheticSpec};
-            let spec = SyntheticSpec { train_per_class, test_per_class, seed };
+            let spec = SyntheticSpec {
+                train_per_class,
+                test_per_class,
+                seed,
+            };
             let (train, test) = (spec.generate(Split::Train), spec.generate(Split::Test));
             let format = match format {
                 SyntheticFormat::Binary => Format::Binary,
@@ -384,7 +393,9 @@ fn eval_command(
     let text = serde_json::to_string_pretty(&result).expect("an evaluation always serialises");
     write_atomic(&json_path, text.as_bytes())?;
     println!("results: {}", json_path.display());
-    let stem = json_path.file_stem().map_or("eval".into(), |s| s.to_string_lossy().into_owned());
+    let stem = json_path
+        .file_stem()
+        .map_or("eval".into(), |s| s.to_string_lossy().into_owned());
     let picture = json_path.with_file_name(format!("{stem}-confusion.png"));
     crate::plots::write_confusion(&picture, &result.classes, &result.confusion)?;
     println!("confusion matrix: {}", picture.display());
@@ -412,4 +423,3 @@ fn default_eval_path(dir: &Path) -> PathBuf {
         _ => PathBuf::from(format!("{name}.eval.json")),
     }
 }
-

@@ -311,7 +311,10 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { every_epochs: 1, keep: 3 }
+        Self {
+            every_epochs: 1,
+            keep: 3,
+        }
     }
 }
 
@@ -485,7 +488,9 @@ impl Config {
             format!("{key}.curvature_batch_size = 0: expected at least 1"),
         );
         check(
-            finite_positive(h.min_damping) && h.min_damping <= h.max_damping && h.max_damping.is_finite(),
+            finite_positive(h.min_damping)
+                && h.min_damping <= h.max_damping
+                && h.max_damping.is_finite(),
             format!(
                 "{key}.min_damping = {}, max_damping = {}: expected 0 < min_damping <= max_damping",
                 h.min_damping, h.max_damping
@@ -511,11 +516,17 @@ impl Config {
         );
         check(
             h.damping_raise.is_finite() && h.damping_raise > 1.0,
-            format!("{key}.damping_raise = {}: expected a number above 1", h.damping_raise),
+            format!(
+                "{key}.damping_raise = {}: expected a number above 1",
+                h.damping_raise
+            ),
         );
         check(
             h.damping_lower > 0.0 && h.damping_lower < 1.0,
-            format!("{key}.damping_lower = {}: expected a number in (0, 1)", h.damping_lower),
+            format!(
+                "{key}.damping_lower = {}: expected a number in (0, 1)",
+                h.damping_lower
+            ),
         );
         check(
             h.cg_max_iterations > 0,
@@ -523,14 +534,21 @@ impl Config {
         );
         check(
             finite_positive(h.cg_tolerance),
-            format!("{key}.cg_tolerance = {}: expected a positive number", h.cg_tolerance),
+            format!(
+                "{key}.cg_tolerance = {}: expected a positive number",
+                h.cg_tolerance
+            ),
         );
         check(
             fraction(h.warm_start_decay),
-            format!("{key}.warm_start_decay = {}: expected a number in [0, 1]", h.warm_start_decay),
+            format!(
+                "{key}.warm_start_decay = {}: expected a number in [0, 1]",
+                h.warm_start_decay
+            ),
         );
         check(
-            h.preconditioner_exponent.is_finite() && (0.0..=1.0).contains(&h.preconditioner_exponent),
+            h.preconditioner_exponent.is_finite()
+                && (0.0..=1.0).contains(&h.preconditioner_exponent),
             format!(
                 "{key}.preconditioner_exponent = {}: expected a number in [0, 1]",
                 h.preconditioner_exponent
@@ -538,11 +556,17 @@ impl Config {
         );
         check(
             h.armijo_c > 0.0 && h.armijo_c < 1.0,
-            format!("{key}.armijo_c = {}: expected a number in (0, 1)", h.armijo_c),
+            format!(
+                "{key}.armijo_c = {}: expected a number in (0, 1)",
+                h.armijo_c
+            ),
         );
         check(
             h.line_search_shrink > 0.0 && h.line_search_shrink < 1.0,
-            format!("{key}.line_search_shrink = {}: expected a number in (0, 1)", h.line_search_shrink),
+            format!(
+                "{key}.line_search_shrink = {}: expected a number in (0, 1)",
+                h.line_search_shrink
+            ),
         );
         check(
             h.max_rejected_steps > 0,
@@ -612,12 +636,7 @@ impl Config {
     }
 }
 
-fn diff_values(
-    path: &str,
-    a: &serde_json::Value,
-    b: &serde_json::Value,
-    out: &mut Vec<String>,
-) {
+fn diff_values(path: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
     use serde_json::Value;
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {

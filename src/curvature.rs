@@ -143,7 +143,12 @@ pub struct Objective<'a> {
 }
 
 impl<'a> Objective<'a> {
-    pub fn new(network: &'a Network, label_smoothing: f32, weight_decay: f64, device: &Device) -> Self {
+    pub fn new(
+        network: &'a Network,
+        label_smoothing: f32,
+        weight_decay: f64,
+        device: &Device,
+    ) -> Self {
         Self {
             network,
             label_smoothing,
@@ -154,7 +159,9 @@ impl<'a> Objective<'a> {
 
     /// `weight_decay * mask * v`: the weight-decay term of a gradient or a curvature product.
     fn decay_product(&self, v: &Tensor<1>) -> Tensor<1> {
-        v.clone().mul(self.decay_mask.clone()).mul_scalar(self.weight_decay)
+        v.clone()
+            .mul(self.decay_mask.clone())
+            .mul_scalar(self.weight_decay)
     }
 
     /// `weight_decay / 2 * |mask * theta|^2`, one element.
@@ -171,7 +178,8 @@ impl<'a> Objective<'a> {
         let out = self
             .network
             .forward(batch.images.clone(), &parts, &[], Mode::Train);
-        cross_entropy(out.logits, batch.labels.clone(), self.label_smoothing) + self.decay_value(params)
+        cross_entropy(out.logits, batch.labels.clone(), self.label_smoothing)
+            + self.decay_value(params)
     }
 
     /// Value and gradient by our own backprop (the layers' `vjp`).
@@ -180,7 +188,8 @@ impl<'a> Objective<'a> {
         let parts = network.params.split(params);
         let tape = network.forward_recorded(batch.images.clone(), &parts);
         let logits = tape.logits.clone();
-        let d_logits = cross_entropy_gradient(logits.clone(), batch.labels.clone(), self.label_smoothing);
+        let d_logits =
+            cross_entropy_gradient(logits.clone(), batch.labels.clone(), self.label_smoothing);
         let (grads, squares) = network.backprop(&tape, &parts, d_logits, squared);
         let loss = cross_entropy(logits.clone(), batch.labels.clone(), self.label_smoothing);
         ObjectiveGradient {
@@ -199,7 +208,11 @@ impl<'a> Objective<'a> {
         let network = self.network;
         let leaves = autodiff_leaves(network, params);
         let tape = network.forward_recorded(batch.images.clone(), &leaves);
-        let d_logits = cross_entropy_gradient(tape.logits.clone(), batch.labels.clone(), self.label_smoothing);
+        let d_logits = cross_entropy_gradient(
+            tape.logits.clone(),
+            batch.labels.clone(),
+            self.label_smoothing,
+        );
         let (grads, _) = network.backprop(&tape, &leaves, d_logits, false);
         let directional = grads
             .into_iter()
@@ -293,10 +306,13 @@ pub struct BatchProblem<'a> {
 
 impl crate::optim::hessian_free::Problem for BatchProblem<'_> {
     fn value(&self, params: &Tensor<1>) -> f64 {
-        self.objective.value(params, self.batch).into_scalar::<f64>()
+        self.objective
+            .value(params, self.batch)
+            .into_scalar::<f64>()
     }
 
     fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {
-        self.objective.curvature(self.kind, params, &self.curvature_batch)
+        self.objective
+            .curvature(self.kind, params, &self.curvature_batch)
     }
 }

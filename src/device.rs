@@ -82,7 +82,9 @@ fn open(choice: DeviceChoice) -> Result<SelectedDevice> {
                 );
                 log::debug!("wgpu adapters tried: {e:#}");
                 let mut selected = flex();
-                selected.description = selected.description.replace(')', "; no GPU adapter for wgpu)");
+                selected.description = selected
+                    .description
+                    .replace(')', "; no GPU adapter for wgpu)");
                 Ok(selected)
             }
         },
@@ -102,7 +104,10 @@ fn flex() -> SelectedDevice {
 fn open_wgpu(kinds: &[DeviceKind]) -> Result<SelectedDevice> {
     let mut tried = Vec::new();
     for kind in kinds {
-        match Device::wgpu_options().device_kind(kind.clone()).init_with_setup() {
+        match Device::wgpu_options()
+            .device_kind(kind.clone())
+            .init_with_setup()
+        {
             Ok((device, setup)) => {
                 let info = setup.adapter.get_info();
                 let description = format!(

@@ -54,7 +54,16 @@ pub fn evaluate(
     transform: &Transform,
     device: &Device,
 ) -> Evaluation {
-    evaluate_with(network, params, buffers, data, batch_size, transform, device, EvalOptions::default())
+    evaluate_with(
+        network,
+        params,
+        buffers,
+        data,
+        batch_size,
+        transform,
+        device,
+        EvalOptions::default(),
+    )
 }
 
 /// `evaluate`, with test-time augmentation and mistakes as asked.
@@ -79,19 +88,40 @@ pub fn evaluate_with(
     let buffer_parts = network.buffers.split(buffers);
     for batch in eval_batches(data, batch_size, transform) {
         let (images, labels) = batch.to_device(device);
-        let forward = |x: Tensor<4>| network.forward(x, &param_parts, &buffer_parts, crate::model::Mode::Eval).logits;
+        let forward = |x: Tensor<4>| {
+            network
+                .forward(x, &param_parts, &buffer_parts, crate::model::Mode::Eval)
+                .logits
+        };
         let logits = forward(images.clone());
         let n = batch.len();
-        let predicted: Vec<i64> = logits.clone().argmax(1).reshape([n]).to_data().iter::<i64>().collect();
+        let predicted: Vec<i64> = logits
+            .clone()
+            .argmax(1)
+            .reshape([n])
+            .to_data()
+            .iter::<i64>()
+            .collect();
         if options.flip_tta {
             // Images are NCHW: the width is axis 3.
             let averaged = (logits.clone() + forward(images.flip([3]))).div_scalar(2.0);
-            let guesses: Vec<i64> = averaged.argmax(1).reshape([n]).to_data().iter::<i64>().collect();
-            tta_correct += guesses.iter().zip(&batch.labels).filter(|(g, t)| g == t).count() as u64;
+            let guesses: Vec<i64> = averaged
+                .argmax(1)
+                .reshape([n])
+                .to_data()
+                .iter::<i64>()
+                .collect();
+            tta_correct += guesses
+                .iter()
+                .zip(&batch.labels)
+                .filter(|(g, t)| g == t)
+                .count() as u64;
         }
         if options.mistakes > 0 {
-            let probabilities: Vec<f64> =
-                burn::tensor::activation::softmax(logits.clone(), 1).to_data().iter::<f64>().collect();
+            let probabilities: Vec<f64> = burn::tensor::activation::softmax(logits.clone(), 1)
+                .to_data()
+                .iter::<f64>()
+                .collect();
             for (i, (&truth, &guess)) in batch.labels.iter().zip(&predicted).enumerate() {
                 if truth != guess {
                     mistakes.push(Mistake {
@@ -117,7 +147,11 @@ pub fn evaluate_with(
         .enumerate()
         .map(|(i, row)| {
             let total: u64 = row.iter().sum();
-            if total == 0 { 0.0 } else { row[i] as f64 / total as f64 }
+            if total == 0 {
+                0.0
+            } else {
+                row[i] as f64 / total as f64
+            }
         })
         .collect();
     Evaluation {
@@ -127,7 +161,9 @@ pub fn evaluate_with(
         classes: data.classes.clone(),
         per_class_accuracy,
         confusion,
-        tta_accuracy: options.flip_tta.then(|| tta_correct as f64 / images.max(1) as f64),
+        tta_accuracy: options
+            .flip_tta
+            .then(|| tta_correct as f64 / images.max(1) as f64),
         mistakes: {
             mistakes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
             mistakes.truncate(options.mistakes);
@@ -139,7 +175,13 @@ pub fn evaluate_with(
 impl Evaluation {
     /// Per-class accuracy and the confusion matrix as a text table.
     pub fn table(&self) -> String {
-        let width = self.classes.iter().map(String::len).max().unwrap_or(5).max(5);
+        let width = self
+            .classes
+            .iter()
+            .map(String::len)
+            .max()
+            .unwrap_or(5)
+            .max(5);
         let mut out = format!(
             "test accuracy {:.2}% ({} images), loss {:.4}\n\n{:>width$}  accuracy\n",
             100.0 * self.accuracy,
@@ -175,7 +217,9 @@ impl Evaluation {
             out.push('\n');
         }
         if !self.mistakes.is_empty() {
-            out.push_str("\nmost confident mistakes (image index: true -> predicted, probability)\n");
+            out.push_str(
+                "\nmost confident mistakes (image index: true -> predicted, probability)\n",
+            );
             for m in &self.mistakes {
                 out.push_str(&format!(
                     "  {:>5}: {} -> {} ({:.1}%)\n",

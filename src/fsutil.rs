@@ -38,8 +38,13 @@ pub fn remove_temporaries(dir: &Path, what: &str, only_of_ended_processes: bool)
             continue;
         }
         let path = entry.path();
-        let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-        removed.with_context(|| format!("cannot remove the unfinished {what} {}", path.display()))?;
+        let removed = if path.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed
+            .with_context(|| format!("cannot remove the unfinished {what} {}", path.display()))?;
     }
     Ok(())
 }

@@ -54,7 +54,12 @@ pub struct Timings {
 /// A direction with entries uniform in [-1, 1), drawn on the host from `seed`.
 pub fn seeded_direction(len: usize, seed: u64, device: &Device) -> Tensor<1> {
     let mut rng = Rng::derive(seed, &[0xD1EC]);
-    from_host((0..len).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect(), device)
+    from_host(
+        (0..len)
+            .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
+            .collect(),
+        device,
+    )
 }
 
 /// Waits for the device by reading one value back.
@@ -78,15 +83,34 @@ fn median_seconds(repeats: usize, mut run: impl FnMut()) -> f64 {
 fn add_split(file: &mut SafeTensors, prefix: &str, layout: &Layout, flat: &Tensor<1>) {
     let values = to_host(flat);
     for e in layout.entries() {
-        file.add_f32(format!("{prefix}.{}", e.name), &e.shape, &values[e.offset..e.offset + e.len()]);
+        file.add_f32(
+            format!("{prefix}.{}", e.name),
+            &e.shape,
+            &values[e.offset..e.offset + e.len()],
+        );
     }
 }
 
 pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
-    let opened = crate::cli::open_checkpoint(&request.checkpoint, request.data.clone(), request.device.clone(), Split::Test, 0)?;
-    let (config, network, device, test) = (&opened.config, &opened.network, &opened.device, &opened.data);
+    let opened = crate::cli::open_checkpoint(
+        &request.checkpoint,
+        request.data.clone(),
+        request.device.clone(),
+        Split::Test,
+        0,
+    )?;
+    let (config, network, device, test) = (
+        &opened.config,
+        &opened.network,
+        &opened.device,
+        &opened.data,
+    );
     if request.batch == 0 || request.batch > test.len() {
-        bail!("--batch {}: expected 1 to {} (the test images found)", request.batch, test.len());
+        bail!(
+            "--batch {}: expected 1 to {} (the test images found)",
+            request.batch,
+            test.len()
+        );
     }
     let indices: Vec<usize> = (0..request.batch).collect();
     let host = HostBatch::assemble(test, &indices, &Transform::eval(&config.data), None);
@@ -102,7 +126,11 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
     let mut timings = Timings::default();
     add_split(&mut file, "params", &network.params, &opened.params);
     add_split(&mut file, "v", &network.params, &v);
-    file.add_f32("images", &[request.batch, CHANNELS, IMAGE_SIDE, IMAGE_SIDE], &host.pixels);
+    file.add_f32(
+        "images",
+        &[request.batch, CHANNELS, IMAGE_SIDE, IMAGE_SIDE],
+        &host.pixels,
+    );
     file.add_i64("labels", &[request.batch], &host.labels);
     if want(Products::Gradient) {
         let out = objective.gradient(&opened.params, &batch, false);
@@ -124,7 +152,12 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
         }));
     }
     if want(Products::Hessian) {
-        add_split(&mut file, "hv", &network.params, &objective.hessian_vector(&opened.params, &batch, &v));
+        add_split(
+            &mut file,
+            "hv",
+            &network.params,
+            &objective.hessian_vector(&opened.params, &batch, &v),
+        );
         timings.hessian_vector = Some(median_seconds(request.repeats, || {
             sync(&objective.hessian_vector(&opened.params, &batch, &v))
         }));
@@ -132,11 +165,14 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
     if want(Products::GaussNewton) {
         let gn = objective.gauss_newton(&opened.params, &batch);
         add_split(&mut file, "gv", &network.params, &gn.product(&v));
-        timings.gauss_newton_vector = Some(median_seconds(request.repeats, || sync(&gn.product(&v))));
-        timings.gauss_newton_record = Some(median_seconds(request.repeats, || {
-            let gn = objective.gauss_newton(&opened.params, &batch);
-            sync(&gn.product(&v.zeros_like()))
-        }) - timings.gauss_newton_vector.unwrap_or(0.0));
+        timings.gauss_newton_vector =
+            Some(median_seconds(request.repeats, || sync(&gn.product(&v))));
+        timings.gauss_newton_record = Some(
+            median_seconds(request.repeats, || {
+                let gn = objective.gauss_newton(&opened.params, &batch);
+                sync(&gn.product(&v.zeros_like()))
+            }) - timings.gauss_newton_vector.unwrap_or(0.0),
+        );
     }
     file.add_metadata("format", "hftrain curvature products v1");
     file.add_metadata(
@@ -152,9 +188,10 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
     file.add_metadata("checkpoint", request.checkpoint.display().to_string());
     file.add_metadata("model", network.summary());
     file.add_metadata("config", config.to_toml());
-    let path = request.out.clone().unwrap_or_else(|| {
-        default_path(&request.checkpoint, request.batch, request.seed)
-    });
+    let path = request
+        .out
+        .clone()
+        .unwrap_or_else(|| default_path(&request.checkpoint, request.batch, request.seed));
     file.write(&path)?;
     Ok((path, timings))
 }
@@ -162,7 +199,9 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
 /// `curvature-<checkpoint>-n<batch>-seed<seed>.safetensors` in the current directory.
 fn default_path(checkpoint: &Path, batch: usize, seed: u64) -> PathBuf {
     let real = std::fs::canonicalize(checkpoint).unwrap_or_else(|_| checkpoint.to_path_buf());
-    let name = real.file_name().map_or("checkpoint".into(), |n| n.to_string_lossy().into_owned());
+    let name = real
+        .file_name()
+        .map_or("checkpoint".into(), |n| n.to_string_lossy().into_owned());
     PathBuf::from(format!("curvature-{name}-n{batch}-seed{seed}.safetensors"))
 }
 
@@ -170,22 +209,44 @@ impl Timings {
     /// The timings as lines, with the ratios to one gradient.
     pub fn report(&self) -> String {
         let ms = |s: f64| format!("{:10.2} ms", s * 1e3);
-        let ratio = |s: f64| self.gradient.map_or(String::new(), |g| format!("  ({:.2} x gradient)", s / g));
+        let ratio = |s: f64| {
+            self.gradient
+                .map_or(String::new(), |g| format!("  ({:.2} x gradient)", s / g))
+        };
         let mut lines = Vec::new();
         if let Some(g) = self.gradient {
-            lines.push(format!("  gradient (loss + our backprop)          {}", ms(g)));
+            lines.push(format!(
+                "  gradient (loss + our backprop)          {}",
+                ms(g)
+            ));
         }
         if let Some(a) = self.autodiff_gradient {
-            lines.push(format!("  gradient by Burn's autodiff (SGD's)     {}{}", ms(a), ratio(a)));
+            lines.push(format!(
+                "  gradient by Burn's autodiff (SGD's)     {}{}",
+                ms(a),
+                ratio(a)
+            ));
         }
         if let Some(h) = self.hessian_vector {
-            lines.push(format!("  Hessian-vector (double backprop)        {}{}", ms(h), ratio(h)));
+            lines.push(format!(
+                "  Hessian-vector (double backprop)        {}{}",
+                ms(h),
+                ratio(h)
+            ));
         }
         if let Some(r) = self.gauss_newton_record {
-            lines.push(format!("  Gauss-Newton record (once per CG solve) {}{}", ms(r), ratio(r)));
+            lines.push(format!(
+                "  Gauss-Newton record (once per CG solve) {}{}",
+                ms(r),
+                ratio(r)
+            ));
         }
         if let Some(p) = self.gauss_newton_vector {
-            lines.push(format!("  Gauss-Newton-vector product             {}{}", ms(p), ratio(p)));
+            lines.push(format!(
+                "  Gauss-Newton-vector product             {}{}",
+                ms(p),
+                ratio(p)
+            ));
         }
         lines.join("\n")
     }

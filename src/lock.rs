@@ -25,7 +25,8 @@ pub(crate) fn process_exists(pid: u32) -> bool {
 
 impl RunLock {
     pub fn acquire(run_dir: &Path) -> Result<RunLock> {
-        fs::create_dir_all(run_dir).with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
+        fs::create_dir_all(run_dir)
+            .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
         let path = run_dir.join(LOCK_FILE);
         for _ in 0..2 {
             match OpenOptions::new().write(true).create_new(true).open(&path) {
@@ -56,11 +57,15 @@ impl RunLock {
                     }
                 }
                 Err(e) => {
-                    return Err(e).with_context(|| format!("cannot create lock file {}", path.display()));
+                    return Err(e)
+                        .with_context(|| format!("cannot create lock file {}", path.display()));
                 }
             }
         }
-        bail!("cannot take the lock {}: another process keeps creating it", path.display())
+        bail!(
+            "cannot take the lock {}: another process keeps creating it",
+            path.display()
+        )
     }
 }
 

@@ -60,7 +60,8 @@ pub fn epoch_scalars(r: &EpochMetrics) -> Vec<(&'static str, f32)> {
 
 /// Reads a metrics file written by `write` (for `hftrain plot`).
 pub fn read(path: &Path) -> Result<Vec<EpochMetrics>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let mut rows = Vec::new();
     for (number, line) in text.lines().enumerate().skip(1) {
         let fields: Vec<&str> = line.split(',').collect();
@@ -190,7 +191,10 @@ impl StepLog {
         self.lines
             .iter()
             .filter_map(|line| {
-                let f: Vec<f64> = line.split(',').map(|x| x.parse::<f64>().unwrap_or(f64::NAN)).collect();
+                let f: Vec<f64> = line
+                    .split(',')
+                    .map(|x| x.parse::<f64>().unwrap_or(f64::NAN))
+                    .collect();
                 (f.len() > 10).then(|| (f[0], f[8], f[10], f[7]))
             })
             .collect()

@@ -21,7 +21,11 @@ const RED: Rgb<u8> = Rgb([200, 0, 0]);
 /// Draws `text` with its top-left corner at (x, y) in the 8x8 font (ASCII; others as '?').
 pub fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, color: Rgb<u8>) {
     for (i, c) in text.chars().enumerate() {
-        let glyph = font8x8::legacy::BASIC_LEGACY[if c.is_ascii() { c as usize } else { '?' as usize }];
+        let glyph = font8x8::legacy::BASIC_LEGACY[if c.is_ascii() {
+            c as usize
+        } else {
+            '?' as usize
+        }];
         for (row, bits) in glyph.iter().enumerate() {
             for col in 0..8 {
                 // Bit 0 is the leftmost pixel.
@@ -48,7 +52,11 @@ pub fn grid(data: &Dataset, classes: &[String], mistakes: &[Mistake]) -> RgbImag
             )
         })
         .collect();
-    let longest = captions.iter().map(|(a, b)| a.len().max(b.len())).max().unwrap_or(0) as u32;
+    let longest = captions
+        .iter()
+        .map(|(a, b)| a.len().max(b.len()))
+        .max()
+        .unwrap_or(0) as u32;
     let cell_w = side.max(longest * 8) + 2 * PAD;
     let cell_h = side + 2 * LINE + 2 * PAD;
     let columns = mistakes.len().clamp(1, COLUMNS);
@@ -56,14 +64,21 @@ pub fn grid(data: &Dataset, classes: &[String], mistakes: &[Mistake]) -> RgbImag
     let mut canvas = RgbImage::from_pixel(cell_w * columns as u32, cell_h * rows as u32, WHITE);
     let plane = IMAGE_SIDE * IMAGE_SIDE;
     for (k, (m, (truth, predicted))) in mistakes.iter().zip(&captions).enumerate() {
-        let (x0, y0) = ((k % COLUMNS) as u32 * cell_w + PAD, (k / COLUMNS) as u32 * cell_h + PAD);
+        let (x0, y0) = (
+            (k % COLUMNS) as u32 * cell_w + PAD,
+            (k / COLUMNS) as u32 * cell_h + PAD,
+        );
         let image_x = x0 + (cell_w - 2 * PAD - side) / 2;
         // Stored channel-first: [r plane, g plane, b plane].
         let pixels = data.image(m.index);
         for y in 0..side {
             for x in 0..side {
                 let p = (y / SCALE) as usize * IMAGE_SIDE + (x / SCALE) as usize;
-                canvas.put_pixel(image_x + x, y0 + y, Rgb([pixels[p], pixels[plane + p], pixels[2 * plane + p]]));
+                canvas.put_pixel(
+                    image_x + x,
+                    y0 + y,
+                    Rgb([pixels[p], pixels[plane + p], pixels[2 * plane + p]]),
+                );
             }
         }
         draw_text(&mut canvas, truth, x0, y0 + side + 2, BLACK);
@@ -73,10 +88,18 @@ pub fn grid(data: &Dataset, classes: &[String], mistakes: &[Mistake]) -> RgbImag
 }
 
 /// Writes the grid as a PNG (atomically).
-pub fn write_grid(path: &Path, data: &Dataset, classes: &[String], mistakes: &[Mistake]) -> Result<()> {
+pub fn write_grid(
+    path: &Path,
+    data: &Dataset,
+    classes: &[String],
+    mistakes: &[Mistake],
+) -> Result<()> {
     let mut bytes = Vec::new();
     grid(data, classes, mistakes)
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .with_context(|| format!("cannot encode {}", path.display()))?;
     write_atomic(path, &bytes)
 }

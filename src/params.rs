@@ -78,7 +78,10 @@ impl Layout {
     pub fn decay_mask(&self, device: &Device) -> Tensor<1> {
         let mut mask = Vec::with_capacity(self.total());
         for e in &self.entries {
-            mask.extend(std::iter::repeat_n(if e.decay { 1f32 } else { 0f32 }, e.len()));
+            mask.extend(std::iter::repeat_n(
+                if e.decay { 1f32 } else { 0f32 },
+                e.len(),
+            ));
         }
         Tensor::from_data(burn::tensor::TensorData::new(mask, [self.total()]), device)
     }

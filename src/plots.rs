@@ -23,7 +23,11 @@ const LEFT: u32 = 90;
 const RIGHT: u32 = 20;
 const TOP: u32 = 40;
 const BOTTOM: u32 = 40;
-const COLORS: [RGBColor; 3] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40), RGBColor(44, 160, 44)];
+const COLORS: [RGBColor; 3] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+];
 
 /// One line of a chart.
 pub struct Series {
@@ -34,11 +38,17 @@ pub struct Series {
 fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
     if !lo.is_finite() {
         return (0.0, 1.0);
     }
-    let pad = if hi > lo { (hi - lo) * 0.05 } else { lo.abs().max(1.0) * 0.05 };
+    let pad = if hi > lo {
+        (hi - lo) * 0.05
+    } else {
+        lo.abs().max(1.0) * 0.05
+    };
     (lo - pad, hi + pad)
 }
 
@@ -82,30 +92,64 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
         chart
             .draw_series(LineSeries::new(frame, BLACK))
             .map_err(|e| anyhow::anyhow!("cannot draw {title}: {e}"))?;
-        corners = (chart.backend_coord(&(x0, y1)), chart.backend_coord(&(x1, y0)));
-        root.present().map_err(|e| anyhow::anyhow!("cannot draw {title}: {e}"))?;
+        corners = (
+            chart.backend_coord(&(x0, y1)),
+            chart.backend_coord(&(x1, y0)),
+        );
+        root.present()
+            .map_err(|e| anyhow::anyhow!("cannot draw {title}: {e}"))?;
     }
-    let mut image = RgbImage::from_raw(WIDTH, HEIGHT, buffer).expect("the buffer has the image's size");
+    let mut image =
+        RgbImage::from_raw(WIDTH, HEIGHT, buffer).expect("the buffer has the image's size");
     let ((left, top), (right, bottom)) = corners;
-    let (left, top, right, bottom) = (left.max(0) as u32, top.max(0) as u32, right.max(0) as u32, bottom.max(0) as u32);
+    let (left, top, right, bottom) = (
+        left.max(0) as u32,
+        top.max(0) as u32,
+        right.max(0) as u32,
+        bottom.max(0) as u32,
+    );
     let black = image::Rgb([0, 0, 0]);
     draw_text(&mut image, title, left, 12, black);
     for i in 0..=4 {
         let y = y0 + (y1 - y0) * i as f64 / 4.0;
         let py = bottom - ((bottom - top) as f64 * i as f64 / 4.0) as u32;
         let label = number(y);
-        draw_text(&mut image, &label, left.saturating_sub(label.len() as u32 * 8 + 6), py.saturating_sub(4), black);
+        draw_text(
+            &mut image,
+            &label,
+            left.saturating_sub(label.len() as u32 * 8 + 6),
+            py.saturating_sub(4),
+            black,
+        );
         let x = x0 + (x1 - x0) * i as f64 / 4.0;
         let px = left + ((right - left) as f64 * i as f64 / 4.0) as u32;
         let label = number(x);
-        draw_text(&mut image, &label, px.saturating_sub(label.len() as u32 * 4), bottom + 6, black);
+        draw_text(
+            &mut image,
+            &label,
+            px.saturating_sub(label.len() as u32 * 4),
+            bottom + 6,
+            black,
+        );
     }
-    draw_text(&mut image, x_name, right.saturating_sub(x_name.len() as u32 * 8), bottom + 22, black);
+    draw_text(
+        &mut image,
+        x_name,
+        right.saturating_sub(x_name.len() as u32 * 8),
+        bottom + 22,
+        black,
+    );
     // Legend, top right, in each series' colour.
     let mut y = top + 6;
     for (s, color) in series.iter().zip(COLORS.iter().cycle()) {
         let x = right.saturating_sub(s.name.len() as u32 * 8 + 8);
-        draw_text(&mut image, &s.name, x, y, image::Rgb([color.0, color.1, color.2]));
+        draw_text(
+            &mut image,
+            &s.name,
+            x,
+            y,
+            image::Rgb([color.0, color.1, color.2]),
+        );
         y += 12;
     }
     Ok(image)
@@ -114,7 +158,10 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
 fn save(image: &RgbImage, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
     image
-        .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+        .write_to(
+            &mut std::io::Cursor::new(&mut bytes),
+            image::ImageFormat::Png,
+        )
         .with_context(|| format!("cannot encode {}", path.display()))?;
     write_atomic(path, &bytes)
 }
@@ -123,31 +170,83 @@ fn save(image: &RgbImage, path: &Path) -> Result<()> {
 pub type StepSeries = Vec<(f64, f64, f64, f64)>;
 
 /// Writes every plot of a run into `<run>/plots/` and returns the files written.
-pub fn write_all(run_dir: &Path, metrics: &[EpochMetrics], steps: Option<&StepSeries>) -> Result<Vec<PathBuf>> {
+pub fn write_all(
+    run_dir: &Path,
+    metrics: &[EpochMetrics],
+    steps: Option<&StepSeries>,
+) -> Result<Vec<PathBuf>> {
     let dir = run_dir.join("plots");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let per_epoch = |f: fn(&EpochMetrics) -> f64| metrics.iter().map(|m| (m.epoch as f64, f(m))).collect::<Vec<_>>();
-    let series = |name: &str, points| Series { name: name.into(), points };
+    let per_epoch = |f: fn(&EpochMetrics) -> f64| {
+        metrics
+            .iter()
+            .map(|m| (m.epoch as f64, f(m)))
+            .collect::<Vec<_>>()
+    };
+    let series = |name: &str, points| Series {
+        name: name.into(),
+        points,
+    };
     let mut charts = vec![
         (
             "loss.png",
-            line_chart("loss per epoch", "epoch", &[series("train", per_epoch(|m| m.train_loss)), series("test", per_epoch(|m| m.test_loss))])?,
+            line_chart(
+                "loss per epoch",
+                "epoch",
+                &[
+                    series("train", per_epoch(|m| m.train_loss)),
+                    series("test", per_epoch(|m| m.test_loss)),
+                ],
+            )?,
         ),
         (
             "accuracy.png",
             line_chart(
                 "accuracy (%) per epoch",
                 "epoch",
-                &[series("train", per_epoch(|m| 100.0 * m.train_accuracy)), series("test", per_epoch(|m| 100.0 * m.test_accuracy))],
+                &[
+                    series("train", per_epoch(|m| 100.0 * m.train_accuracy)),
+                    series("test", per_epoch(|m| 100.0 * m.test_accuracy)),
+                ],
             )?,
         ),
-        ("lr.png", line_chart("learning rate (Hessian-free: step length)", "epoch", &[series("lr", per_epoch(|m| m.lr))])?),
+        (
+            "lr.png",
+            line_chart(
+                "learning rate (Hessian-free: step length)",
+                "epoch",
+                &[series("lr", per_epoch(|m| m.lr))],
+            )?,
+        ),
     ];
     if let Some(steps) = steps.filter(|s| !s.is_empty()) {
-        let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| steps.iter().map(|s| (s.0, f(s))).collect::<Vec<_>>();
-        charts.push(("damping.png", line_chart("Hessian-free damping (log10 lambda) per step", "step", &[series("log10 lambda", pick(|s| s.1.log10()))])?));
-        charts.push(("cg_iterations.png", line_chart("CG iterations per step", "step", &[series("iterations", pick(|s| s.2))])?));
-        charts.push(("rho.png", line_chart("reduction ratio rho per step", "step", &[series("rho", pick(|s| s.3.clamp(-2.0, 3.0)))])?));
+        let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| {
+            steps.iter().map(|s| (s.0, f(s))).collect::<Vec<_>>()
+        };
+        charts.push((
+            "damping.png",
+            line_chart(
+                "Hessian-free damping (log10 lambda) per step",
+                "step",
+                &[series("log10 lambda", pick(|s| s.1.log10()))],
+            )?,
+        ));
+        charts.push((
+            "cg_iterations.png",
+            line_chart(
+                "CG iterations per step",
+                "step",
+                &[series("iterations", pick(|s| s.2))],
+            )?,
+        ));
+        charts.push((
+            "rho.png",
+            line_chart(
+                "reduction ratio rho per step",
+                "step",
+                &[series("rho", pick(|s| s.3.clamp(-2.0, 3.0)))],
+            )?,
+        ));
     }
     let mut written = Vec::new();
     for (name, image) in charts {
@@ -167,7 +266,13 @@ pub fn confusion_image(classes: &[String], confusion: &[Vec<u64>]) -> RgbImage {
     let (width, height) = (label_w + k * CELL + 10, 30 + k * CELL + 40);
     let mut image = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     let black = image::Rgb([0, 0, 0]);
-    draw_text(&mut image, "confusion matrix: rows true, columns predicted", 8, 8, black);
+    draw_text(
+        &mut image,
+        "confusion matrix: rows true, columns predicted",
+        8,
+        8,
+        black,
+    );
     for (i, row) in confusion.iter().enumerate() {
         let total = row.iter().sum::<u64>().max(1) as f64;
         let y = 30 + i as u32 * CELL;
@@ -184,15 +289,37 @@ pub fn confusion_image(classes: &[String], confusion: &[Vec<u64>]) -> RgbImage {
                 }
             }
             let text = count.to_string();
-            let ink = if share > 0.5 { image::Rgb([255, 255, 255]) } else { black };
-            draw_text(&mut image, &text, x + CELL / 2 - text.len() as u32 * 4, y + CELL / 2 - 4, ink);
+            let ink = if share > 0.5 {
+                image::Rgb([255, 255, 255])
+            } else {
+                black
+            };
+            draw_text(
+                &mut image,
+                &text,
+                x + CELL / 2 - text.len() as u32 * 4,
+                y + CELL / 2 - 4,
+                ink,
+            );
         }
     }
     for (j, _) in classes.iter().enumerate() {
         let x = label_w + j as u32 * CELL;
-        draw_text(&mut image, &j.to_string(), x + CELL / 2 - 4, 30 + k * CELL + 6, black);
+        draw_text(
+            &mut image,
+            &j.to_string(),
+            x + CELL / 2 - 4,
+            30 + k * CELL + 6,
+            black,
+        );
     }
-    draw_text(&mut image, "predicted class (index, in row order)", label_w, 30 + k * CELL + 22, black);
+    draw_text(
+        &mut image,
+        "predicted class (index, in row order)",
+        label_w,
+        30 + k * CELL + 22,
+        black,
+    );
     image
 }
 

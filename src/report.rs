@@ -66,14 +66,33 @@ pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> St
     );
     if let (Some(last), Some(best)) = (
         metrics.last(),
-        metrics.iter().max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy)),
+        metrics
+            .iter()
+            .max_by(|a, b| a.test_accuracy.total_cmp(&b.test_accuracy)),
     ) {
         let _ = writeln!(out, "\n## Accuracy\n");
-        let _ = writeln!(out, "- final test accuracy: {:.2}% (epoch {})", 100.0 * last.test_accuracy, last.epoch);
-        let _ = writeln!(out, "- best test accuracy: {:.2}% (epoch {})", 100.0 * best.test_accuracy, best.epoch);
-        let _ = writeln!(out, "- final train loss {:.4}, test loss {:.4}", last.train_loss, last.test_loss);
+        let _ = writeln!(
+            out,
+            "- final test accuracy: {:.2}% (epoch {})",
+            100.0 * last.test_accuracy,
+            last.epoch
+        );
+        let _ = writeln!(
+            out,
+            "- best test accuracy: {:.2}% (epoch {})",
+            100.0 * best.test_accuracy,
+            best.epoch
+        );
+        let _ = writeln!(
+            out,
+            "- final train loss {:.4}, test loss {:.4}",
+            last.train_loss, last.test_loss
+        );
         let _ = writeln!(out, "\n## Epochs\n");
-        let _ = writeln!(out, "| epoch | train loss | train acc | test loss | test acc | lr | seconds | images/s |");
+        let _ = writeln!(
+            out,
+            "| epoch | train loss | train acc | test loss | test acc | lr | seconds | images/s |"
+        );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for m in metrics {
             let _ = writeln!(
@@ -92,22 +111,43 @@ pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> St
     }
     if !metrics.is_empty() {
         let _ = writeln!(out, "\n## Plots\n");
-        let _ = writeln!(out, "![loss](plots/loss.png)\n![accuracy](plots/accuracy.png)\n![learning rate](plots/lr.png)");
+        let _ = writeln!(
+            out,
+            "![loss](plots/loss.png)\n![accuracy](plots/accuracy.png)\n![learning rate](plots/lr.png)"
+        );
         if facts.step_log {
-            let _ = writeln!(out, "![damping](plots/damping.png)\n![CG iterations](plots/cg_iterations.png)\n![rho](plots/rho.png)");
+            let _ = writeln!(
+                out,
+                "![damping](plots/damping.png)\n![CG iterations](plots/cg_iterations.png)\n![rho](plots/rho.png)"
+            );
         }
     }
     let _ = writeln!(out, "\n## Files\n");
     let _ = writeln!(out, "- `config.toml`: every setting of the run");
     let _ = writeln!(out, "- `metrics.csv`: the table above, for plotting");
     if facts.step_log {
-        let _ = writeln!(out, "- `steps.csv`: every Hessian-free step (damping, CG iterations, rho, predicted and actual reduction)");
+        let _ = writeln!(
+            out,
+            "- `steps.csv`: every Hessian-free step (damping, CG iterations, rho, predicted and actual reduction)"
+        );
     }
-    let _ = writeln!(out, "- `{}`: all of these curves for TensorBoard (`tensorboard --logdir <parent of this directory>`)", crate::tensorboard::FILE_NAME);
-    let _ = writeln!(out, "- `checkpoints/latest`: resume with `hftrain train --config config.toml --out <this directory> --resume latest`");
+    let _ = writeln!(
+        out,
+        "- `{}`: all of these curves for TensorBoard (`tensorboard --logdir <parent of this directory>`)",
+        crate::tensorboard::FILE_NAME
+    );
+    let _ = writeln!(
+        out,
+        "- `checkpoints/latest`: resume with `hftrain train --config config.toml --out <this directory> --resume latest`"
+    );
     out
 }
 
-pub fn write(path: &Path, config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> Result<()> {
+pub fn write(
+    path: &Path,
+    config: &Config,
+    facts: &RunFacts,
+    metrics: &[EpochMetrics],
+) -> Result<()> {
     write_atomic(path, render(config, facts, metrics).as_bytes())
 }

@@ -23,15 +23,25 @@ pub struct SafeTensors {
 
 impl SafeTensors {
     pub fn add_f32(&mut self, name: impl Into<String>, shape: &[usize], values: &[f32]) {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "shape and data of a tensor agree");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "shape and data of a tensor agree"
+        );
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.tensors.insert(name.into(), ("F32", shape.to_vec(), bytes));
+        self.tensors
+            .insert(name.into(), ("F32", shape.to_vec(), bytes));
     }
 
     pub fn add_i64(&mut self, name: impl Into<String>, shape: &[usize], values: &[i64]) {
-        assert_eq!(shape.iter().product::<usize>(), values.len(), "shape and data of a tensor agree");
+        assert_eq!(
+            shape.iter().product::<usize>(),
+            values.len(),
+            "shape and data of a tensor agree"
+        );
         let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.tensors.insert(name.into(), ("I64", shape.to_vec(), bytes));
+        self.tensors
+            .insert(name.into(), ("I64", shape.to_vec(), bytes));
     }
 
     pub fn add_metadata(&mut self, key: impl Into<String>, value: impl Into<String>) {
@@ -52,7 +62,8 @@ impl SafeTensors {
             );
             offset += bytes.len();
         }
-        let mut header = serde_json::to_vec(&Value::Object(header)).expect("JSON of strings and numbers");
+        let mut header =
+            serde_json::to_vec(&Value::Object(header)).expect("JSON of strings and numbers");
         // The format pads the header with spaces to a multiple of 8 bytes.
         header.resize(header.len().div_ceil(8) * 8, b' ');
         let mut out = Vec::with_capacity(8 + header.len() + offset);

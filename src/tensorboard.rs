@@ -33,7 +33,11 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
             let mut c = i as u32;
             let mut k = 0;
             while k < 8 {
-                c = if c & 1 != 0 { (c >> 1) ^ 0x82F6_3B78 } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    (c >> 1) ^ 0x82F6_3B78
+                } else {
+                    c >> 1
+                };
                 k += 1;
             }
             table[i] = c;
@@ -41,9 +45,9 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
         }
         table
     };
-    !bytes
-        .iter()
-        .fold(!0u32, |crc, &b| TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8))
+    !bytes.iter().fold(!0u32, |crc, &b| {
+        TABLE[((crc ^ b as u32) & 0xFF) as usize] ^ (crc >> 8)
+    })
 }
 
 /// TFRecord's masking of a CRC (so that a CRC of data holding CRCs stays well mixed).
@@ -180,7 +184,9 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
         match (number, field) {
             (1, Field::Fixed64(b)) => event.wall_time = f64::from_le_bytes(b),
             (2, Field::Varint(v)) => event.step = v,
-            (3, Field::Bytes(b)) => event.file_version = Some(String::from_utf8_lossy(b).into_owned()),
+            (3, Field::Bytes(b)) => {
+                event.file_version = Some(String::from_utf8_lossy(b).into_owned())
+            }
             (5, Field::Bytes(summary)) => {
                 let mut values = Fields { bytes: summary };
                 while let Some((1, Field::Bytes(entry))) = values.next_field().ok()? {
@@ -208,18 +214,29 @@ pub fn read_records(bytes: &[u8]) -> Vec<(Event, usize)> {
     let mut events = Vec::new();
     let mut at = 0usize;
     loop {
-        let Some(header) = bytes.get(at..at + 12) else { break };
+        let Some(header) = bytes.get(at..at + 12) else {
+            break;
+        };
         let (length, length_crc) = header.split_at(8);
         if masked_crc(length).to_le_bytes() != length_crc {
             break;
         }
         let n = u64::from_le_bytes(length.try_into().expect("8 bytes")) as usize;
-        let Some(data) = at.checked_add(12 + n).and_then(|end| bytes.get(at + 12..end)) else { break };
-        let Some(crc) = bytes.get(at + 12 + n..at + 16 + n) else { break };
+        let Some(data) = at
+            .checked_add(12 + n)
+            .and_then(|end| bytes.get(at + 12..end))
+        else {
+            break;
+        };
+        let Some(crc) = bytes.get(at + 12 + n..at + 16 + n) else {
+            break;
+        };
         if masked_crc(data).to_le_bytes() != crc {
             break;
         }
-        let Some(event) = decode_event(data) else { break };
+        let Some(event) = decode_event(data) else {
+            break;
+        };
         at += 16 + n;
         events.push((event, at));
     }
@@ -229,11 +246,16 @@ pub fn read_records(bytes: &[u8]) -> Vec<(Event, usize)> {
 /// Reads every intact event of a file.
 pub fn read_file(path: &Path) -> Result<Vec<Event>> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(read_records(&bytes).into_iter().map(|(event, _)| event).collect())
+    Ok(read_records(&bytes)
+        .into_iter()
+        .map(|(event, _)| event)
+        .collect())
 }
 
 fn now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 /// The event file of one run, open for appending.
@@ -254,7 +276,9 @@ impl EventWriter {
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
         let records = read_records(&existing);
-        let starts_right = records.first().is_some_and(|(e, _)| e.file_version.is_some());
+        let starts_right = records
+            .first()
+            .is_some_and(|(e, _)| e.file_version.is_some());
         let keep = if starts_right {
             records
                 .iter()

@@ -158,12 +158,18 @@ fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf
         match Checkpoint::load(&candidate) {
             Ok(loaded) => {
                 if !refused.is_empty() {
-                    log::info!("resuming from the newest valid checkpoint, {}", real.display());
+                    log::info!(
+                        "resuming from the newest valid checkpoint, {}",
+                        real.display()
+                    );
                 }
                 return Ok((real, loaded));
             }
             Err(e) => {
-                log::warn!("checkpoint {} is unusable and is skipped: {e:#}", real.display());
+                log::warn!(
+                    "checkpoint {} is unusable and is skipped: {e:#}",
+                    real.display()
+                );
                 refused.push(format!("{}: {e:#}", real.display()));
             }
         }
@@ -212,8 +218,9 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
 
     let run_dir = match (&request.out_dir, &resumed) {
         (Some(out), _) => out.clone(),
-        (None, Some((dir, _))) if request.config.is_none() => run_dir_of_checkpoint(dir)
-            .unwrap_or_else(|| default_run_dir(&config)),
+        (None, Some((dir, _))) if request.config.is_none() => {
+            run_dir_of_checkpoint(dir).unwrap_or_else(|| default_run_dir(&config))
+        }
         _ => default_run_dir(&config),
     };
     let paths = RunPaths::new(run_dir);
@@ -228,7 +235,14 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
             );
         }
         let (report, plots) = (paths.run_dir.join("report.md"), paths.run_dir.join("plots"));
-        for stale in [&paths.checkpoints, &paths.metrics, &paths.steps, &paths.events, &report, &plots] {
+        for stale in [
+            &paths.checkpoints,
+            &paths.metrics,
+            &paths.steps,
+            &paths.events,
+            &report,
+            &plots,
+        ] {
             let removed = if stale.is_dir() {
                 std::fs::remove_dir_all(stale)
             } else {
@@ -237,7 +251,8 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
             if let Err(e) = removed
                 && e.kind() != std::io::ErrorKind::NotFound
             {
-                return Err(e).with_context(|| format!("--force: cannot remove {}", stale.display()));
+                return Err(e)
+                    .with_context(|| format!("--force: cannot remove {}", stale.display()));
             }
         }
     }
@@ -329,7 +344,8 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
 /// `runs/<name>` for `runs/<name>/checkpoints/<checkpoint>`.
 fn run_dir_of_checkpoint(dir: &Path) -> Option<PathBuf> {
     let checkpoints = dir.parent()?;
-    (checkpoints.file_name()? == "checkpoints").then(|| checkpoints.parent().map(Path::to_path_buf))?
+    (checkpoints.file_name()? == "checkpoints")
+        .then(|| checkpoints.parent().map(Path::to_path_buf))?
 }
 
 /// The epoch's progress bar; hidden off a terminal or with `-q` (then the loop logs its
@@ -355,8 +371,14 @@ impl Session {
         let config = self.config.clone();
         let epochs = config.train.epochs;
         let seed = config.seed;
-        let steps_per_epoch = EpochPlan::new(seed, 0, self.train.len(), config.train.batch_size).steps();
-        let schedule = Schedule::new(config.optimizer.lr, &config.schedule, steps_per_epoch, epochs);
+        let steps_per_epoch =
+            EpochPlan::new(seed, 0, self.train.len(), config.train.batch_size).steps();
+        let schedule = Schedule::new(
+            config.optimizer.lr,
+            &config.schedule,
+            steps_per_epoch,
+            epochs,
+        );
         let transform = Transform::train(&config.data);
         let eval_transform = Transform::eval(&config.data);
         let mut last_checkpoint = None;
@@ -384,7 +406,13 @@ impl Session {
             let mut images = so_far.images;
             let mut lr = schedule.lr(self.position.global_step);
             let mut last_report: Option<StepReport> = None;
-            let prefetch = Prefetcher::start(self.train.clone(), plan.clone(), first, seed, transform.clone());
+            let prefetch = Prefetcher::start(
+                self.train.clone(),
+                plan.clone(),
+                first,
+                seed,
+                transform.clone(),
+            );
             for (step, batch) in prefetch {
                 let n = batch.len();
                 let (x, y) = batch.to_device(&self.device);
@@ -429,7 +457,11 @@ impl Session {
                     config.train.bn_momentum,
                 );
                 if let Some(report) = &out.report {
-                    log::debug!("step {}: {}", self.position.global_step + 1, hessian_free_progress(report));
+                    log::debug!(
+                        "step {}: {}",
+                        self.position.global_step + 1,
+                        hessian_free_progress(report)
+                    );
                     last_report = Some(report.clone());
                     if report.accepted {
                         lr = report.step_size;
@@ -460,8 +492,13 @@ impl Session {
 
                 let last = step + 1 == plan.steps();
                 if (step + 1) % config.train.log_every == 0 || last {
-                    let loss = loss_sum.as_ref().map_or(0.0, |s| s.clone().into_scalar::<f64>()) / images as f64;
-                    let correct = correct_sum.as_ref().map_or(0, |s| s.clone().into_scalar::<i64>());
+                    let loss = loss_sum
+                        .as_ref()
+                        .map_or(0.0, |s| s.clone().into_scalar::<f64>())
+                        / images as f64;
+                    let correct = correct_sum
+                        .as_ref()
+                        .map_or(0, |s| s.clone().into_scalar::<i64>());
                     let seconds = seconds_in_epoch();
                     self.record(&[
                         ("loss/train_running", loss as f32),
@@ -478,7 +515,12 @@ impl Session {
                         images as f64 / seconds.max(1e-9)
                     );
                     if bar.is_hidden() {
-                        log::info!("epoch {}/{epochs} step {}/{}  {message}", epoch + 1, step + 1, plan.steps());
+                        log::info!(
+                            "epoch {}/{epochs} step {}/{}  {message}",
+                            epoch + 1,
+                            step + 1,
+                            plan.steps()
+                        );
                     }
                     bar.set_message(message);
                 }
@@ -509,7 +551,8 @@ impl Session {
             }
             let train_seconds = seconds_in_epoch();
             bar.finish_and_clear();
-            let train_loss = loss_sum.map_or(f64::NAN, |s| s.into_scalar::<f64>()) / images.max(1) as f64;
+            let train_loss =
+                loss_sum.map_or(f64::NAN, |s| s.into_scalar::<f64>()) / images.max(1) as f64;
             let train_correct = correct_sum.map_or(0, |s| s.into_scalar::<i64>());
 
             let eval = self.evaluate(&eval_transform);
@@ -563,7 +606,9 @@ impl Session {
             )?;
             // Pictures are a convenience: failing to draw them must not stop the run.
             let steps = self.step_log.as_ref().map(StepLog::series);
-            if let Err(e) = crate::plots::write_all(&self.paths.run_dir, &self.metrics, steps.as_ref()) {
+            if let Err(e) =
+                crate::plots::write_all(&self.paths.run_dir, &self.metrics, steps.as_ref())
+            {
                 log::warn!("plots not drawn: {e:#}");
             }
             self.position.epoch += 1;
@@ -572,7 +617,11 @@ impl Session {
             let done = self.position.epoch;
             let stopping = stop_after_epoch.is_some_and(|s| done >= s);
             let interrupted = interrupt::requested();
-            if done % config.checkpoint.every_epochs == 0 || done == epochs || stopping || interrupted {
+            if done % config.checkpoint.every_epochs == 0
+                || done == epochs
+                || stopping
+                || interrupted
+            {
                 let dir = self.save_checkpoint(EpochProgress::default())?;
                 log::info!("checkpoint: {}", dir.display());
                 last_checkpoint = Some(dir);
@@ -606,7 +655,14 @@ impl Session {
         let smoothing = self.config.train.label_smoothing;
         match &mut self.optimizer {
             Method::FirstOrder(optimizer) => {
-                let out = loss_and_gradient(&self.network, &self.params, &self.buffers, images, labels, smoothing);
+                let out = loss_and_gradient(
+                    &self.network,
+                    &self.params,
+                    &self.buffers,
+                    images,
+                    labels,
+                    smoothing,
+                );
                 self.params = optimizer.step(self.params.clone(), out.gradient, lr);
                 Ok(StepOutput {
                     loss: out.loss,
@@ -635,8 +691,13 @@ impl Session {
                     },
                 };
                 let value = grad.value.into_scalar::<f64>();
-                let (params, report) =
-                    hf.step(&problem, &self.params, value, &grad.gradient, grad.squared_gradients.as_ref())?;
+                let (params, report) = hf.step(
+                    &problem,
+                    &self.params,
+                    value,
+                    &grad.gradient,
+                    grad.squared_gradients.as_ref(),
+                )?;
                 self.params = params;
                 Ok(StepOutput {
                     loss: grad.loss,

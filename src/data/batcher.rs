@@ -66,7 +66,8 @@ impl Transform {
             // A zero pixel (the padding) after normalisation.
             let fill = -shift;
             let plane = &image[c * IMAGE_SIDE * IMAGE_SIDE..(c + 1) * IMAGE_SIDE * IMAGE_SIDE];
-            let out_plane = &mut out[c * IMAGE_SIDE * IMAGE_SIDE..(c + 1) * IMAGE_SIDE * IMAGE_SIDE];
+            let out_plane =
+                &mut out[c * IMAGE_SIDE * IMAGE_SIDE..(c + 1) * IMAGE_SIDE * IMAGE_SIDE];
             for y in 0..side {
                 let sy = y + dy;
                 for x in 0..side {
@@ -181,8 +182,12 @@ impl Prefetcher {
         let worker = std::thread::spawn(move || {
             for step in first..plan.steps() {
                 let mut rng = EpochPlan::augment_rng(seed, plan.epoch, step);
-                let batch =
-                    HostBatch::assemble(&data, plan.batch_indices(step), &transform, Some(&mut rng));
+                let batch = HostBatch::assemble(
+                    &data,
+                    plan.batch_indices(step),
+                    &transform,
+                    Some(&mut rng),
+                );
                 if sender.send((step, batch)).is_err() {
                     return; // the consumer stopped early
                 }
@@ -220,7 +225,10 @@ pub fn eval_batches<'a>(
     transform: &'a Transform,
 ) -> impl Iterator<Item = HostBatch> + 'a {
     let indices: Vec<usize> = (0..data.len()).collect();
-    let chunks: Vec<Vec<usize>> = indices.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+    let chunks: Vec<Vec<usize>> = indices
+        .chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect();
     chunks
         .into_iter()
         .map(move |chunk| HostBatch::assemble(data, &chunk, transform, None))

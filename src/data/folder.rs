@@ -32,9 +32,7 @@ pub fn class_folders(split_dir: &Path) -> Result<Vec<String>> {
         );
     }
     let is_cifar = names.len() == CIFAR10_CLASSES.len()
-        && CIFAR10_CLASSES
-            .iter()
-            .all(|c| names.iter().any(|n| n == c));
+        && CIFAR10_CLASSES.iter().all(|c| names.iter().any(|n| n == c));
     if is_cifar {
         names = CIFAR10_CLASSES.iter().map(|s| s.to_string()).collect();
     } else {

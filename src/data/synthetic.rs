@@ -73,7 +73,10 @@ fn draw_image(label: usize, rng: &mut Rng, out: &mut Vec<u8>) {
     let angle = label as f64 * PI / 10.0 + uniform(-0.1, 0.1);
     let period = 4.0 + 2.0 * (label % 4) as f64;
     let phase = uniform(0.0, 2.0 * PI);
-    let (dx, dy) = (angle.cos() * 2.0 * PI / period, angle.sin() * 2.0 * PI / period);
+    let (dx, dy) = (
+        angle.cos() * 2.0 * PI / period,
+        angle.sin() * 2.0 * PI / period,
+    );
     let plane = IMAGE_SIDE * IMAGE_SIDE;
     let start = out.len();
     out.resize(start + IMAGE_BYTES, 0);
@@ -82,7 +85,8 @@ fn draw_image(label: usize, rng: &mut Rng, out: &mut Vec<u8>) {
             let stripe = (x as f64 * dx + y as f64 * dy + phase).sin();
             for (c, &channel) in base.iter().enumerate() {
                 let level = channel * (1.0 + 0.35 * stripe) + uniform(-0.12, 0.12);
-                out[start + c * plane + y * IMAGE_SIDE + x] = (level.clamp(0.0, 1.0) * 255.0).round() as u8;
+                out[start + c * plane + y * IMAGE_SIDE + x] =
+                    (level.clamp(0.0, 1.0) * 255.0).round() as u8;
             }
         }
     }
@@ -126,7 +130,8 @@ pub fn write(dir: &Path, format: Format, train: &Dataset, test: &Dataset) -> Res
         );
     }
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        fs::create_dir_all(parent).with_context(|| format!("cannot create {}", parent.display()))?;
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create {}", parent.display()))?;
     }
     let staging = fsutil::temporary_sibling(dir);
     let _ = fs::remove_dir_all(&staging);
@@ -159,11 +164,15 @@ fn write_format(root: &Path, format: Format, train: &Dataset, test: &Dataset) ->
             for (split, data) in [(Split::Train, train), (Split::Test, test)] {
                 for class in &data.classes {
                     let dir = root.join(split.name()).join(class);
-                    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+                    fs::create_dir_all(&dir)
+                        .with_context(|| format!("cannot create {}", dir.display()))?;
                 }
                 for index in 0..data.len() {
                     let class = &data.classes[data.labels[index] as usize];
-                    let path = root.join(split.name()).join(class).join(format!("{index:05}.png"));
+                    let path = root
+                        .join(split.name())
+                        .join(class)
+                        .join(format!("{index:05}.png"));
                     rgb_image(data.image(index))
                         .save(&path)
                         .with_context(|| format!("cannot write {}", path.display()))?;

@@ -43,7 +43,12 @@ impl Layer {
                     conv_options(),
                 );
                 let from_input = dx.map(|dx| {
-                    Activation::Map(conv2d(dx.map(), reshape(&params[weight], shape), None, conv_options()))
+                    Activation::Map(conv2d(
+                        dx.map(),
+                        reshape(&params[weight], shape),
+                        None,
+                        conv_options(),
+                    ))
                 });
                 Some(add(from_input, Activation::Map(from_params)))
             }
@@ -64,7 +69,8 @@ impl Layer {
                     let dx = dx.map();
                     let mean_dx = channel_mean(dx.clone());
                     let mean_xhat_dx = channel_mean(normalized.clone() * dx.clone());
-                    let d_normalized = (dx - mean_dx - normalized.clone() * mean_xhat_dx) * inv_std.clone();
+                    let d_normalized =
+                        (dx - mean_dx - normalized.clone() * mean_xhat_dx) * inv_std.clone();
                     out = out + d_normalized * per_channel(params[gamma].clone());
                 }
                 Some(Activation::Map(out))
@@ -79,8 +85,12 @@ impl Layer {
                 let x = record.input.clone().flat();
                 let from_params = x.matmul(reshape(&tangents[weight], shape).transpose())
                     + tangents[bias].clone().unsqueeze_dim::<2>(0);
-                let from_input =
-                    dx.map(|dx| Activation::Flat(dx.flat().matmul(reshape(&params[weight], shape).transpose())));
+                let from_input = dx.map(|dx| {
+                    Activation::Flat(
+                        dx.flat()
+                            .matmul(reshape(&params[weight], shape).transpose()),
+                    )
+                });
                 Some(add(from_input, Activation::Flat(from_params)))
             }
             Layer::Relu => dx.map(|dx| match (&record.input, dx) {

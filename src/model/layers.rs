@@ -7,7 +7,7 @@
 //! beside `forward` here.
 
 use burn::prelude::*;
-use burn::tensor::module::{batch_norm, batch_norm_train, conv2d, max_pool2d, avg_pool2d};
+use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 
 /// An activation between layers: a feature map `[n, c, h, w]` or a matrix `[n, features]`.

@@ -31,7 +31,11 @@ fn targets(labels: Tensor<1, Int>, classes: usize, smoothing: f32) -> Tensor<2> 
 }
 
 /// Gradient of the mean cross-entropy with respect to the logits: `(softmax - target) / n`.
-pub fn cross_entropy_gradient(logits: Tensor<2>, labels: Tensor<1, Int>, smoothing: f32) -> Tensor<2> {
+pub fn cross_entropy_gradient(
+    logits: Tensor<2>,
+    labels: Tensor<1, Int>,
+    smoothing: f32,
+) -> Tensor<2> {
     let [n, classes] = logits.dims();
     (softmax(logits, 1) - targets(labels, classes, smoothing)).div_scalar(n as f32)
 }

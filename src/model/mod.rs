@@ -50,7 +50,11 @@ impl Network {
         for (i, block) in config.blocks.iter().enumerate() {
             let prefix = format!("blocks.{i}");
             let out = block.channels;
-            let weight = params.push(format!("{prefix}.conv.weight"), &[out, channels, 3, 3], true);
+            let weight = params.push(
+                format!("{prefix}.conv.weight"),
+                &[out, channels, 3, 3],
+                true,
+            );
             // A bias before batch norm is cancelled by the mean subtraction.
             let bias = (!config.batch_norm)
                 .then(|| params.push(format!("{prefix}.conv.bias"), &[out], false));
@@ -284,7 +288,12 @@ impl Network {
 
     /// The buffers after one step's running-statistics update
     /// (PyTorch's rule: `running = (1 - m) running + m batch`, variance unbiased).
-    pub fn update_buffers(&self, buffers: Tensor<1>, stats: &[BatchStats], momentum: f32) -> Tensor<1> {
+    pub fn update_buffers(
+        &self,
+        buffers: Tensor<1>,
+        stats: &[BatchStats],
+        momentum: f32,
+    ) -> Tensor<1> {
         if stats.is_empty() {
             return buffers;
         }

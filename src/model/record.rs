@@ -35,7 +35,9 @@ pub enum Aux {
         variance: Tensor<1>,
     },
     /// Flat argmax positions within each `h * w` plane, `[n, c, oh, ow]`.
-    MaxPool { indices: Tensor<4, Int> },
+    MaxPool {
+        indices: Tensor<4, Int>,
+    },
 }
 
 /// Per-channel mean of a feature map, kept as `[1, c, 1, 1]` for broadcasting.
@@ -66,7 +68,11 @@ pub fn pool_options(layer: &Layer, h: usize, w: usize) -> MaxPoolOptions<2> {
 
 impl Layer {
     /// Training-mode forward pass that keeps what `vjp` and `jvp` need.
-    pub fn forward_recorded(&self, x: Activation, params: &[Tensor<1>]) -> (Activation, LayerRecord) {
+    pub fn forward_recorded(
+        &self,
+        x: Activation,
+        params: &[Tensor<1>],
+    ) -> (Activation, LayerRecord) {
         let mut aux = Aux::None;
         let output = match *self {
             Layer::BatchNorm { gamma, beta, .. } => {

@@ -100,7 +100,12 @@ impl Layer {
     }
 
     /// The input part of the backward pass.
-    fn input_gradient(&self, record: &LayerRecord, params: &[Tensor<1>], dy: Activation) -> Activation {
+    fn input_gradient(
+        &self,
+        record: &LayerRecord,
+        params: &[Tensor<1>],
+        dy: Activation,
+    ) -> Activation {
         match *self {
             Layer::Conv {
                 weight,
@@ -109,7 +114,12 @@ impl Layer {
                 ..
             } => {
                 let w = reshape(&params[weight], [out_channels, in_channels, 3, 3]);
-                Activation::Map(conv_transpose2d(dy.map(), w, None, conv_transpose_options()))
+                Activation::Map(conv_transpose2d(
+                    dy.map(),
+                    w,
+                    None,
+                    conv_transpose_options(),
+                ))
             }
             Layer::BatchNorm { gamma, .. } => {
                 let Aux::BatchNorm {

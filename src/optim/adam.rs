@@ -21,7 +21,12 @@ pub struct Adam {
 }
 
 impl Adam {
-    pub fn new(config: &OptimizerConfig, decay_mask: Tensor<1>, len: usize, decoupled: bool) -> Self {
+    pub fn new(
+        config: &OptimizerConfig,
+        decay_mask: Tensor<1>,
+        len: usize,
+        decoupled: bool,
+    ) -> Self {
         Self {
             beta1: config.beta1,
             beta2: config.beta2,
@@ -46,7 +51,10 @@ impl Optimizer for Adam {
         let mut params = params;
         let mut g = gradient;
         if self.weight_decay > 0.0 {
-            let decay = params.clone().mul(self.decay_mask.clone()).mul_scalar(self.weight_decay);
+            let decay = params
+                .clone()
+                .mul(self.decay_mask.clone())
+                .mul_scalar(self.weight_decay);
             if self.decoupled {
                 params = params - decay.mul_scalar(lr);
             } else {
@@ -65,10 +73,12 @@ impl Optimizer for Adam {
         let t = self.steps as i32;
         let correction1 = 1.0 - self.beta1.powi(t);
         let correction2 = 1.0 - self.beta2.powi(t);
-        let update = m
-            .clone()
-            .div_scalar(correction1)
-            .div(v.clone().div_scalar(correction2).sqrt().add_scalar(self.eps));
+        let update = m.clone().div_scalar(correction1).div(
+            v.clone()
+                .div_scalar(correction2)
+                .sqrt()
+                .add_scalar(self.eps),
+        );
         self.first = Some(m);
         self.second = Some(v);
         params - update.mul_scalar(lr)

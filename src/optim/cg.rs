@@ -160,7 +160,9 @@ pub fn solve(
             let x_next = x.clone() + p.clone().mul_scalar(alpha);
             let r_next = r.clone() - ap.mul_scalar(alpha);
             let y_next = precondition(&r_next);
-            let [ry_next, phi_next] = read(vec![dot(&r_next, &y_next), model(&x_next, &r_next)])[..] else {
+            let [ry_next, phi_next] =
+                read(vec![dot(&r_next, &y_next), model(&x_next, &r_next)])[..]
+            else {
                 unreachable!("two scalars were read")
             };
             if !(ry_next.is_finite() && phi_next.is_finite()) {
@@ -176,14 +178,19 @@ pub fn solve(
                     x: x.clone(),
                     model_value: phi,
                 });
-                next_keep = ((next_keep as f64) * settings.keep_growth).ceil().max(next_keep as f64 + 1.0) as usize;
+                next_keep = ((next_keep as f64) * settings.keep_growth)
+                    .ceil()
+                    .max(next_keep as f64 + 1.0) as usize;
             }
             if ry_next <= converged_below {
                 stop = CgStop::Converged;
                 break;
             }
             let k = 10usize.max(iterations / 10);
-            if iterations > k && phi < 0.0 && (phi - history[iterations - k]) / phi < k as f64 * settings.tolerance {
+            if iterations > k
+                && phi < 0.0
+                && (phi - history[iterations - k]) / phi < k as f64 * settings.tolerance
+            {
                 stop = CgStop::Progress;
                 break;
             }
@@ -191,7 +198,10 @@ pub fn solve(
             ry = ry_next;
         }
     }
-    if iterates.last().is_none_or(|last| last.iteration != iterations) {
+    if iterates
+        .last()
+        .is_none_or(|last| last.iteration != iterations)
+    {
         iterates.push(Iterate {
             iteration: iterations,
             x: x.clone(),

@@ -123,7 +123,11 @@ impl HessianFree {
         }
         let damping_used = self.damping;
         let preconditioner = match (c.preconditioner, squared_gradients) {
-            (true, Some(sq)) => Some(sq.clone().add_scalar(damping_used).powf_scalar(c.preconditioner_exponent)),
+            (true, Some(sq)) => Some(
+                sq.clone()
+                    .add_scalar(damping_used)
+                    .powf_scalar(c.preconditioner_exponent),
+            ),
             _ => None,
         };
         let warm_start = self
@@ -171,7 +175,11 @@ impl HessianFree {
             }
         };
         let actual = trial_value - value;
-        let rho = if predicted < 0.0 { actual / predicted } else { f64::NAN };
+        let rho = if predicted < 0.0 {
+            actual / predicted
+        } else {
+            f64::NAN
+        };
 
         // Levenberg-Marquardt damping.
         let raised = !rho.is_finite() || rho < c.damping_raise_below;
@@ -182,7 +190,9 @@ impl HessianFree {
         }
 
         // Armijo line search along the chosen direction.
-        let [slope, direction_norm_sq] = read(vec![dot(gradient, &direction), dot(&direction, &direction)])[..] else {
+        let [slope, direction_norm_sq] =
+            read(vec![dot(gradient, &direction), dot(&direction, &direction)])[..]
+        else {
             unreachable!("two scalars were read")
         };
         let mut accepted = None;
@@ -248,8 +258,12 @@ impl HessianFree {
         let mut state = OptimizerState::new(KIND);
         state.scalars.insert("damping".into(), self.damping);
         state.scalars.insert("steps".into(), self.steps as f64);
-        state.scalars.insert("rejected_in_a_row".into(), self.rejected_in_a_row as f64);
-        state.scalars.insert("rejected_total".into(), self.rejected_total as f64);
+        state
+            .scalars
+            .insert("rejected_in_a_row".into(), self.rejected_in_a_row as f64);
+        state
+            .scalars
+            .insert("rejected_total".into(), self.rejected_total as f64);
         state.put_vector("previous_solution", &self.previous);
         state
     }

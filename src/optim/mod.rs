@@ -40,7 +40,12 @@ impl OptimizerState {
     }
 
     /// The vector `name`, uploaded, if the state has it; its length must be `len`.
-    pub fn take_vector(&self, name: &str, len: usize, device: &Device) -> Result<Option<Tensor<1>>> {
+    pub fn take_vector(
+        &self,
+        name: &str,
+        len: usize,
+        device: &Device,
+    ) -> Result<Option<Tensor<1>>> {
         match self.vectors.get(name) {
             None => Ok(None),
             Some(v) if v.len() == len => Ok(Some(from_host(v.clone(), device))),

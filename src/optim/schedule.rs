@@ -14,8 +14,8 @@ pub struct Schedule {
 impl Schedule {
     pub fn new(peak: f64, config: &ScheduleConfig, steps_per_epoch: usize, epochs: usize) -> Self {
         let total_steps = (steps_per_epoch * epochs).max(1);
-        let warmup_steps = ((config.warmup_epochs * steps_per_epoch as f64).round() as usize)
-            .min(total_steps);
+        let warmup_steps =
+            ((config.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps);
         Self {
             peak,
             config: config.clone(),

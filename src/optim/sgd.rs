@@ -33,7 +33,10 @@ impl Optimizer for Sgd {
     fn step(&mut self, params: Tensor<1>, gradient: Tensor<1>, lr: f64) -> Tensor<1> {
         let mut g = gradient;
         if self.weight_decay > 0.0 {
-            g = g + params.clone().mul(self.decay_mask.clone()).mul_scalar(self.weight_decay);
+            g = g + params
+                .clone()
+                .mul(self.decay_mask.clone())
+                .mul_scalar(self.weight_decay);
         }
         let direction = if self.momentum > 0.0 {
             let v = match self.velocity.take() {

@@ -5,16 +5,22 @@ use hftrain::config::Config;
 use hftrain::model::Network;
 use hftrain::optim::OptimizerState;
 
-use crate::common::{assert_error, TempDir};
+use crate::common::{TempDir, assert_error};
 
 fn sample(epoch: usize) -> (Checkpoint, Network) {
     let config = Config::parse("[model]\nblocks = [{ channels = 4, pool = true }]\n").unwrap();
     let network = Network::new(&config.model, 10);
     let p = network.params.total();
     let mut optimizer = OptimizerState::new("sgd");
-    optimizer.vectors.insert("velocity".into(), (0..p).map(|i| i as f32 * 0.5).collect());
+    optimizer
+        .vectors
+        .insert("velocity".into(), (0..p).map(|i| i as f32 * 0.5).collect());
     let ckpt = Checkpoint {
-        position: Position { epoch, step_in_epoch: 0, global_step: epoch * 10 },
+        position: Position {
+            epoch,
+            step_in_epoch: 0,
+            global_step: epoch * 10,
+        },
         config,
         params_layout: network.params.clone(),
         buffers_layout: network.buffers.clone(),
@@ -22,7 +28,12 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
         buffers: vec![0.25; network.buffers.total()],
         optimizer,
         metrics: Vec::new(),
-        epoch_progress: checkpoint::EpochProgress { loss_sum: 0.1 + epoch as f32, correct: 17, images: 40, seconds: 2.5 },
+        epoch_progress: checkpoint::EpochProgress {
+            loss_sum: 0.1 + epoch as f32,
+            correct: 17,
+            images: 40,
+            seconds: 2.5,
+        },
     };
     (ckpt, network)
 }
@@ -43,9 +54,14 @@ fn round_trip_is_exact_and_latest_points_at_the_newest() {
     assert_eq!(loaded.buffers, second.buffers);
     assert_eq!(loaded.optimizer, second.optimizer);
     assert_eq!(loaded.config, second.config);
-    loaded.check_layout(&latest, &network.params, &network.buffers).unwrap();
+    loaded
+        .check_layout(&latest, &network.params, &network.buffers)
+        .unwrap();
     // No temporary directory is left behind.
-    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     assert!(names.iter().all(|n| !n.starts_with('.')), "{names:?}");
 }
 
@@ -55,7 +71,10 @@ fn only_the_newest_k_are_kept() {
     for epoch in 1..=5 {
         sample(epoch).0.save(dir.path(), 2).unwrap();
     }
-    let kept: Vec<_> = checkpoint::list(dir.path()).iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    let kept: Vec<_> = checkpoint::list(dir.path())
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
     assert_eq!(kept, vec!["epoch-0004", "epoch-0005"]);
 }
 
@@ -70,7 +89,10 @@ fn truncated_file_is_detected() {
     let file = ckpt.join("params.bin");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
-    assert_error(Checkpoint::load(&ckpt), &["epoch-0003", "params.bin", "truncated"]);
+    assert_error(
+        Checkpoint::load(&ckpt),
+        &["epoch-0003", "params.bin", "truncated"],
+    );
 }
 
 #[test]
@@ -89,8 +111,14 @@ fn missing_manifest_means_not_a_checkpoint() {
     let dir = TempDir::new();
     let ckpt = saved_copy(dir.path());
     std::fs::remove_file(ckpt.join("manifest.json")).unwrap();
-    assert_error(Checkpoint::load(&ckpt), &["is not a checkpoint", "manifest.json"]);
-    assert_error(Checkpoint::load(&dir.path().join("nothing")), &["does not exist"]);
+    assert_error(
+        Checkpoint::load(&ckpt),
+        &["is not a checkpoint", "manifest.json"],
+    );
+    assert_error(
+        Checkpoint::load(&dir.path().join("nothing")),
+        &["does not exist"],
+    );
 }
 
 #[test]
@@ -98,9 +126,14 @@ fn other_format_version_is_refused() {
     let dir = TempDir::new();
     let ckpt = saved_copy(dir.path());
     let path = ckpt.join("manifest.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"format_version\": 1", "\"format_version\": 99");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"format_version\": 1", "\"format_version\": 99");
     std::fs::write(&path, text).unwrap();
-    assert_error(Checkpoint::load(&ckpt), &["format version 99", "reads version 1"]);
+    assert_error(
+        Checkpoint::load(&ckpt),
+        &["format version 99", "reads version 1"],
+    );
 }
 
 #[test]
@@ -112,12 +145,20 @@ fn checkpoint_of_another_model_shape_is_refused() {
     let network = Network::new(&other.model, 10);
     assert_error(
         loaded.check_layout(&ckpt_dir, &network.params, &network.buffers),
-        &["different model", "blocks.0.conv.weight", "[8, 3, 3, 3]", "[4, 3, 3, 3]"],
+        &[
+            "different model",
+            "blocks.0.conv.weight",
+            "[8, 3, 3, 3]",
+            "[4, 3, 3, 3]",
+        ],
     );
 }
 
 #[test]
 fn resume_latest_without_checkpoints_says_so() {
     let dir = TempDir::new();
-    assert_error(checkpoint::resolve("latest", dir.path()), &["nothing to resume"]);
+    assert_error(
+        checkpoint::resolve("latest", dir.path()),
+        &["nothing to resume"],
+    );
 }

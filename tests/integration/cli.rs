@@ -5,8 +5,13 @@ use std::process::Command;
 use crate::common::TempDir;
 
 fn hftrain(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hftrain")).args(args).env_remove("HFTRAIN_DATA").output().unwrap();
-    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(args)
+        .env_remove("HFTRAIN_DATA")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     (out.status.success(), text)
 }
 
@@ -17,7 +22,10 @@ fn bad_config_exits_non_zero_naming_file_and_key() {
     std::fs::write(&path, "[train]\nbatch_size = 0\n").unwrap();
     let (ok, text) = hftrain(&["train", "--config", path.to_str().unwrap()]);
     assert!(!ok);
-    assert!(text.contains("bad.toml") && text.contains("train.batch_size = 0"), "{text}");
+    assert!(
+        text.contains("bad.toml") && text.contains("train.batch_size = 0"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -28,11 +36,29 @@ fn data_directory_without_data_exits_non_zero_with_what_to_do() {
     let data = dir.path().join("not-cifar");
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("notes.txt"), "x").unwrap();
-    std::fs::write(&path, format!("device = \"flex\"\n[data]\ndir = {:?}\n", data.to_str().unwrap())).unwrap();
+    std::fs::write(
+        &path,
+        format!(
+            "device = \"flex\"\n[data]\ndir = {:?}\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
     let out = dir.path().join("run");
-    let (ok, text) = hftrain(&["train", "--config", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok);
-    assert!(text.contains("not-cifar") && text.contains("holds neither") && text.contains("data_batch_1.bin"), "{text}");
+    assert!(
+        text.contains("not-cifar")
+            && text.contains("holds neither")
+            && text.contains("data_batch_1.bin"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -56,17 +82,32 @@ fn off_a_terminal_progress_becomes_lines_and_quiet_prints_only_the_result() {
     let run = |extra: &[&str], out: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
             .args(extra)
-            .args(["train", "--config", path.to_str().unwrap(), "--out", dir.path().join(out).to_str().unwrap()])
+            .args([
+                "train",
+                "--config",
+                path.to_str().unwrap(),
+                "--out",
+                dir.path().join(out).to_str().unwrap(),
+            ])
             .output()
             .unwrap();
         assert!(out.status.success());
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     // Output captured (not a terminal): no bar, its content as plain lines.
     let (stdout, stderr) = run(&[], "normal");
     assert!(stdout.contains("epoch 1/1 step 2/2  loss"), "{stdout}");
-    assert!(stdout.contains("device: flex") && stdout.contains("checkpoint:"), "{stdout}");
-    assert!(!stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'), "terminal escapes off a terminal");
+    assert!(
+        stdout.contains("device: flex") && stdout.contains("checkpoint:"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains('\u{1b}') && !stderr.contains('\u{1b}'),
+        "terminal escapes off a terminal"
+    );
     let (stdout, _) = run(&["-q"], "quiet");
     assert_eq!(stdout.lines().count(), 1, "{stdout}");
     assert!(stdout.starts_with("done: test accuracy"), "{stdout}");
@@ -82,16 +123,33 @@ fn an_unusable_run_directory_is_named() {
     let config = dir.path().join("c.toml");
     std::fs::write(&config, "device = \"flex\"\n").unwrap();
     let out = blocker.join("run");
-    let (ok, text) = hftrain(&["train", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!ok);
-    assert!(text.contains("cannot create run directory") && text.contains("a-file/run"), "{text}");
+    assert!(
+        text.contains("cannot create run directory") && text.contains("a-file/run"),
+        "{text}"
+    );
 }
 
 /// Every option of every command's help says what it does, and every option that takes a
 /// value names its default (or is required: named in the usage line).
 #[test]
 fn every_option_in_the_help_is_described_with_its_default() {
-    let commands: [&[&str]; 7] = [&[], &["train"], &["eval"], &["data", "download"], &["data", "synthetic"], &["plot"], &["curvature"]];
+    let commands: [&[&str]; 7] = [
+        &[],
+        &["train"],
+        &["eval"],
+        &["data", "download"],
+        &["data", "synthetic"],
+        &["plot"],
+        &["curvature"],
+    ];
     let mut checked = 0;
     for command in commands {
         let (ok, text) = hftrain(&[command, &["--help"]].concat());
@@ -111,7 +169,12 @@ fn every_option_in_the_help_is_described_with_its_default() {
             }
             let trimmed = line.trim();
             // `-v, --verbose` or `--data <DATA>`; not `- all` (a listed possible value).
-            if trimmed.starts_with("--") || trimmed.chars().nth(1).is_some_and(|c| trimmed.starts_with('-') && c.is_ascii_alphabetic()) {
+            if trimmed.starts_with("--")
+                || trimmed
+                    .chars()
+                    .nth(1)
+                    .is_some_and(|c| trimmed.starts_with('-') && c.is_ascii_alphabetic())
+            {
                 let (option, description) = trimmed.split_once("  ").unwrap_or((trimmed, ""));
                 options.push((option.to_string(), description.trim().to_string()));
             } else if let Some(last) = options.last_mut() {
@@ -119,13 +182,25 @@ fn every_option_in_the_help_is_described_with_its_default() {
                 last.1.push_str(trimmed);
             }
         }
-        assert!(!options.is_empty(), "{command:?}: no options found in\n{text}");
+        assert!(
+            !options.is_empty(),
+            "{command:?}: no options found in\n{text}"
+        );
         for (option, description) in &options {
-            assert!(!description.trim().is_empty(), "{command:?}: option {option:?} is not described:\n{text}");
-            let long = option.split([',', ' ']).find(|w| w.starts_with("--")).unwrap_or(option);
+            assert!(
+                !description.trim().is_empty(),
+                "{command:?}: option {option:?} is not described:\n{text}"
+            );
+            let long = option
+                .split([',', ' '])
+                .find(|w| w.starts_with("--"))
+                .unwrap_or(option);
             let required = usage.contains(&format!("{long} "));
             if option.contains('<') && !required {
-                assert!(description.contains("[default"), "{command:?}: option {option:?} names no default: {description}");
+                assert!(
+                    description.contains("[default"),
+                    "{command:?}: option {option:?} names no default: {description}"
+                );
             }
             checked += 1;
         }

@@ -37,7 +37,11 @@ pub fn synthetic_folder() -> PathBuf {
 /// whole (another test process may have written it first).
 fn synthetic_data(format: Format) -> PathBuf {
     static WRITING: Mutex<()> = Mutex::new(());
-    let spec = SyntheticSpec { train_per_class: 60, test_per_class: 20, seed: 0 };
+    let spec = SyntheticSpec {
+        train_per_class: 60,
+        test_per_class: 20,
+        seed: 0,
+    };
     let (train, test) = (spec.generate(Split::Train), spec.generate(Split::Test));
     let mut crc = crc32fast::Hasher::new();
     for data in [&train, &test] {
@@ -54,7 +58,11 @@ fn synthetic_data(format: Format) -> PathBuf {
     let _guard = WRITING.lock().unwrap_or_else(|e| e.into_inner());
     if !dir.is_dir() {
         let written = hftrain::data::synthetic::write(&dir, format, &train, &test);
-        assert!(dir.is_dir(), "cannot write the synthetic data set to {}: {written:?}", dir.display());
+        assert!(
+            dir.is_dir(),
+            "cannot write the synthetic data set to {}: {written:?}",
+            dir.display()
+        );
     }
     dir
 }
@@ -90,9 +98,18 @@ pub fn small_config(data: &Path, device: &str) -> Config {
     c.data.test_limit = 200;
     c.data.crop_padding = 2;
     c.model.blocks = vec![
-        BlockConfig { channels: 8, pool: true },
-        BlockConfig { channels: 16, pool: true },
-        BlockConfig { channels: 16, pool: true },
+        BlockConfig {
+            channels: 8,
+            pool: true,
+        },
+        BlockConfig {
+            channels: 16,
+            pool: true,
+        },
+        BlockConfig {
+            channels: 16,
+            pool: true,
+        },
     ];
     c.model.head = HeadKind::Avg;
     c.model.logit_scale = 1.0;
@@ -182,7 +199,11 @@ pub fn flex_f64() -> burn::prelude::Device {
             .expect("flex is configured before any tensor of this process exists");
     });
     let probe = burn::prelude::Tensor::<1>::zeros([1], &device);
-    assert_eq!(probe.dtype(), burn::tensor::DType::F64, "flex is not in f64");
+    assert_eq!(
+        probe.dtype(),
+        burn::tensor::DType::F64,
+        "flex is not in f64"
+    );
     device
 }
 
@@ -197,10 +218,22 @@ pub fn run_f64_tests_in_child() -> Vec<String> {
         .output()
         .expect("the test binary lists its tests");
     let listing = String::from_utf8_lossy(&listing.stdout);
-    let ignored: Vec<&str> = listing.lines().filter_map(|l| l.strip_suffix(": test")).collect();
-    assert!(!ignored.is_empty(), "no ignored (f64) tests found in:\n{listing}");
-    let not_f64: Vec<&&str> = ignored.iter().filter(|name| !name.rsplit("::").next().unwrap_or("").starts_with("f64_")).collect();
-    assert!(not_f64.is_empty(), "ignored tests that no process runs (only f64_ tests may be ignored): {not_f64:?}");
+    let ignored: Vec<&str> = listing
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .collect();
+    assert!(
+        !ignored.is_empty(),
+        "no ignored (f64) tests found in:\n{listing}"
+    );
+    let not_f64: Vec<&&str> = ignored
+        .iter()
+        .filter(|name| !name.rsplit("::").next().unwrap_or("").starts_with("f64_"))
+        .collect();
+    assert!(
+        not_f64.is_empty(),
+        "ignored tests that no process runs (only f64_ tests may be ignored): {not_f64:?}"
+    );
 
     let out = std::process::Command::new(exe)
         .args(["f64_", "--ignored", "--test-threads=1", "--nocapture"])
@@ -209,26 +242,52 @@ pub fn run_f64_tests_in_child() -> Vec<String> {
         .expect("the test binary starts again");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "f64 tests failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "f64 tests failed:\n{stdout}\n{stderr}"
+    );
     for name in &ignored {
-        assert!(stdout.contains(&format!("test {name} ... ok")), "{name} did not pass in the f64 process:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("test {name} ... ok")),
+            "{name} did not pass in the f64 process:\n{stdout}"
+        );
     }
-    let mut measured: Vec<String> = stdout.lines().filter(|l| l.contains("measured:")).map(str::to_owned).collect();
-    measured.push(format!("measured: {} f64 tests passed in their own process", ignored.len()));
+    let mut measured: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.contains("measured:"))
+        .map(str::to_owned)
+        .collect();
+    measured.push(format!(
+        "measured: {} f64 tests passed in their own process",
+        ignored.len()
+    ));
     measured
 }
 
 /// Uniform values in [-1, 1) from `seed`, as a tensor of `shape` on `device`.
-pub fn random_tensor<const D: usize>(seed: u64, shape: [usize; D], device: &burn::prelude::Device) -> burn::prelude::Tensor<D> {
+pub fn random_tensor<const D: usize>(
+    seed: u64,
+    shape: [usize; D],
+    device: &burn::prelude::Device,
+) -> burn::prelude::Tensor<D> {
     let n: usize = shape.iter().product();
     let mut rng = hftrain::rng::Rng::derive(seed, &[0x7E57]);
-    let values: Vec<f32> = (0..n).map(|_| (rng.next_f64() * 2.0 - 1.0) as f32).collect();
+    let values: Vec<f32> = (0..n)
+        .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
+        .collect();
     hftrain::params::from_host(values, device).reshape(shape)
 }
 
 /// `|a - b| / |b|` in the Euclidean norm, read back in f64.
-pub fn relative_error<const D: usize>(a: &burn::prelude::Tensor<D>, b: &burn::prelude::Tensor<D>) -> f64 {
-    let diff = (a.clone() - b.clone()).powi_scalar(2).sum().into_scalar::<f64>().sqrt();
+pub fn relative_error<const D: usize>(
+    a: &burn::prelude::Tensor<D>,
+    b: &burn::prelude::Tensor<D>,
+) -> f64 {
+    let diff = (a.clone() - b.clone())
+        .powi_scalar(2)
+        .sum()
+        .into_scalar::<f64>()
+        .sqrt();
     let norm = b.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt();
     diff / norm.max(f64::MIN_POSITIVE)
 }

@@ -9,7 +9,10 @@ fn load(text: &str) -> anyhow::Result<Config> {
     let result = Config::load(&path);
     if let Err(e) = &result {
         // Every config error names the file.
-        assert!(format!("{e:#}").contains(&path.display().to_string()), "{e:#}");
+        assert!(
+            format!("{e:#}").contains(&path.display().to_string()),
+            "{e:#}"
+        );
     }
     result
 }
@@ -25,20 +28,38 @@ fn shipped_configs_are_valid() {
 
 #[test]
 fn unknown_key_is_named() {
-    assert_error(load("[train]\nbatchsize = 3\n"), &["unknown field", "batchsize"]);
-    assert_error(load("learning_rate = 3\n"), &["unknown field", "learning_rate"]);
+    assert_error(
+        load("[train]\nbatchsize = 3\n"),
+        &["unknown field", "batchsize"],
+    );
+    assert_error(
+        load("learning_rate = 3\n"),
+        &["unknown field", "learning_rate"],
+    );
 }
 
 #[test]
 fn wrong_type_is_named() {
-    assert_error(load("[train]\nepochs = \"ten\"\n"), &["epochs", "invalid type"]);
+    assert_error(
+        load("[train]\nepochs = \"ten\"\n"),
+        &["epochs", "invalid type"],
+    );
 }
 
 #[test]
 fn impossible_values_are_named_with_the_expected_range() {
-    assert_error(load("[train]\nbatch_size = 0\n"), &["train.batch_size = 0", "at least 1"]);
-    assert_error(load("[optimizer]\nlr = -0.1\n"), &["optimizer.lr = -0.1", "positive"]);
-    assert_error(load("device = \"tpu\"\n"), &["device = \"tpu\"", "auto, wgpu, wgpu-cpu, flex"]);
+    assert_error(
+        load("[train]\nbatch_size = 0\n"),
+        &["train.batch_size = 0", "at least 1"],
+    );
+    assert_error(
+        load("[optimizer]\nlr = -0.1\n"),
+        &["optimizer.lr = -0.1", "positive"],
+    );
+    assert_error(
+        load("device = \"tpu\"\n"),
+        &["device = \"tpu\"", "auto, wgpu, wgpu-cpu, flex"],
+    );
     assert_error(load("[optimizer]\nkind = \"lbfgs\"\n"), &["kind", "lbfgs"]);
     // Several problems are reported together.
     let message = assert_error(
@@ -50,13 +71,22 @@ fn impossible_values_are_named_with_the_expected_range() {
 
 #[test]
 fn too_many_pooling_blocks_are_refused() {
-    let blocks = (0..6).map(|_| "{ channels = 8, pool = true }").collect::<Vec<_>>().join(", ");
-    assert_error(load(&format!("[model]\nblocks = [{blocks}]\n")), &["model.blocks[5].pool", "1x1"]);
+    let blocks = (0..6)
+        .map(|_| "{ channels = 8, pool = true }")
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_error(
+        load(&format!("[model]\nblocks = [{blocks}]\n")),
+        &["model.blocks[5].pool", "1x1"],
+    );
 }
 
 #[test]
 fn missing_config_file_is_named() {
-    assert_error(Config::load(std::path::Path::new("no/such/config.toml")), &["no/such/config.toml"]);
+    assert_error(
+        Config::load(std::path::Path::new("no/such/config.toml")),
+        &["no/such/config.toml"],
+    );
 }
 
 #[test]
@@ -71,22 +101,57 @@ fn run_differences_list_each_changed_key() {
     b.checkpoint.keep = 9;
     let diffs = a.run_differences(&b);
     assert_eq!(diffs.len(), 2, "{diffs:?}");
-    assert!(diffs.iter().any(|d| d.starts_with("optimizer.lr: 0.1 vs 0.3")), "{diffs:?}");
-    assert!(diffs.iter().any(|d| d.starts_with("train.batch_size: 512 vs 64")), "{diffs:?}");
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.starts_with("optimizer.lr: 0.1 vs 0.3")),
+        "{diffs:?}"
+    );
+    assert!(
+        diffs
+            .iter()
+            .any(|d| d.starts_with("train.batch_size: 512 vs 64")),
+        "{diffs:?}"
+    );
 }
 
 #[test]
 fn hessian_free_settings_are_checked() {
-    let hf = |body: &str| load(&format!("[optimizer]\nkind = \"hessian-free\"\n[optimizer.hessian_free]\n{body}\n"));
+    let hf = |body: &str| {
+        load(&format!(
+            "[optimizer]\nkind = \"hessian-free\"\n[optimizer.hessian_free]\n{body}\n"
+        ))
+    };
     let config = hf("curvature = \"hessian\"").unwrap();
-    assert_eq!(config.optimizer.hessian_free.curvature, hftrain::config::CurvatureChoice::Hessian);
-    assert_error(hf("curvature = \"newton\""), &["newton", "hessian", "gauss-newton"]);
+    assert_eq!(
+        config.optimizer.hessian_free.curvature,
+        hftrain::config::CurvatureChoice::Hessian
+    );
+    assert_error(
+        hf("curvature = \"newton\""),
+        &["newton", "hessian", "gauss-newton"],
+    );
     assert_error(hf("cg_iterations = 5"), &["unknown field", "cg_iterations"]);
-    assert_error(hf("damping_raise = 0.5"), &["optimizer.hessian_free.damping_raise = 0.5", "above 1"]);
-    assert_error(hf("initial_damping = 1e9"), &["optimizer.hessian_free.initial_damping", "max_damping"]);
-    assert_error(hf("curvature_batch_size = 0"), &["optimizer.hessian_free.curvature_batch_size = 0"]);
-    assert_error(hf("warm_start_decay = 1.5"), &["optimizer.hessian_free.warm_start_decay = 1.5", "[0, 1]"]);
+    assert_error(
+        hf("damping_raise = 0.5"),
+        &["optimizer.hessian_free.damping_raise = 0.5", "above 1"],
+    );
+    assert_error(
+        hf("initial_damping = 1e9"),
+        &["optimizer.hessian_free.initial_damping", "max_damping"],
+    );
+    assert_error(
+        hf("curvature_batch_size = 0"),
+        &["optimizer.hessian_free.curvature_batch_size = 0"],
+    );
+    assert_error(
+        hf("warm_start_decay = 1.5"),
+        &["optimizer.hessian_free.warm_start_decay = 1.5", "[0, 1]"],
+    );
     // Softmax regression (no convolution blocks) needs the flatten head.
-    assert_error(load("[model]\nblocks = []\nhead = \"max\"\n"), &["model.blocks is empty", "head = \"max\"", "flatten"]);
+    assert_error(
+        load("[model]\nblocks = []\nhead = \"max\"\n"),
+        &["model.blocks is empty", "head = \"max\"", "flatten"],
+    );
     load("[model]\nblocks = []\nhead = \"flatten\"\n").unwrap();
 }

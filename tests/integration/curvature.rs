@@ -43,7 +43,12 @@ fn layer_cases() -> Vec<LayerCase> {
     let b = conv.push("b", &[3], false);
     cases.push(LayerCase {
         name: "conv 3x3 with bias",
-        layer: Layer::Conv { weight: w, bias: Some(b), in_channels: 2, out_channels: 3 },
+        layer: Layer::Conv {
+            weight: w,
+            bias: Some(b),
+            in_channels: 2,
+            out_channels: 3,
+        },
         params: conv,
         input: Input::Map([2, 2, 5, 5]),
     });
@@ -52,7 +57,13 @@ fn layer_cases() -> Vec<LayerCase> {
     let beta = bn.push("beta", &[3], false);
     cases.push(LayerCase {
         name: "batch norm (batch statistics)",
-        layer: Layer::BatchNorm { gamma: g, beta, running_mean: 0, running_var: 1, channels: 3 },
+        layer: Layer::BatchNorm {
+            gamma: g,
+            beta,
+            running_mean: 0,
+            running_var: 1,
+            channels: 3,
+        },
         params: bn,
         input: Input::Map([3, 3, 4, 4]),
     });
@@ -61,7 +72,12 @@ fn layer_cases() -> Vec<LayerCase> {
     let b = linear.push("b", &[4], false);
     cases.push(LayerCase {
         name: "linear",
-        layer: Layer::Linear { weight: w, bias: b, in_features: 6, out_features: 4 },
+        layer: Layer::Linear {
+            weight: w,
+            bias: b,
+            in_features: 6,
+            out_features: 4,
+        },
         params: linear,
         input: Input::Flat([3, 6]),
     });
@@ -69,12 +85,25 @@ fn layer_cases() -> Vec<LayerCase> {
         ("relu on a map", Layer::Relu, Input::Map([2, 3, 4, 4])),
         ("relu on a matrix", Layer::Relu, Input::Flat([3, 5])),
         ("max-pool 2x2", Layer::MaxPool, Input::Map([2, 2, 4, 6])),
-        ("global max-pool", Layer::GlobalMaxPool, Input::Map([2, 3, 4, 4])),
-        ("global avg-pool", Layer::GlobalAvgPool, Input::Map([2, 3, 4, 4])),
+        (
+            "global max-pool",
+            Layer::GlobalMaxPool,
+            Input::Map([2, 3, 4, 4]),
+        ),
+        (
+            "global avg-pool",
+            Layer::GlobalAvgPool,
+            Input::Map([2, 3, 4, 4]),
+        ),
         ("flatten", Layer::Flatten, Input::Map([2, 3, 2, 2])),
         ("scale", Layer::Scale(0.5), Input::Map([2, 2, 3, 3])),
     ] {
-        cases.push(LayerCase { name, layer, params: Layout::default(), input });
+        cases.push(LayerCase {
+            name,
+            layer,
+            params: Layout::default(),
+            input,
+        });
     }
     cases
 }
@@ -108,8 +137,12 @@ fn flat(a: Activation) -> Tensor<1> {
 
 fn add_scaled(x: &Activation, dx: &Activation, eps: f64) -> Activation {
     match (x, dx) {
-        (Activation::Map(a), Activation::Map(b)) => Activation::Map(a.clone() + b.clone().mul_scalar(eps)),
-        (Activation::Flat(a), Activation::Flat(b)) => Activation::Flat(a.clone() + b.clone().mul_scalar(eps)),
+        (Activation::Map(a), Activation::Map(b)) => {
+            Activation::Map(a.clone() + b.clone().mul_scalar(eps))
+        }
+        (Activation::Flat(a), Activation::Flat(b)) => {
+            Activation::Flat(a.clone() + b.clone().mul_scalar(eps))
+        }
         _ => unreachable!(),
     }
 }
@@ -141,7 +174,10 @@ fn f64_every_layer_vjp_equals_burn_autodiff() {
 
         // Burn's autodiff of <forward(x, params), dy>.
         let x_leaf = autodiff_activation(&x);
-        let leaves: Vec<Tensor<1>> = params.iter().map(|p| p.clone().autodiff().require_grad()).collect();
+        let leaves: Vec<Tensor<1>> = params
+            .iter()
+            .map(|p| p.clone().autodiff().require_grad())
+            .collect();
         let y = layer_output(&case, x_leaf.clone(), &leaves);
         let grads_ad = (flat(y) * flat(dy)).sum().backward();
         let dx_ad = match &x_leaf {
@@ -149,14 +185,29 @@ fn f64_every_layer_vjp_equals_burn_autodiff() {
             Activation::Flat(t) => flat(Activation::Flat(t.grad(&grads_ad).unwrap())),
         };
         let err = relative_error(&flat(dx.unwrap()), &dx_ad);
-        println!("measured: vjp input  {:<30} relative error {err:.1e}", case.name);
+        println!(
+            "measured: vjp input  {:<30} relative error {err:.1e}",
+            case.name
+        );
         assert!(err < 1e-12, "{}: input gradient off by {err}", case.name);
-        assert_eq!(grads.len(), params.len(), "{}: one gradient per parameter", case.name);
+        assert_eq!(
+            grads.len(),
+            params.len(),
+            "{}: one gradient per parameter",
+            case.name
+        );
         for (index, g) in grads {
             let reference = leaves[index].grad(&grads_ad).unwrap();
             let err = relative_error(&g, &reference);
-            println!("measured: vjp param  {:<30} relative error {err:.1e}", case.name);
-            assert!(err < 1e-12, "{}: parameter {index} gradient off by {err}", case.name);
+            println!(
+                "measured: vjp param  {:<30} relative error {err:.1e}",
+                case.name
+            );
+            assert!(
+                err < 1e-12,
+                "{}: parameter {index} gradient off by {err}",
+                case.name
+            );
         }
     }
 }
@@ -171,17 +222,36 @@ fn f64_every_layer_jvp_equals_central_differences() {
         let x = random_activation(&case.input, seed, &d);
         let dx = random_activation(&case.input, seed + 1, &d);
         let sizes: Vec<usize> = case.params.entries().iter().map(|e| e.len()).collect();
-        let params: Vec<Tensor<1>> = sizes.iter().enumerate().map(|(j, &n)| random_tensor(seed * 10 + j as u64, [n], &d)).collect();
-        let tangents: Vec<Tensor<1>> = sizes.iter().enumerate().map(|(j, &n)| random_tensor(seed * 20 + j as u64, [n], &d)).collect();
+        let params: Vec<Tensor<1>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(j, &n)| random_tensor(seed * 10 + j as u64, [n], &d))
+            .collect();
+        let tangents: Vec<Tensor<1>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(j, &n)| random_tensor(seed * 20 + j as u64, [n], &d))
+            .collect();
         let (_, record) = case.layer.forward_recorded(x.clone(), &params);
-        let jvp = flat(case.layer.jvp(&record, &params, &tangents, Some(dx.clone())).unwrap());
+        let jvp = flat(
+            case.layer
+                .jvp(&record, &params, &tangents, Some(dx.clone()))
+                .unwrap(),
+        );
         let shifted = |sign: f64| {
-            let p: Vec<Tensor<1>> = params.iter().zip(&tangents).map(|(p, t)| p.clone() + t.clone().mul_scalar(sign * eps)).collect();
+            let p: Vec<Tensor<1>> = params
+                .iter()
+                .zip(&tangents)
+                .map(|(p, t)| p.clone() + t.clone().mul_scalar(sign * eps))
+                .collect();
             flat(layer_output(&case, add_scaled(&x, &dx, sign * eps), &p))
         };
         let fd = (shifted(1.0) - shifted(-1.0)).div_scalar(2.0 * eps);
         let err = relative_error(&jvp, &fd);
-        println!("measured: jvp        {:<30} relative error {err:.1e}", case.name);
+        println!(
+            "measured: jvp        {:<30} relative error {err:.1e}",
+            case.name
+        );
         assert!(err < 1e-6, "{}: jvp off by {err}", case.name);
     }
 }
@@ -206,17 +276,32 @@ fn networks() -> Vec<(&'static str, ModelConfig)> {
         ),
         (
             "conv with bias, relu, global avg",
-            ModelConfig { blocks: vec![block(4, true), block(5, true)], batch_norm: false, head: HeadKind::Avg, logit_scale: 1.0 },
+            ModelConfig {
+                blocks: vec![block(4, true), block(5, true)],
+                batch_norm: false,
+                head: HeadKind::Avg,
+                logit_scale: 1.0,
+            },
         ),
         (
             "conv-bn-relu, flatten",
-            ModelConfig { blocks: vec![block(3, true), block(3, true), block(3, true)], batch_norm: true, head: HeadKind::Flatten, logit_scale: 1.0 },
+            ModelConfig {
+                blocks: vec![block(3, true), block(3, true), block(3, true)],
+                batch_norm: true,
+                head: HeadKind::Flatten,
+                logit_scale: 1.0,
+            },
         ),
     ]
 }
 
 fn softmax_regression() -> ModelConfig {
-    ModelConfig { blocks: vec![], batch_norm: false, head: HeadKind::Flatten, logit_scale: 1.0 }
+    ModelConfig {
+        blocks: vec![],
+        batch_norm: false,
+        head: HeadKind::Flatten,
+        logit_scale: 1.0,
+    }
 }
 
 struct Problem {
@@ -229,9 +314,15 @@ fn problem(model: &ModelConfig, seed: u64, n: usize, d: &Device) -> Problem {
     let network = Network::new(model, 10);
     let (params, _) = network.init(seed, d);
     let images = random_tensor(seed + 1, [n, 3, 32, 32], d);
-    let labels: Vec<i64> = (0..n).map(|i| ((i * 7 + seed as usize) % 10) as i64).collect();
+    let labels: Vec<i64> = (0..n)
+        .map(|i| ((i * 7 + seed as usize) % 10) as i64)
+        .collect();
     let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), d);
-    Problem { network, params, batch: Batch { images, labels } }
+    Problem {
+        network,
+        params,
+        batch: Batch { images, labels },
+    }
 }
 
 fn direction(p: &Problem, seed: u64, d: &Device) -> Tensor<1> {
@@ -251,10 +342,20 @@ fn f64_our_backprop_equals_burn_autodiff_gradient() {
             let objective = Objective::new(&p.network, smoothing, 0.0, &d);
             let ours = objective.gradient(&p.params, &p.batch, false);
             let buffers = from_host(vec![0.0; p.network.buffers.total()], &d);
-            let reference = loss_and_gradient(&p.network, &p.params, &buffers, p.batch.images.clone(), p.batch.labels.clone(), smoothing);
+            let reference = loss_and_gradient(
+                &p.network,
+                &p.params,
+                &buffers,
+                p.batch.images.clone(),
+                p.batch.labels.clone(),
+                smoothing,
+            );
             let err = relative_error(&ours.gradient, &reference.gradient);
-            let loss_gap = (ours.loss.into_scalar::<f64>() - reference.loss.into_scalar::<f64>()).abs();
-            println!("measured: gradient   {name:<42} smoothing {smoothing}: relative error {err:.1e}, loss gap {loss_gap:.1e}");
+            let loss_gap =
+                (ours.loss.into_scalar::<f64>() - reference.loss.into_scalar::<f64>()).abs();
+            println!(
+                "measured: gradient   {name:<42} smoothing {smoothing}: relative error {err:.1e}, loss gap {loss_gap:.1e}"
+            );
             assert!(err < bound, "{name}: gradient off by {err}");
             assert!(loss_gap < 1e-12, "{name}: loss off by {loss_gap}");
         }
@@ -273,7 +374,15 @@ fn f64_hessian_vector_equals_central_differences_and_is_symmetric() {
         let objective = Objective::new(&p.network, 0.1, 5e-4, &d);
         let v = direction(&p, 11, &d);
         let hv = objective.hessian_vector(&p.params, &p.batch, &v);
-        let g = |sign: f64| objective.gradient(&(p.params.clone() + v.clone().mul_scalar(sign * eps)), &p.batch, false).gradient;
+        let g = |sign: f64| {
+            objective
+                .gradient(
+                    &(p.params.clone() + v.clone().mul_scalar(sign * eps)),
+                    &p.batch,
+                    false,
+                )
+                .gradient
+        };
         let fd = (g(1.0) - g(-1.0)).div_scalar(2.0 * eps);
         let err = relative_error(&hv, &fd);
         let u = direction(&p, 12, &d);
@@ -281,7 +390,9 @@ fn f64_hessian_vector_equals_central_differences_and_is_symmetric() {
         let uhv = (u * hv).sum().into_scalar::<f64>();
         let vhu = (v * hu).sum().into_scalar::<f64>();
         let asym = (uhv - vhu).abs() / uhv.abs().max(vhu.abs());
-        println!("measured: Hv vs FD   {name:<42} relative error {err:.1e}; u'Hv {uhv:.6e} v'Hu {vhu:.6e} (gap {asym:.1e})");
+        println!(
+            "measured: Hv vs FD   {name:<42} relative error {err:.1e}; u'Hv {uhv:.6e} v'Hu {vhu:.6e} (gap {asym:.1e})"
+        );
         assert!(err <= 1e-6, "{name}: Hv off by {err}");
         assert!(asym < 1e-10, "{name}: H is not symmetric: {uhv} vs {vhu}");
     }
@@ -289,19 +400,43 @@ fn f64_hessian_vector_equals_central_differences_and_is_symmetric() {
 
 /// `J^T H_L J v` assembled independently: `J v` by central differences of the logits, then
 /// Burn's autodiff for `J^T`.
-fn gauss_newton_reference(p: &Problem, objective: &Objective, v: &Tensor<1>, d: &Device) -> Tensor<1> {
+fn gauss_newton_reference(
+    p: &Problem,
+    objective: &Objective,
+    v: &Tensor<1>,
+    d: &Device,
+) -> Tensor<1> {
     let net = &p.network;
-    let logits = |params: &Tensor<1>| net.forward(p.batch.images.clone(), &net.params.split(params), &[], Mode::Train).logits;
+    let logits = |params: &Tensor<1>| {
+        net.forward(
+            p.batch.images.clone(),
+            &net.params.split(params),
+            &[],
+            Mode::Train,
+        )
+        .logits
+    };
     let eps = 1e-6;
-    let jv = (logits(&(p.params.clone() + v.clone().mul_scalar(eps))) - logits(&(p.params.clone() - v.clone().mul_scalar(eps))))
-        .div_scalar(2.0 * eps);
+    let jv = (logits(&(p.params.clone() + v.clone().mul_scalar(eps)))
+        - logits(&(p.params.clone() - v.clone().mul_scalar(eps))))
+    .div_scalar(2.0 * eps);
     let probs = burn::tensor::activation::softmax(logits(&p.params), 1);
     let hjv = cross_entropy_hessian_product(&probs, jv);
-    let leaves: Vec<Tensor<1>> = net.params.split(&p.params).into_iter().map(|t| t.autodiff().require_grad()).collect();
-    let out = net.forward(p.batch.images.clone(), &leaves, &[], Mode::Train).logits;
+    let leaves: Vec<Tensor<1>> = net
+        .params
+        .split(&p.params)
+        .into_iter()
+        .map(|t| t.autodiff().require_grad())
+        .collect();
+    let out = net
+        .forward(p.batch.images.clone(), &leaves, &[], Mode::Train)
+        .logits;
     let grads = (out * hjv).sum().backward();
     let parts = leaves.iter().map(|l| l.grad(&grads).unwrap()).collect();
-    net.params.join(parts) + v.clone().mul(net.params.decay_mask(d)).mul_scalar(objective.weight_decay)
+    net.params.join(parts)
+        + v.clone()
+            .mul(net.params.decay_mask(d))
+            .mul_scalar(objective.weight_decay)
 }
 
 #[test]
@@ -321,7 +456,9 @@ fn f64_gauss_newton_is_jt_hl_j_and_positive_semidefinite() {
             let vgv = (v.clone() * gn.product(&v)).sum().into_scalar::<f64>();
             smallest = smallest.min(vgv);
         }
-        println!("measured: Gv         {name:<42} vs J^T H_L J v (FD + autodiff) {err:.1e}; min v'Gv over 5 v {smallest:.3e}");
+        println!(
+            "measured: Gv         {name:<42} vs J^T H_L J v (FD + autodiff) {err:.1e}; min v'Gv over 5 v {smallest:.3e}"
+        );
         assert!(err < 1e-6, "{name}: Gv off by {err}");
         assert!(smallest >= 0.0, "{name}: v'Gv = {smallest} < 0");
     }
@@ -337,8 +474,13 @@ fn f64_gauss_newton_equals_hessian_for_softmax_regression() {
     let gn = objective.gauss_newton(&p.params, &p.batch);
     for k in 0..3 {
         let v = direction(&p, 40 + k, &d);
-        let err = relative_error(&gn.product(&v), &objective.hessian_vector(&p.params, &p.batch, &v));
-        println!("measured: Gv vs Hv   softmax regression, direction {k}: relative error {err:.1e}");
+        let err = relative_error(
+            &gn.product(&v),
+            &objective.hessian_vector(&p.params, &p.batch, &v),
+        );
+        println!(
+            "measured: Gv vs Hv   softmax regression, direction {k}: relative error {err:.1e}"
+        );
         assert!(err < 1e-12, "Gv differs from Hv by {err}");
     }
 }
@@ -354,7 +496,13 @@ fn f64_wgpu_products_in_f32_match_the_f64_result() {
     let p64 = problem(&model, 13, 4, &d64);
     let host = |t: &Tensor<1>| to_host(t);
     let params = host(&p64.params);
-    let images: Vec<f32> = p64.batch.images.to_data().iter::<f64>().map(|x| x as f32).collect();
+    let images: Vec<f32> = p64
+        .batch
+        .images
+        .to_data()
+        .iter::<f64>()
+        .map(|x| x as f32)
+        .collect();
     let labels: Vec<i64> = p64.batch.labels.to_data().iter::<i64>().collect();
     let v64 = direction(&p64, 51, &d64);
     let v = host(&v64);
@@ -375,19 +523,36 @@ fn f64_wgpu_products_in_f32_match_the_f64_result() {
         println!("measured: wgpu f32   {label} ({name}) vs flex f64: relative error {err:.1e}");
         assert!(err < 1e-4, "{label}: wgpu f32 off the f64 result by {err}");
     };
-    compare("gradient", objective32.gradient(&params32, &batch, false).gradient, objective64.gradient(&p64.params, &p64.batch, false).gradient);
-    compare("Hv", objective32.hessian_vector(&params32, &batch, &v32), objective64.hessian_vector(&p64.params, &p64.batch, &v64));
+    compare(
+        "gradient",
+        objective32.gradient(&params32, &batch, false).gradient,
+        objective64
+            .gradient(&p64.params, &p64.batch, false)
+            .gradient,
+    );
+    compare(
+        "Hv",
+        objective32.hessian_vector(&params32, &batch, &v32),
+        objective64.hessian_vector(&p64.params, &p64.batch, &v64),
+    );
     compare(
         "Gv",
         objective32.gauss_newton(&params32, &batch).product(&v32),
-        objective64.gauss_newton(&p64.params, &p64.batch).product(&v64),
+        objective64
+            .gauss_newton(&p64.params, &p64.batch)
+            .product(&v64),
     );
 }
 
 // ---- the inspection command ----
 
 /// Reads a safetensors file's F32/I64 tensors (name -> (shape, values as f64)) and metadata.
-fn read_safetensors(path: &std::path::Path) -> (std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)>, serde_json::Value) {
+fn read_safetensors(
+    path: &std::path::Path,
+) -> (
+    std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+    serde_json::Value,
+) {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     assert_eq!(n % 8, 0, "the header is padded to 8 bytes");
@@ -399,19 +564,43 @@ fn read_safetensors(path: &std::path::Path) -> (std::collections::BTreeMap<Strin
         if name == "__metadata__" {
             continue;
         }
-        let shape: Vec<usize> = info["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
-        let range: Vec<usize> = info["data_offsets"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+        let shape: Vec<usize> = info["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
+        let range: Vec<usize> = info["data_offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_u64().unwrap() as usize)
+            .collect();
         let raw = &data[range[0]..range[1]];
         covered += raw.len();
         let values: Vec<f64> = match info["dtype"].as_str().unwrap() {
-            "F32" => raw.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-            "I64" => raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+            "F32" => raw
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
+            "I64" => raw
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().unwrap()) as f64)
+                .collect(),
             other => panic!("unexpected dtype {other}"),
         };
-        assert_eq!(values.len(), shape.iter().product::<usize>(), "{name}: shape and byte range agree");
+        assert_eq!(
+            values.len(),
+            shape.iter().product::<usize>(),
+            "{name}: shape and byte range agree"
+        );
         tensors.insert(name.clone(), (shape, values));
     }
-    assert_eq!(covered, data.len(), "the byte ranges cover the data exactly");
+    assert_eq!(
+        covered,
+        data.len(),
+        "the byte ranges cover the data exactly"
+    );
     (tensors, header["__metadata__"].clone())
 }
 
@@ -424,20 +613,56 @@ fn curvature_command_writes_products_another_framework_can_check() {
     config.train.epochs = 1;
     let dir = crate::common::TempDir::new();
     let run = dir.path().join("run");
-    hftrain::train::run(hftrain::train::TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), ..Default::default() }).unwrap();
+    hftrain::train::run(hftrain::train::TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(run.clone()),
+        ..Default::default()
+    })
+    .unwrap();
     let file = dir.path().join("products.safetensors");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args(["curvature", "--checkpoint", run.join("checkpoints/latest").to_str().unwrap(), "--batch", "8", "--seed", "3"])
-        .args(["--out", file.to_str().unwrap(), "--device", "flex", "--repeats", "1", "--data", data.to_str().unwrap()])
+        .args([
+            "curvature",
+            "--checkpoint",
+            run.join("checkpoints/latest").to_str().unwrap(),
+            "--batch",
+            "8",
+            "--seed",
+            "3",
+        ])
+        .args([
+            "--out",
+            file.to_str().unwrap(),
+            "--device",
+            "flex",
+            "--repeats",
+            "1",
+            "--data",
+            data.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    for line in ["gradient", "Hessian-vector", "Gauss-Newton-vector", "x gradient"] {
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "gradient",
+        "Hessian-vector",
+        "Gauss-Newton-vector",
+        "x gradient",
+    ] {
         assert!(stdout.contains(line), "timings lack {line:?}:\n{stdout}");
     }
     let (tensors, metadata) = read_safetensors(&file);
-    assert!(metadata["definition"].as_str().unwrap().contains("training mode"));
+    assert!(
+        metadata["definition"]
+            .as_str()
+            .unwrap()
+            .contains("training mode")
+    );
     let network = Network::new(&config.model, 10);
     for prefix in ["params", "v", "grad", "hv", "gv"] {
         for e in network.params.entries() {
@@ -451,19 +676,58 @@ fn curvature_command_writes_products_another_framework_can_check() {
     // Check the file against Burn's own autodiff on the data it holds.
     let d = Device::flex();
     let join = |prefix: &str| {
-        let values: Vec<f32> = network.params.entries().iter().flat_map(|e| tensors[&format!("{prefix}.{}", e.name)].1.iter().map(|&x| x as f32)).collect();
+        let values: Vec<f32> = network
+            .params
+            .entries()
+            .iter()
+            .flat_map(|e| {
+                tensors[&format!("{prefix}.{}", e.name)]
+                    .1
+                    .iter()
+                    .map(|&x| x as f32)
+            })
+            .collect();
         from_host(values, &d)
     };
-    let images = from_host(tensors["images"].1.iter().map(|&x| x as f32).collect(), &d).reshape([8, 3, 32, 32]);
-    let labels = Tensor::<1, Int>::from_data(TensorData::new(tensors["labels"].1.iter().map(|&x| x as i64).collect::<Vec<_>>(), [8]), &d);
+    let images = from_host(tensors["images"].1.iter().map(|&x| x as f32).collect(), &d)
+        .reshape([8, 3, 32, 32]);
+    let labels = Tensor::<1, Int>::from_data(
+        TensorData::new(
+            tensors["labels"]
+                .1
+                .iter()
+                .map(|&x| x as i64)
+                .collect::<Vec<_>>(),
+            [8],
+        ),
+        &d,
+    );
     let buffers = from_host(vec![0.0; network.buffers.total()], &d);
-    let reference = loss_and_gradient(&network, &join("params"), &buffers, images, labels, config.train.label_smoothing);
+    let reference = loss_and_gradient(
+        &network,
+        &join("params"),
+        &buffers,
+        images,
+        labels,
+        config.train.label_smoothing,
+    );
     let err = relative_error(&join("grad"), &reference.gradient);
-    assert!(err < 1e-5, "the file's gradient is off Burn's autodiff by {err}");
+    assert!(
+        err < 1e-5,
+        "the file's gradient is off Burn's autodiff by {err}"
+    );
     let loss_gap = (tensors["loss"].1[0] - reference.loss.into_scalar::<f64>()).abs();
     assert!(loss_gap < 1e-5, "loss off by {loss_gap}");
     let v = join("v");
-    assert_eq!(to_host(&v), to_host(&hftrain::inspect::seeded_direction(network.params.total(), 3, &d)), "v is the seeded direction");
+    assert_eq!(
+        to_host(&v),
+        to_host(&hftrain::inspect::seeded_direction(
+            network.params.total(),
+            3,
+            &d
+        )),
+        "v is the seeded direction"
+    );
     let vgv = (v.clone() * join("gv")).sum().into_scalar::<f64>();
     let vhv = (v * join("hv")).sum().into_scalar::<f64>();
     assert!(vgv > 0.0 && vhv.is_finite(), "v'Gv = {vgv}, v'Hv = {vhv}");

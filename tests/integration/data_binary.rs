@@ -1,7 +1,7 @@
 use hftrain::data::binary::{RECORD_BYTES, TEST_FILE, TRAIN_FILES};
 use hftrain::data::{Format, IMAGE_BYTES, Source, Split};
 
-use crate::common::{assert_error, binary_records, TempDir};
+use crate::common::{TempDir, assert_error, binary_records};
 
 /// Writes the six batch files with `per_file` records each, labels cycling 0..10.
 fn write_batches(dir: &std::path::Path, per_file: usize) {
@@ -46,9 +46,16 @@ fn finds_batches_inside_the_official_archive_folder() {
 fn limit_takes_a_balanced_subset() {
     let dir = TempDir::new();
     write_batches(dir.path(), 40);
-    let train = Source::detect(dir.path()).unwrap().load(Split::Train, 30).unwrap();
+    let train = Source::detect(dir.path())
+        .unwrap()
+        .load(Split::Train, 30)
+        .unwrap();
     assert_eq!(train.len(), 30);
-    assert!(train.class_counts().iter().all(|&c| c == 3), "{:?}", train.class_counts());
+    assert!(
+        train.class_counts().iter().all(|&c| c == 3),
+        "{:?}",
+        train.class_counts()
+    );
 }
 
 #[test]
@@ -91,7 +98,10 @@ fn missing_train_file_is_named() {
 
 #[test]
 fn missing_or_unrecognised_directory_is_explained() {
-    assert_error(Source::detect(std::path::Path::new("no/such/dir")), &["no/such/dir", "does not exist"]);
+    assert_error(
+        Source::detect(std::path::Path::new("no/such/dir")),
+        &["no/such/dir", "does not exist"],
+    );
     let dir = TempDir::new();
     assert_error(Source::detect(dir.path()), &["neither", "data_batch_1.bin"]);
 }

@@ -1,13 +1,17 @@
 use hftrain::data::folder::decode_image;
 use hftrain::data::{CIFAR10_CLASSES, Format, IMAGE_SIDE, Source, Split};
 
-use crate::common::{assert_error, real_cifar10_folder, synthetic_binary, synthetic_folder, TempDir};
+use crate::common::{
+    TempDir, assert_error, real_cifar10_folder, synthetic_binary, synthetic_folder,
+};
 
 /// The one check of the real CIFAR-10 images, where a checkout has them beside it; it says
 /// when it skips. Everything else runs on generated images.
 #[test]
 fn reads_real_images_in_cifar_label_order() {
-    let Some(root) = real_cifar10_folder() else { return };
+    let Some(root) = real_cifar10_folder() else {
+        return;
+    };
     let source = Source::detect(&root).unwrap();
     assert_eq!(source.format, Format::ImageFolder);
     let test = source.load(Split::Test, 50).unwrap();
@@ -16,7 +20,10 @@ fn reads_real_images_in_cifar_label_order() {
     assert!(test.class_counts().iter().all(|&c| c == 5));
     // The first image of class 3 is test/cat/<first file>, stored CHW.
     let index = test.labels.iter().position(|&l| l == 3).unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(root.join("test/cat")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(root.join("test/cat"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     let rgb = image::open(&files[0]).unwrap().into_rgb8();
     let (x, y) = (5u32, 17u32);
@@ -35,7 +42,8 @@ fn write_images(root: &std::path::Path, split: &str, class: &str, count: usize, 
     let dir = root.join(split).join(class);
     std::fs::create_dir_all(&dir).unwrap();
     for i in 0..count {
-        let img = image::RgbImage::from_fn(side, side, |x, y| image::Rgb([x as u8, y as u8, i as u8]));
+        let img =
+            image::RgbImage::from_fn(side, side, |x, y| image::Rgb([x as u8, y as u8, i as u8]));
         img.save(dir.join(format!("{i:04}.png"))).unwrap();
     }
 }
@@ -46,7 +54,10 @@ fn other_class_names_are_sorted_and_decoded() {
     for class in ["zebra", "ant"] {
         write_images(dir.path(), "train", class, 3, 32);
     }
-    let train = Source::detect(dir.path()).unwrap().load(Split::Train, 0).unwrap();
+    let train = Source::detect(dir.path())
+        .unwrap()
+        .load(Split::Train, 0)
+        .unwrap();
     assert_eq!(train.classes, vec!["ant", "zebra"]);
     assert_eq!(train.labels, vec![0, 0, 0, 1, 1, 1]);
     // Red channel = x, green = y.
@@ -81,15 +92,24 @@ fn unreadable_image_is_named() {
     let dir = TempDir::new();
     write_images(dir.path(), "train", "cat", 1, 32);
     std::fs::write(dir.path().join("train/cat/0001.png"), b"not a png").unwrap();
-    assert_error(decode_image(&dir.path().join("train/cat/0001.png")), &["0001.png"]);
-    assert_error(Source::detect(dir.path()).unwrap().load(Split::Train, 0), &["0001.png"]);
+    assert_error(
+        decode_image(&dir.path().join("train/cat/0001.png")),
+        &["0001.png"],
+    );
+    assert_error(
+        Source::detect(dir.path()).unwrap().load(Split::Train, 0),
+        &["0001.png"],
+    );
 }
 
 #[test]
 fn missing_split_is_named() {
     let dir = TempDir::new();
     write_images(dir.path(), "train", "cat", 1, 32);
-    assert_error(Source::detect(dir.path()).unwrap().load(Split::Test, 0), &["`test` split"]);
+    assert_error(
+        Source::detect(dir.path()).unwrap().load(Split::Test, 0),
+        &["`test` split"],
+    );
 }
 
 /// The generated data set in both formats: the same images and labels through both readers
@@ -99,7 +119,10 @@ fn missing_split_is_named() {
 fn generated_data_reads_the_same_in_both_formats() {
     let binary = Source::detect(&synthetic_binary()).unwrap();
     let folder = Source::detect(&synthetic_folder()).unwrap();
-    assert_eq!((binary.format, folder.format), (Format::Binary, Format::ImageFolder));
+    assert_eq!(
+        (binary.format, folder.format),
+        (Format::Binary, Format::ImageFolder)
+    );
     for (split, count) in [(Split::Train, 600), (Split::Test, 200)] {
         let a = binary.load(split, 0).unwrap();
         let b = folder.load(split, 0).unwrap();
@@ -108,38 +131,81 @@ fn generated_data_reads_the_same_in_both_formats() {
         assert_eq!(b.classes, a.classes);
         assert!(a.class_counts().iter().all(|&c| c == count / 10));
         // The folder lists each class's files in name order; match images by content.
-        let mut from_binary: Vec<(u8, &[u8])> = (0..a.len()).map(|i| (a.labels[i], a.image(i))).collect();
-        let mut from_folder: Vec<(u8, &[u8])> = (0..b.len()).map(|i| (b.labels[i], b.image(i))).collect();
+        let mut from_binary: Vec<(u8, &[u8])> =
+            (0..a.len()).map(|i| (a.labels[i], a.image(i))).collect();
+        let mut from_folder: Vec<(u8, &[u8])> =
+            (0..b.len()).map(|i| (b.labels[i], b.image(i))).collect();
         from_binary.sort();
         from_folder.sort();
-        assert!(from_binary == from_folder, "{split:?}: the two formats hold different images");
+        assert!(
+            from_binary == from_folder,
+            "{split:?}: the two formats hold different images"
+        );
         from_binary.dedup_by(|x, y| x.1 == y.1);
-        assert_eq!(from_binary.len(), count, "{split:?}: some generated images are identical");
+        assert_eq!(
+            from_binary.len(),
+            count,
+            "{split:?}: some generated images are identical"
+        );
     }
     let subset = binary.load(Split::Train, 100).unwrap();
-    assert!(subset.class_counts().iter().all(|&c| c == 10), "{:?}", subset.class_counts());
+    assert!(
+        subset.class_counts().iter().all(|&c| c == 10),
+        "{:?}",
+        subset.class_counts()
+    );
 }
 
 /// The classes differ in what a network sees: the mean colour of two classes differs by
 /// more than the spread of that mean within a class (so a small network can learn them).
 #[test]
 fn generated_classes_differ_in_mean_colour() {
-    let data = Source::detect(&synthetic_binary()).unwrap().load(Split::Train, 0).unwrap();
+    let data = Source::detect(&synthetic_binary())
+        .unwrap()
+        .load(Split::Train, 0)
+        .unwrap();
     let plane = 32 * 32;
     let mut means = vec![Vec::new(); 10];
     for i in 0..data.len() {
         let image = data.image(i);
-        let mean: Vec<f64> = (0..3).map(|c| image[c * plane..(c + 1) * plane].iter().map(|&v| v as f64).sum::<f64>() / plane as f64).collect();
+        let mean: Vec<f64> = (0..3)
+            .map(|c| {
+                image[c * plane..(c + 1) * plane]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .sum::<f64>()
+                    / plane as f64
+            })
+            .collect();
         means[data.labels[i] as usize].push(mean);
     }
-    let centre = |m: &[Vec<f64>]| (0..3).map(|c| m.iter().map(|v| v[c]).sum::<f64>() / m.len() as f64).collect::<Vec<f64>>();
-    let distance = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+    let centre = |m: &[Vec<f64>]| {
+        (0..3)
+            .map(|c| m.iter().map(|v| v[c]).sum::<f64>() / m.len() as f64)
+            .collect::<Vec<f64>>()
+    };
+    let distance = |a: &[f64], b: &[f64]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
     let centres: Vec<Vec<f64>> = means.iter().map(|m| centre(m)).collect();
-    let spread = means.iter().zip(&centres).map(|(m, c)| (m.iter().map(|v| distance(v, c).powi(2)).sum::<f64>() / m.len() as f64).sqrt()).fold(0.0, f64::max);
+    let spread = means
+        .iter()
+        .zip(&centres)
+        .map(|(m, c)| {
+            (m.iter().map(|v| distance(v, c).powi(2)).sum::<f64>() / m.len() as f64).sqrt()
+        })
+        .fold(0.0, f64::max);
     for a in 0..10 {
         for b in a + 1..10 {
             let gap = distance(&centres[a], &centres[b]);
-            assert!(gap > spread, "classes {a} and {b}: mean colours {gap:.1} apart, spread within a class {spread:.1}");
+            assert!(
+                gap > spread,
+                "classes {a} and {b}: mean colours {gap:.1} apart, spread within a class {spread:.1}"
+            );
         }
     }
 }
@@ -150,20 +216,55 @@ fn generated_classes_differ_in_mean_colour() {
 fn data_synthetic_command_writes_a_new_folder_only() {
     let dir = TempDir::new();
     let out = dir.path().join("generated");
-    let hftrain = |args: &[&str]| std::process::Command::new(env!("CARGO_BIN_EXE_hftrain")).args(args).output().unwrap();
-    let made = hftrain(&["data", "synthetic", "--out", out.to_str().unwrap(), "--format", "folder", "--train-per-class", "3", "--test-per-class", "2"]);
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let hftrain = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let made = hftrain(&[
+        "data",
+        "synthetic",
+        "--out",
+        out.to_str().unwrap(),
+        "--format",
+        "folder",
+        "--train-per-class",
+        "3",
+        "--test-per-class",
+        "2",
+    ]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
     let source = Source::detect(&out).unwrap();
     assert_eq!(source.format, Format::ImageFolder);
     assert_eq!(source.load(Split::Train, 0).unwrap().len(), 30);
     assert_eq!(source.load(Split::Test, 0).unwrap().len(), 20);
-    let before: Vec<_> = std::fs::read_dir(out.join("train/cat")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let before: Vec<_> = std::fs::read_dir(out.join("train/cat"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     let again = hftrain(&["data", "synthetic", "--out", out.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&again.stderr);
-    assert!(!again.status.success() && stderr.contains("already exists and is not empty") && stderr.contains("generated"), "{stderr}");
-    let after: Vec<_> = std::fs::read_dir(out.join("train/cat")).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        !again.status.success()
+            && stderr.contains("already exists and is not empty")
+            && stderr.contains("generated"),
+        "{stderr}"
+    );
+    let after: Vec<_> = std::fs::read_dir(out.join("train/cat"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(before, after, "the existing folder was changed");
     assert!(!out.join("data_batch_1.bin").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).filter(|n| n.to_string_lossy().starts_with('.')).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with('.'))
+        .collect();
     assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
 }

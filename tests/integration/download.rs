@@ -103,7 +103,19 @@ fn hftrain(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 
 /// `hftrain data download --data DATA --url URL --md5 MD5`.
 fn download(data: &Path, url: &str, md5: &str) -> (bool, String) {
-    hftrain(&["data", "download", "--data", data.to_str().unwrap(), "--url", url, "--md5", md5], &[])
+    hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            url,
+            "--md5",
+            md5,
+        ],
+        &[],
+    )
 }
 
 /// Names in `dir`, sorted.

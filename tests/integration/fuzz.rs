@@ -19,7 +19,11 @@ fn read_all(root: &Path, case: usize) -> Result<(), String> {
 fn kinds(messages: &[String]) -> Vec<String> {
     let mut kinds: Vec<String> = messages
         .iter()
-        .map(|m| m.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect::<String>())
+        .map(|m| {
+            m.chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect::<String>()
+        })
         .collect();
     kinds.sort();
     kinds.dedup();
@@ -38,7 +42,10 @@ fn read_all_inner(root: &Path, case: usize) -> Result<(), String> {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
             let message = format!("{e:#}");
-            assert!(message.contains(&root.display().to_string()), "case {case}: the error names no path: {message}");
+            assert!(
+                message.contains(&root.display().to_string()),
+                "case {case}: the error names no path: {message}"
+            );
             Err(message)
         }
     }
@@ -55,7 +62,14 @@ fn binary_reader_survives_random_files() {
     for case in 0..150 {
         let mut rng = Rng::derive(case as u64, &[0xF022]);
         let dir = TempDir::new();
-        for name in ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin", "test_batch.bin"] {
+        for name in [
+            "data_batch_1.bin",
+            "data_batch_2.bin",
+            "data_batch_3.bin",
+            "data_batch_4.bin",
+            "data_batch_5.bin",
+            "test_batch.bin",
+        ] {
             if rng.below(20) == 0 {
                 continue; // a missing file
             }
@@ -76,11 +90,19 @@ fn binary_reader_survives_random_files() {
         }
     }
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "measured: binary reader, 150 random data sets: {accepted} read, {} refused with a path, no panic", errors.len());
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: binary reader, 150 random data sets: {accepted} read, {} refused with a path, no panic",
+        errors.len()
+    );
     for kind in kinds(&errors) {
         let _ = writeln!(std::io::stderr(), "measured:   refused: {kind}");
     }
-    assert!(!errors.is_empty() && accepted > 0, "{accepted} read, {} refused", errors.len());
+    assert!(
+        !errors.is_empty() && accepted > 0,
+        "{accepted} read, {} refused",
+        errors.len()
+    );
 }
 
 #[test]
@@ -107,12 +129,19 @@ fn folder_reader_survives_random_trees() {
                             // A real PNG with its tail cut off.
                             let mut bytes = Vec::new();
                             image::RgbImage::new(32, 32)
-                                .write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png)
+                                .write_to(
+                                    &mut std::io::Cursor::new(&mut bytes),
+                                    image::ImageFormat::Png,
+                                )
                                 .unwrap();
                             bytes.truncate(bytes.len() / 2);
                             std::fs::write(&path, bytes).unwrap();
                         }
-                        _ => image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8, y as u8, i as u8])).save(&path).unwrap(),
+                        _ => image::RgbImage::from_fn(32, 32, |x, y| {
+                            image::Rgb([x as u8, y as u8, i as u8])
+                        })
+                        .save(&path)
+                        .unwrap(),
                     }
                 }
             }
@@ -123,7 +152,11 @@ fn folder_reader_survives_random_trees() {
         }
     }
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "measured: image-folder reader, 60 random trees: {accepted} read, {} refused with a path, no panic", errors.len());
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: image-folder reader, 60 random trees: {accepted} read, {} refused with a path, no panic",
+        errors.len()
+    );
     for kind in kinds(&errors) {
         let _ = writeln!(std::io::stderr(), "measured:   refused: {kind}");
     }
@@ -143,7 +176,9 @@ fn folder_reader_survives_files_replaced_while_reading() {
             std::fs::create_dir_all(&class_dir).unwrap();
             for i in 0..150 {
                 let path = class_dir.join(format!("{i:03}.png"));
-                image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8, y as u8, i as u8])).save(&path).unwrap();
+                image::RgbImage::from_fn(32, 32, |x, y| image::Rgb([x as u8, y as u8, i as u8]))
+                    .save(&path)
+                    .unwrap();
                 files.push(path);
             }
         }
@@ -184,7 +219,11 @@ fn folder_reader_survives_files_replaced_while_reading() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let changes = vandal.join().unwrap();
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "measured: folder reader while {changes} files were replaced, rewritten or removed: {read} of 20 loads read, {} refused with a path, no panic", refused.len());
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: folder reader while {changes} files were replaced, rewritten or removed: {read} of 20 loads read, {} refused with a path, no panic",
+        refused.len()
+    );
     for kind in kinds(&refused) {
         let _ = writeln!(std::io::stderr(), "measured:   refused: {kind}");
     }

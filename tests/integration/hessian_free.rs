@@ -19,7 +19,10 @@ struct Dense(Tensor<2>);
 impl LinearOperator for Dense {
     fn apply(&self, v: &Tensor<1>) -> Tensor<1> {
         let n = v.dims()[0];
-        self.0.clone().matmul(v.clone().reshape([n, 1])).reshape([n])
+        self.0
+            .clone()
+            .matmul(v.clone().reshape([n, 1]))
+            .reshape([n])
     }
 }
 
@@ -28,14 +31,25 @@ impl LinearOperator for Dense {
 fn matrix_with_spectrum(eigenvalues: &[f64], seed: u64, d: &Device) -> Tensor<2> {
     let n = eigenvalues.len();
     let u = random_tensor(seed, [n], d);
-    let u = u.clone().div_scalar(u.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt());
-    let q = Tensor::<2>::eye(n, d) - u.clone().reshape([n, 1]).matmul(u.reshape([1, n])).mul_scalar(2.0);
+    let u = u
+        .clone()
+        .div_scalar(u.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt());
+    let q = Tensor::<2>::eye(n, d)
+        - u.clone()
+            .reshape([n, 1])
+            .matmul(u.reshape([1, n]))
+            .mul_scalar(2.0);
     let diag = from_host(eigenvalues.iter().map(|&e| e as f32).collect(), d);
     q.clone().mul(diag.reshape([1, n])).matmul(q.transpose())
 }
 
 fn tight() -> CgSettings {
-    CgSettings { max_iterations: 200, tolerance: 1e-30, residual_tolerance: 1e-12, ..CgSettings::default() }
+    CgSettings {
+        max_iterations: 200,
+        tolerance: 1e-30,
+        residual_tolerance: 1e-12,
+        ..CgSettings::default()
+    }
 }
 
 #[test]
@@ -48,9 +62,16 @@ fn f64_cg_solves_spd_systems_in_as_many_iterations_as_distinct_eigenvalues() {
         let b = random_tensor(4, [40], &d);
         let result = cg::solve(&Dense(a.clone()), 0.0, &b, None, None, &tight());
         let residual = relative_error(&Dense(a).apply(&result.solution), &b);
-        println!("measured: CG SPD with {distinct} distinct eigenvalues: {} iterations ({}), residual {residual:.1e}", result.iterations, result.stop.label());
+        println!(
+            "measured: CG SPD with {distinct} distinct eigenvalues: {} iterations ({}), residual {residual:.1e}",
+            result.iterations,
+            result.stop.label()
+        );
         assert_eq!(result.stop, CgStop::Converged);
-        assert_eq!(result.iterations, distinct, "CG needs one iteration per distinct eigenvalue");
+        assert_eq!(
+            result.iterations, distinct,
+            "CG needs one iteration per distinct eigenvalue"
+        );
         assert!(residual < 1e-10);
     }
 }
@@ -70,16 +91,30 @@ fn f64_cg_with_damping_preconditioner_and_warm_start() {
     let result = cg::solve(&Dense(a.clone()), damping, &b, None, Some(&m), &tight());
     let expected = b.clone() / m.clone();
     let err = relative_error(&result.solution, &expected);
-    println!("measured: PCG, exact diagonal preconditioner: {} iteration(s), error {err:.1e}", result.iterations);
+    println!(
+        "measured: PCG, exact diagonal preconditioner: {} iteration(s), error {err:.1e}",
+        result.iterations
+    );
     assert_eq!(result.iterations, 1);
     assert!(err < 1e-12);
     // Without it, many more.
     let plain = cg::solve(&Dense(a.clone()), damping, &b, None, None, &tight());
-    assert!(plain.iterations > 5, "plain CG took {} iterations", plain.iterations);
+    assert!(
+        plain.iterations > 5,
+        "plain CG took {} iterations",
+        plain.iterations
+    );
     assert!(relative_error(&plain.solution, &expected) < 1e-9);
     // Warm-started at the solution: nothing left to do, and the model value is the minimum
     // -b^T x / 2.
-    let warm = cg::solve(&Dense(a), damping, &b, Some(expected.clone()), None, &tight());
+    let warm = cg::solve(
+        &Dense(a),
+        damping,
+        &b,
+        Some(expected.clone()),
+        None,
+        &tight(),
+    );
     let minimum = -0.5 * (b * expected).sum().into_scalar::<f64>();
     assert_eq!(warm.iterations, 0, "warm start at the solution");
     assert!((warm.model_value - minimum).abs() < 1e-12 * minimum.abs());
@@ -89,11 +124,17 @@ fn f64_cg_with_damping_preconditioner_and_warm_start() {
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
 fn f64_cg_stops_on_negative_curvature_with_the_last_safe_iterate() {
     let d = flex_f64();
-    let eigenvalues: Vec<f64> = (0..20).map(|i| if i == 7 { -2.0 } else { 1.0 + i as f64 }).collect();
+    let eigenvalues: Vec<f64> = (0..20)
+        .map(|i| if i == 7 { -2.0 } else { 1.0 + i as f64 })
+        .collect();
     let a = matrix_with_spectrum(&eigenvalues, 8, &d);
     let b = random_tensor(9, [20], &d);
     let result = cg::solve(&Dense(a), 0.0, &b, None, None, &tight());
-    println!("measured: CG on an indefinite system: stopped after {} iterations ({})", result.iterations, result.stop.label());
+    println!(
+        "measured: CG on an indefinite system: stopped after {} iterations ({})",
+        result.iterations,
+        result.stop.label()
+    );
     assert_eq!(result.stop, CgStop::NegativeCurvature);
     assert!(result.iterations < 20);
     // The kept solution is the last iterate before the bad direction: finite, and the model
@@ -114,20 +155,32 @@ fn f64_cg_stops_on_negative_curvature_with_the_last_safe_iterate() {
 fn f64_cg_stops_on_martens_rule_at_the_first_iteration_it_holds() {
     let d = flex_f64();
     let n = 300;
-    let eigenvalues: Vec<f64> = (0..n).map(|i| 10f64.powf(4.0 * i as f64 / n as f64)).collect();
+    let eigenvalues: Vec<f64> = (0..n)
+        .map(|i| 10f64.powf(4.0 * i as f64 / n as f64))
+        .collect();
     let a = matrix_with_spectrum(&eigenvalues, 10, &d);
     let b = random_tensor(11, [n], &d);
-    let settings = CgSettings { max_iterations: 250, tolerance: 5e-4, ..CgSettings::default() };
+    let settings = CgSettings {
+        max_iterations: 250,
+        tolerance: 5e-4,
+        ..CgSettings::default()
+    };
     let result = cg::solve(&Dense(a), 0.0, &b, None, None, &settings);
     let phi = &result.model_values;
     let holds = |i: usize| {
         let k = 10usize.max(i / 10);
         i > k && phi[i] < 0.0 && (phi[i] - phi[i - k]) / phi[i] < k as f64 * 5e-4
     };
-    println!("measured: Martens' rule stopped CG at iteration {} of at most 250", result.iterations);
+    println!(
+        "measured: Martens' rule stopped CG at iteration {} of at most 250",
+        result.iterations
+    );
     assert_eq!(result.stop, CgStop::Progress);
     assert!(holds(result.iterations));
-    assert!((1..result.iterations).all(|i| !holds(i)), "the rule held earlier");
+    assert!(
+        (1..result.iterations).all(|i| !holds(i)),
+        "the rule held earlier"
+    );
     // Kept iterates for backtracking: increasing, geometrically spaced, ending at the solution.
     let kept: Vec<usize> = result.iterates.iter().map(|it| it.iteration).collect();
     assert!(kept.windows(2).all(|w| w[1] > w[0]), "{kept:?}");
@@ -148,13 +201,26 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
     let (images, labels) = host.to_device(&d);
     let batch = Batch { images, labels };
 
-    let model = ModelConfig { blocks: vec![], batch_norm: false, head: HeadKind::Flatten, logit_scale: 1.0 };
+    let model = ModelConfig {
+        blocks: vec![],
+        batch_norm: false,
+        head: HeadKind::Flatten,
+        logit_scale: 1.0,
+    };
     let network = Network::new(&model, 10);
     let (mut params, _) = network.init(0, &d);
     let objective = Objective::new(&network, 0.0, 1e-2, &d);
-    let settings = HessianFreeConfig { cg_max_iterations: 100, ..HessianFreeConfig::default() };
+    let settings = HessianFreeConfig {
+        cg_max_iterations: 100,
+        ..HessianFreeConfig::default()
+    };
     let mut hf = HessianFree::new(&settings, network.params.total());
-    let problem = BatchProblem { objective: &objective, batch: &batch, curvature_batch: batch.clone(), kind: CurvatureKind::GaussNewton };
+    let problem = BatchProblem {
+        objective: &objective,
+        batch: &batch,
+        curvature_batch: batch.clone(),
+        kind: CurvatureKind::GaussNewton,
+    };
     let norm = |g: &Tensor<1>| g.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt();
     let start = objective.gradient(&params, &batch, false);
     let g0 = norm(&start.gradient);
@@ -167,39 +233,75 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
             break;
         }
         let value = out.value.into_scalar::<f64>();
-        let (next, report) = hf.step(&problem, &params, value, &out.gradient, None).unwrap();
+        let (next, report) = hf
+            .step(&problem, &params, value, &out.gradient, None)
+            .unwrap();
         println!(
             "measured: HF step {:>2}: f {:.8} -> {:.8}, |g|/|g0| {ratio:.2e}, lambda {:.2e}, cg {} ({}), rho {:.3}",
-            steps + 1, report.value_before, report.value_after, report.damping_used, report.cg_iterations, report.cg_stop.label(), report.rho
+            steps + 1,
+            report.value_before,
+            report.value_after,
+            report.damping_used,
+            report.cg_iterations,
+            report.cg_stop.label(),
+            report.rho
         );
-        assert!(report.value_after <= report.value_before, "a step raised the objective");
+        assert!(
+            report.value_after <= report.value_before,
+            "a step raised the objective"
+        );
         params = next;
         steps += 1;
     }
-    println!("measured: HF on L2 softmax regression (300 images): |g| fell to {ratio:.1e} of its start in {steps} steps");
-    assert!(ratio < 1e-4, "after {steps} steps the gradient norm is still {ratio:.2e} of its start");
+    println!(
+        "measured: HF on L2 softmax regression (300 images): |g| fell to {ratio:.1e} of its start in {steps} steps"
+    );
+    assert!(
+        ratio < 1e-4,
+        "after {steps} steps the gradient norm is still {ratio:.2e} of its start"
+    );
 }
 
 #[test]
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
 fn f64_preconditioner_diagonal_is_the_mean_squared_per_example_gradient_for_linear_layers() {
     let d = flex_f64();
-    let model = ModelConfig { blocks: vec![], batch_norm: false, head: HeadKind::Flatten, logit_scale: 1.0 };
+    let model = ModelConfig {
+        blocks: vec![],
+        batch_norm: false,
+        head: HeadKind::Flatten,
+        logit_scale: 1.0,
+    };
     let network = Network::new(&model, 10);
     let (params, _) = network.init(4, &d);
     let n = 5;
     let images = random_tensor(8, [n, 3, 32, 32], &d);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 1, 4, 1, 5], [n]), &d);
-    let batch = Batch { images: images.clone(), labels: labels.clone() };
+    let batch = Batch {
+        images: images.clone(),
+        labels: labels.clone(),
+    };
     let objective = Objective::new(&network, 0.0, 0.0, &d);
-    let squared = objective.gradient(&params, &batch, true).squared_gradients.unwrap();
+    let squared = objective
+        .gradient(&params, &batch, true)
+        .squared_gradients
+        .unwrap();
     let mut expected = params.zeros_like();
     for i in 0..n {
-        let one = Batch { images: images.clone().slice(i..i + 1), labels: labels.clone().slice(i..i + 1) };
-        expected = expected + objective.gradient(&params, &one, false).gradient.powi_scalar(2);
+        let one = Batch {
+            images: images.clone().slice(i..i + 1),
+            labels: labels.clone().slice(i..i + 1),
+        };
+        expected = expected
+            + objective
+                .gradient(&params, &one, false)
+                .gradient
+                .powi_scalar(2);
     }
     let err = relative_error(&squared, &expected.div_scalar(n as f64));
-    println!("measured: preconditioner diagonal vs per-example squared gradients (softmax regression): {err:.1e}");
+    println!(
+        "measured: preconditioner diagonal vs per-example squared gradients (softmax regression): {err:.1e}"
+    );
     assert!(err < 1e-12, "off by {err}");
 }
 
@@ -215,7 +317,9 @@ struct Quadratic {
 impl Quadratic {
     fn value_at(&self, x: &Tensor<1>) -> f64 {
         let ax = Dense(self.a.clone()).apply(x);
-        (x.clone() * (ax.mul_scalar(0.5) - self.b.clone())).sum().into_scalar::<f64>()
+        (x.clone() * (ax.mul_scalar(0.5) - self.b.clone()))
+            .sum()
+            .into_scalar::<f64>()
     }
 
     fn gradient(&self, x: &Tensor<1>) -> Tensor<1> {
@@ -225,7 +329,11 @@ impl Quadratic {
 
 impl hftrain::optim::hessian_free::Problem for Quadratic {
     fn value(&self, params: &Tensor<1>) -> f64 {
-        if self.poisoned { f64::NAN } else { self.value_at(params) }
+        if self.poisoned {
+            f64::NAN
+        } else {
+            self.value_at(params)
+        }
     }
 
     fn curvature(&self, _params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {
@@ -238,29 +346,62 @@ fn hessian_free_minimises_a_quadratic_with_rho_near_one() {
     let d = Device::flex();
     let n = 12;
     let eigenvalues: Vec<f64> = (0..n).map(|i| 0.5 + i as f64).collect();
-    let problem = Quadratic { a: matrix_with_spectrum(&eigenvalues, 1, &d), b: random_tensor(2, [n], &d), poisoned: false };
-    let settings = HessianFreeConfig { initial_damping: 1e-3, ..HessianFreeConfig::default() };
+    let problem = Quadratic {
+        a: matrix_with_spectrum(&eigenvalues, 1, &d),
+        b: random_tensor(2, [n], &d),
+        poisoned: false,
+    };
+    let settings = HessianFreeConfig {
+        initial_damping: 1e-3,
+        ..HessianFreeConfig::default()
+    };
     let mut hf = HessianFree::new(&settings, n);
     let mut x = Tensor::<1>::zeros([n], &d);
-    let g0 = problem.gradient(&x).powi_scalar(2).sum().into_scalar::<f64>().sqrt();
+    let g0 = problem
+        .gradient(&x)
+        .powi_scalar(2)
+        .sum()
+        .into_scalar::<f64>()
+        .sqrt();
     for step in 0..3 {
-        let (next, report) = hf.step(&problem, &x, problem.value_at(&x), &problem.gradient(&x), None).unwrap();
+        let (next, report) = hf
+            .step(
+                &problem,
+                &x,
+                problem.value_at(&x),
+                &problem.gradient(&x),
+                None,
+            )
+            .unwrap();
         if step == 0 {
             // On an exact quadratic the actual change is the undamped model's; the damped
             // model predicts a little less: rho is just above 1.
             assert!(report.accepted, "step {step}: {report:?}");
             assert!((1.0..1.01).contains(&report.rho), "rho {}", report.rho);
-            assert!(report.damping < 1e-3, "rho > 3/4 lowers lambda: {}", report.damping);
+            assert!(
+                report.damping < 1e-3,
+                "rho > 3/4 lowers lambda: {}",
+                report.damping
+            );
         } else if !report.accepted {
             // Once the first step has solved the system to f32 precision, what is left to
             // gain is below what f32 resolves in f: a step that does not lower f is then
             // rightly rejected. Anything the arithmetic can resolve must be taken.
             let resolution = f32_resolution_of_value(&problem, &x);
-            assert!(report.predicted.abs() <= resolution, "step {step} rejected with a resolvable predicted change {:.2e} (f32 resolves {resolution:.2e}): {report:?}", report.predicted);
+            assert!(
+                report.predicted.abs() <= resolution,
+                "step {step} rejected with a resolvable predicted change {:.2e} (f32 resolves {resolution:.2e}): {report:?}",
+                report.predicted
+            );
         }
         x = next;
     }
-    let g = problem.gradient(&x).powi_scalar(2).sum().into_scalar::<f64>().sqrt();
+    let g = problem
+        .gradient(&x)
+        .powi_scalar(2)
+        .sum()
+        .into_scalar::<f64>()
+        .sqrt();
     assert!(g < 1e-4 * g0, "gradient norm {g} of {g0} after 3 steps");
 }
 
@@ -271,7 +412,9 @@ fn hessian_free_minimises_a_quadratic_with_rho_near_one() {
 fn f32_resolution_of_value(problem: &Quadratic, x: &Tensor<1>) -> f64 {
     let n = x.dims()[0] as f64;
     let abs_ax = Dense(problem.a.clone().abs()).apply(&x.clone().abs());
-    let magnitude = (x.clone().abs() * (abs_ax.mul_scalar(0.5) + problem.b.clone().abs())).sum().into_scalar::<f64>();
+    let magnitude = (x.clone().abs() * (abs_ax.mul_scalar(0.5) + problem.b.clone().abs()))
+        .sum()
+        .into_scalar::<f64>();
     4.0 * 2.0 * n * f32::EPSILON as f64 * magnitude
 }
 
@@ -280,21 +423,45 @@ fn hessian_free_rejects_non_finite_steps_raises_damping_and_then_stops() {
     let d = Device::flex();
     let n = 6;
     let eigenvalues: Vec<f64> = (0..n).map(|i| 1.0 + i as f64).collect();
-    let problem = Quadratic { a: matrix_with_spectrum(&eigenvalues, 3, &d), b: random_tensor(4, [n], &d), poisoned: true };
-    let settings = HessianFreeConfig { initial_damping: 1.0, max_rejected_steps: 3, ..HessianFreeConfig::default() };
+    let problem = Quadratic {
+        a: matrix_with_spectrum(&eigenvalues, 3, &d),
+        b: random_tensor(4, [n], &d),
+        poisoned: true,
+    };
+    let settings = HessianFreeConfig {
+        initial_damping: 1.0,
+        max_rejected_steps: 3,
+        ..HessianFreeConfig::default()
+    };
     let mut hf = HessianFree::new(&settings, n);
     let x = random_tensor(5, [n], &d);
     let (value, gradient) = (problem.value_at(&x), problem.gradient(&x));
     for k in 1..=2 {
         let (next, report) = hf.step(&problem, &x, value, &gradient, None).unwrap();
         assert!(!report.accepted);
-        assert_eq!(hftrain::params::to_host(&next), hftrain::params::to_host(&x), "a rejected step leaves the parameters");
+        assert_eq!(
+            hftrain::params::to_host(&next),
+            hftrain::params::to_host(&x),
+            "a rejected step leaves the parameters"
+        );
         let expected = 1.5f64.powi(k);
-        assert!((report.damping - expected).abs() < 1e-12, "lambda {} after {k} rejections", report.damping);
+        assert!(
+            (report.damping - expected).abs() < 1e-12,
+            "lambda {} after {k} rejections",
+            report.damping
+        );
     }
-    let error = format!("{:#}", hf.step(&problem, &x, value, &gradient, None).unwrap_err());
+    let error = format!(
+        "{:#}",
+        hf.step(&problem, &x, value, &gradient, None).unwrap_err()
+    );
     assert!(error.contains("rejected 3 steps in a row"), "{error}");
     // The objective itself not finite: a clear error at once.
-    let error = format!("{:#}", HessianFree::new(&settings, n).step(&problem, &x, f64::NAN, &gradient, None).unwrap_err());
+    let error = format!(
+        "{:#}",
+        HessianFree::new(&settings, n)
+            .step(&problem, &x, f64::NAN, &gradient, None)
+            .unwrap_err()
+    );
     assert!(error.contains("not finite"), "{error}");
 }

@@ -12,14 +12,23 @@ fn device() -> Device {
 
 fn close(a: &[f32], b: &[f64]) {
     for (x, y) in a.iter().zip(b) {
-        assert!((*x as f64 - y).abs() < 1e-6 * (1.0 + y.abs()), "{a:?} vs {b:?}");
+        assert!(
+            (*x as f64 - y).abs() < 1e-6 * (1.0 + y.abs()),
+            "{a:?} vs {b:?}"
+        );
     }
 }
 
 #[test]
 fn sgd_nesterov_with_decay_matches_pytorch_rule() {
     let d = device();
-    let config = OptimizerConfig { kind: OptimizerKind::Sgd, momentum: 0.9, nesterov: true, weight_decay: 0.1, ..Default::default() };
+    let config = OptimizerConfig {
+        kind: OptimizerKind::Sgd,
+        momentum: 0.9,
+        nesterov: true,
+        weight_decay: 0.1,
+        ..Default::default()
+    };
     let mask = from_host(vec![1.0, 0.0], &d);
     let mut opt = optim::build_first_order(&config, mask, 2).unwrap();
     let (mut theta, g) = ([1.0f64, 2.0], [0.5f64, -1.0]);
@@ -29,7 +38,11 @@ fn sgd_nesterov_with_decay_matches_pytorch_rule() {
         params = opt.step(params, from_host(g.map(|x| x as f32).to_vec(), &d), 0.1);
         for i in 0..2 {
             let gi = g[i] + if i == 0 { 0.1 * theta[i] } else { 0.0 };
-            velocity[i] = if step == 0 { gi } else { 0.9 * velocity[i] + gi };
+            velocity[i] = if step == 0 {
+                gi
+            } else {
+                0.9 * velocity[i] + gi
+            };
             theta[i] -= 0.1 * (gi + 0.9 * velocity[i]);
         }
         close(&to_host(&params), &theta);
@@ -47,8 +60,16 @@ fn sgd_nesterov_with_decay_matches_pytorch_rule() {
 fn adam_and_adamw_match_their_rules() {
     let d = device();
     for decoupled in [false, true] {
-        let kind = if decoupled { OptimizerKind::Adamw } else { OptimizerKind::Adam };
-        let config = OptimizerConfig { kind, weight_decay: 0.01, ..Default::default() };
+        let kind = if decoupled {
+            OptimizerKind::Adamw
+        } else {
+            OptimizerKind::Adam
+        };
+        let config = OptimizerConfig {
+            kind,
+            weight_decay: 0.01,
+            ..Default::default()
+        };
         let mut opt = optim::build_first_order(&config, from_host(vec![1.0], &d), 1).unwrap();
         let mut params = from_host(vec![1.0], &d);
         let (mut theta, mut m, mut v) = (1.0f64, 0.0f64, 0.0f64);
@@ -57,7 +78,11 @@ fn adam_and_adamw_match_their_rules() {
             let g0 = 0.3 * t as f64;
             params = opt.step(params, from_host(vec![g0 as f32], &d), lr);
             let mut g = g0;
-            if decoupled { theta -= lr * 0.01 * theta } else { g += 0.01 * theta }
+            if decoupled {
+                theta -= lr * 0.01 * theta
+            } else {
+                g += 0.01 * theta
+            }
             m = 0.9 * m + 0.1 * g;
             v = 0.999 * v + 0.001 * g * g;
             let mh = m / (1.0 - 0.9f64.powi(t));
@@ -71,23 +96,57 @@ fn adam_and_adamw_match_their_rules() {
 #[test]
 fn loading_another_optimizers_state_is_refused() {
     let d = device();
-    let sgd = optim::build_first_order(&OptimizerConfig::default(), from_host(vec![1.0], &d), 1).unwrap();
-    let config = OptimizerConfig { kind: OptimizerKind::Adam, ..Default::default() };
+    let sgd =
+        optim::build_first_order(&OptimizerConfig::default(), from_host(vec![1.0], &d), 1).unwrap();
+    let config = OptimizerConfig {
+        kind: OptimizerKind::Adam,
+        ..Default::default()
+    };
     let mut adam = optim::build_first_order(&config, from_host(vec![1.0], &d), 1).unwrap();
     let message = format!("{:#}", adam.load_state(&sgd.state(), &d).unwrap_err());
-    assert!(message.contains("`sgd`") && message.contains("`adam`"), "{message}");
+    assert!(
+        message.contains("`sgd`") && message.contains("`adam`"),
+        "{message}"
+    );
 }
 
 #[test]
 fn schedule_warms_up_then_decays_to_the_final_fraction() {
-    let config = ScheduleConfig { kind: ScheduleKind::Cosine, warmup_epochs: 1.0, initial_lr_fraction: 0.1, final_lr_fraction: 0.0 };
+    let config = ScheduleConfig {
+        kind: ScheduleKind::Cosine,
+        warmup_epochs: 1.0,
+        initial_lr_fraction: 0.1,
+        final_lr_fraction: 0.0,
+    };
     let s = Schedule::new(1.0, &config, 10, 5);
     assert!((s.lr(0) - (0.1 + 0.9 * 0.1)).abs() < 1e-12);
-    assert!((s.lr(9) - 1.0).abs() < 1e-12, "the peak is reached at the end of the warm-up");
+    assert!(
+        (s.lr(9) - 1.0).abs() < 1e-12,
+        "the peak is reached at the end of the warm-up"
+    );
     assert!((s.lr(30) - 0.5 * (1.0 + (std::f64::consts::PI * 0.5).cos())).abs() < 1e-12);
     assert!(s.lr(49) < 0.01 && s.lr(49) >= 0.0);
-    let one_cycle = Schedule::new(2.0, &ScheduleConfig { kind: ScheduleKind::OneCycle, ..config.clone() }, 10, 5);
-    assert!((one_cycle.lr(30) - 1.0).abs() < 1e-12, "linear decay halfway");
-    let constant = Schedule::new(2.0, &ScheduleConfig { kind: ScheduleKind::Constant, ..config }, 10, 5);
+    let one_cycle = Schedule::new(
+        2.0,
+        &ScheduleConfig {
+            kind: ScheduleKind::OneCycle,
+            ..config.clone()
+        },
+        10,
+        5,
+    );
+    assert!(
+        (one_cycle.lr(30) - 1.0).abs() < 1e-12,
+        "linear decay halfway"
+    );
+    let constant = Schedule::new(
+        2.0,
+        &ScheduleConfig {
+            kind: ScheduleKind::Constant,
+            ..config
+        },
+        10,
+        5,
+    );
     assert_eq!(constant.lr(45), 2.0);
 }

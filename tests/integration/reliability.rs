@@ -27,9 +27,18 @@ fn config(data: &Path, epochs: usize) -> Config {
 fn large_model_config(data: &Path, epochs: usize) -> Config {
     let mut c = config(data, epochs);
     c.model.blocks = vec![
-        hftrain::config::BlockConfig { channels: 32, pool: true },
-        hftrain::config::BlockConfig { channels: 64, pool: true },
-        hftrain::config::BlockConfig { channels: 512, pool: true },
+        hftrain::config::BlockConfig {
+            channels: 32,
+            pool: true,
+        },
+        hftrain::config::BlockConfig {
+            channels: 64,
+            pool: true,
+        },
+        hftrain::config::BlockConfig {
+            channels: 512,
+            pool: true,
+        },
     ];
     c.data.train_limit = 100;
     c
@@ -40,7 +49,13 @@ fn spawn(config: &Config, out: &Path, extra: &[&str]) -> Child {
     let file = out.with_extension("toml");
     std::fs::write(&file, config.to_toml()).unwrap();
     Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args(["train", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args([
+            "train",
+            "--config",
+            file.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -66,7 +81,10 @@ fn wait_for_line(child: &mut Child, needle: &str) -> Vec<String> {
             return lines;
         }
     }
-    panic!("the child ended before printing {needle:?}:\n{}", lines.join("\n"));
+    panic!(
+        "the child ended before printing {needle:?}:\n{}",
+        lines.join("\n")
+    );
 }
 
 fn finish(child: Child) -> (i32, String, String) {
@@ -85,7 +103,12 @@ fn final_params(run: &Path) -> Vec<f32> {
 
 fn uninterrupted(config: &Config, dir: &Path) -> PathBuf {
     let run = dir.join("uninterrupted");
-    train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), ..Default::default() }).unwrap();
+    train::run(TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(run.clone()),
+        ..Default::default()
+    })
+    .unwrap();
     run
 }
 
@@ -107,24 +130,65 @@ fn ctrl_c_checkpoints_the_current_step_and_resume_ends_bit_exact() {
     signal(&child, libc::SIGINT);
     let (code, stdout, stderr) = finish(child);
     assert_eq!(code, 130, "exit code after Ctrl-C\n{stdout}\n{stderr}");
-    assert!(stderr.contains("interrupted: finishing this step"), "{stderr}");
-    assert!(stdout.contains("interrupted at epoch 2 step") && stdout.contains("--resume latest"), "not stopped inside epoch 2:\n{stdout}");
+    assert!(
+        stderr.contains("interrupted: finishing this step"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("interrupted at epoch 2 step") && stdout.contains("--resume latest"),
+        "not stopped inside epoch 2:\n{stdout}"
+    );
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "measured: Ctrl-C {}", stdout.lines().find(|l| l.contains("interrupted at")).unwrap_or(""));
-    assert!(!run.join(".lock").exists(), "the lock is released on a clean exit");
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: Ctrl-C {}",
+        stdout
+            .lines()
+            .find(|l| l.contains("interrupted at"))
+            .unwrap_or("")
+    );
+    assert!(
+        !run.join(".lock").exists(),
+        "the lock is released on a clean exit"
+    );
 
     let resumed = spawn(&config, &run, &["--resume", "latest"]);
     let (code, stdout, stderr) = finish(resumed);
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert_eq!(final_params(&run), reference, "interrupted + resumed differs from uninterrupted");
+    assert_eq!(
+        final_params(&run),
+        reference,
+        "interrupted + resumed differs from uninterrupted"
+    );
     // The interrupted epoch's row covers the whole epoch, as in the uninterrupted run (the
     // checkpoint keeps the sums of the steps before Ctrl-C).
     let without_times = |run: &Path| -> Vec<String> {
         let rows = hftrain::metrics::read(&run.join("metrics.csv")).unwrap();
-        rows.iter().map(|r| format!("{} {} {} {} {} {} {}", r.epoch, r.step, r.lr, r.train_loss, r.train_accuracy, r.test_loss, r.test_accuracy)).collect()
+        rows.iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {} {} {} {}",
+                    r.epoch,
+                    r.step,
+                    r.lr,
+                    r.train_loss,
+                    r.train_accuracy,
+                    r.test_loss,
+                    r.test_accuracy
+                )
+            })
+            .collect()
     };
-    assert_eq!(without_times(&run), without_times(&reference_run), "metrics.csv differs after Ctrl-C and resume");
-    assert_eq!(crate::tensorboard::curves(&run), crate::tensorboard::curves(&reference_run), "TensorBoard curves differ after Ctrl-C and resume");
+    assert_eq!(
+        without_times(&run),
+        without_times(&reference_run),
+        "metrics.csv differs after Ctrl-C and resume"
+    );
+    assert_eq!(
+        crate::tensorboard::curves(&run),
+        crate::tensorboard::curves(&reference_run),
+        "TensorBoard curves differ after Ctrl-C and resume"
+    );
 }
 
 #[test]
@@ -149,7 +213,10 @@ fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
     let (code, _, stderr) = finish(child);
     assert_eq!(code, 130, "{stderr}");
     assert!(stderr.contains("interrupted twice"), "{stderr}");
-    assert!(started.elapsed() < Duration::from_secs(10), "the second Ctrl-C did not quit at once");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second Ctrl-C did not quit at once"
+    );
     let latest = checkpoint::resolve("latest", &run.join("checkpoints")).unwrap();
     Checkpoint::load(&latest).unwrap();
 }
@@ -172,7 +239,11 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     let mut finished = false;
     let checkpoints = run.join("checkpoints");
     let resume_args = |checkpoints: &Path| -> &'static [&'static str] {
-        if checkpoint::list(checkpoints).is_empty() { &["--force"] } else { &["--resume", "latest"] }
+        if checkpoint::list(checkpoints).is_empty() {
+            &["--force"]
+        } else {
+            &["--resume", "latest"]
+        }
     };
     for attempt in 0..25 {
         let before = checkpoint::list(&checkpoints).len();
@@ -203,7 +274,11 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
         }
         kills += 1;
         for ckpt in checkpoint::list(&run.join("checkpoints")) {
-            Checkpoint::load(&ckpt).unwrap_or_else(|e| panic!("kill {attempt}: a complete-looking checkpoint fails to load: {e:#}\n{stdout}"));
+            Checkpoint::load(&ckpt).unwrap_or_else(|e| {
+                panic!(
+                    "kill {attempt}: a complete-looking checkpoint fails to load: {e:#}\n{stdout}"
+                )
+            });
         }
         // Vary the moment: a different point of start-up, training, evaluation or writing.
         delay_ms = 100 + (delay_ms * 7 + 113) % 900;
@@ -213,9 +288,16 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
         assert_eq!(code, 0, "{stdout}\n{stderr}");
     }
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "measured: SIGKILL at {kills} points; every checkpoint loaded after each; the resumed run ended bit-exact");
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: SIGKILL at {kills} points; every checkpoint loaded after each; the resumed run ended bit-exact"
+    );
     assert!(kills >= 10, "only {kills} kills landed");
-    assert_eq!(final_params(&run), reference, "killed + resumed differs from uninterrupted");
+    assert_eq!(
+        final_params(&run),
+        reference,
+        "killed + resumed differs from uninterrupted"
+    );
     // What the killed processes wrote past their checkpoints was cut off on resume.
     assert_eq!(
         crate::tensorboard::curves(&run),
@@ -231,12 +313,24 @@ fn a_second_process_on_the_same_run_directory_is_refused_and_stale_locks_are_tak
     let dir = TempDir::new();
     let run = dir.path().join("run");
     let held = hftrain::lock::RunLock::acquire(&run).unwrap();
-    let refused = train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), ..Default::default() });
-    crate::common::assert_error(refused, &["in use by another hftrain process", ".lock", "--out"]);
+    let refused = train::run(TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(run.clone()),
+        ..Default::default()
+    });
+    crate::common::assert_error(
+        refused,
+        &["in use by another hftrain process", ".lock", "--out"],
+    );
     drop(held);
     // A lock left by a process that no longer exists (as after SIGKILL).
     std::fs::write(run.join(".lock"), "999999999").unwrap();
-    train::run(TrainRequest { config: Some(config), out_dir: Some(run.clone()), ..Default::default() }).unwrap();
+    train::run(TrainRequest {
+        config: Some(config),
+        out_dir: Some(run.clone()),
+        ..Default::default()
+    })
+    .unwrap();
     assert!(!run.join(".lock").exists());
 }
 
@@ -246,7 +340,13 @@ fn resume_latest_skips_a_damaged_newest_checkpoint() {
     let config = config(&data, 3);
     let dir = TempDir::new();
     let run = dir.path().join("run");
-    train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), stop_after_epoch: Some(2), ..Default::default() }).unwrap();
+    train::run(TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(run.clone()),
+        stop_after_epoch: Some(2),
+        ..Default::default()
+    })
+    .unwrap();
     // Flip one byte of the newest checkpoint's parameters.
     let newest = run.join("checkpoints/epoch-0002/params.bin");
     let mut bytes = std::fs::read(&newest).unwrap();
@@ -254,10 +354,23 @@ fn resume_latest_skips_a_damaged_newest_checkpoint() {
     std::fs::write(&newest, bytes).unwrap();
     let (code, stdout, stderr) = finish(spawn(&config, &run, &["--resume", "latest"]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    assert!(stderr.contains("warning: checkpoint") && stderr.contains("epoch-0002 is unusable") && stderr.contains("CRC-32"), "{stderr}");
-    assert!(stdout.contains("resuming from the newest valid checkpoint") && stdout.contains("epoch-0001"), "{stdout}");
+    assert!(
+        stderr.contains("warning: checkpoint")
+            && stderr.contains("epoch-0002 is unusable")
+            && stderr.contains("CRC-32"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("resuming from the newest valid checkpoint")
+            && stdout.contains("epoch-0001"),
+        "{stdout}"
+    );
     let reference = final_params(&uninterrupted(&config, dir.path()));
-    assert_eq!(final_params(&run), reference, "resumed from epoch 1, the run ends as an uninterrupted one");
+    assert_eq!(
+        final_params(&run),
+        reference,
+        "resumed from epoch 1, the run ends as an uninterrupted one"
+    );
 }
 
 /// SIGKILL inside checkpoint writes, caught deterministically: the test watches the
@@ -274,7 +387,11 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
     let checkpoints = run.join("checkpoints");
     let mut inside_writes = 0;
     for _ in 0..12 {
-        let resume: &[&str] = if !checkpoint::list(&checkpoints).is_empty() { &["--resume", "latest"] } else { &["--force"] };
+        let resume: &[&str] = if !checkpoint::list(&checkpoints).is_empty() {
+            &["--resume", "latest"]
+        } else {
+            &["--force"]
+        };
         let mut child = spawn(&config, &run, resume);
         // Let the first write of each process finish (so the run moves on), kill in the
         // second.
@@ -282,7 +399,11 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
         let (mut caught, mut was_writing, mut writes_seen) = (false, false, 0);
         while Instant::now() < deadline {
             let writing = std::fs::read_dir(&checkpoints)
-                .map(|entries| entries.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains(".tmp-")))
+                .map(|entries| {
+                    entries
+                        .filter_map(|e| e.ok())
+                        .any(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+                })
                 .unwrap_or(false);
             if writing && !was_writing {
                 writes_seen += 1;
@@ -300,12 +421,17 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
         }
         let (code, stdout, _) = finish(child);
         if !caught {
-            assert_eq!(code, 0, "the run neither wrote a checkpoint nor finished:\n{stdout}");
+            assert_eq!(
+                code, 0,
+                "the run neither wrote a checkpoint nor finished:\n{stdout}"
+            );
             break;
         }
         inside_writes += 1;
         for ckpt in checkpoint::list(&checkpoints) {
-            Checkpoint::load(&ckpt).unwrap_or_else(|e| panic!("a checkpoint cut short is taken for a complete one: {e:#}"));
+            Checkpoint::load(&ckpt).unwrap_or_else(|e| {
+                panic!("a checkpoint cut short is taken for a complete one: {e:#}")
+            });
         }
         if inside_writes == 5 {
             break;
@@ -313,12 +439,30 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
     }
     let (code, stdout, stderr) = finish(spawn(&config, &run, &["--resume", "latest"]));
     assert_eq!(code, 0, "{stdout}\n{stderr}");
-    let leftovers: Vec<String> = std::fs::read_dir(&checkpoints).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with('.')).collect();
-    assert!(leftovers.is_empty(), "unfinished checkpoints left behind: {leftovers:?}");
+    let leftovers: Vec<String> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "unfinished checkpoints left behind: {leftovers:?}"
+    );
     use std::io::Write;
-    let _ = writeln!(std::io::stderr(), "measured: SIGKILL inside {inside_writes} checkpoint writes; only complete checkpoints listed; resumed run bit-exact");
-    assert!(inside_writes >= 3, "only {inside_writes} kills landed inside a checkpoint write");
-    assert_eq!(final_params(&run), reference, "killed + resumed differs from uninterrupted");
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: SIGKILL inside {inside_writes} checkpoint writes; only complete checkpoints listed; resumed run bit-exact"
+    );
+    assert!(
+        inside_writes >= 3,
+        "only {inside_writes} kills landed inside a checkpoint write"
+    );
+    assert_eq!(
+        final_params(&run),
+        reference,
+        "killed + resumed differs from uninterrupted"
+    );
     // What the killed processes wrote past their checkpoints was cut off on resume.
     assert_eq!(
         crate::tensorboard::curves(&run),
@@ -334,10 +478,26 @@ fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
     let dir = TempDir::new();
     config.optimizer.lr = 1e30;
     config.schedule.warmup_epochs = 0.0;
-    let blown = train::run(TrainRequest { config: Some(config), out_dir: Some(dir.path().join("blown")), ..Default::default() });
-    let message = crate::common::assert_error(blown, &["training diverged", "epoch 1 step", "global step", "last checkpoint is none", "optimizer.lr"]);
+    let blown = train::run(TrainRequest {
+        config: Some(config),
+        out_dir: Some(dir.path().join("blown")),
+        ..Default::default()
+    });
+    let message = crate::common::assert_error(
+        blown,
+        &[
+            "training diverged",
+            "epoch 1 step",
+            "global step",
+            "last checkpoint is none",
+            "optimizer.lr",
+        ],
+    );
     // Caught within one step: the first steps already blow up with lr 1e30.
-    assert!(message.contains("step 1 ") || message.contains("step 2 "), "{message}");
+    assert!(
+        message.contains("step 1 ") || message.contains("step 2 "),
+        "{message}"
+    );
 }
 
 /// A write that fails part-way (the disk full, simulated by a file-size limit on the child:
@@ -351,16 +511,33 @@ fn a_failing_checkpoint_write_keeps_the_previous_checkpoint() {
     let config = large_model_config(&data, 3);
     let dir = TempDir::new();
     let run = dir.path().join("run");
-    train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), stop_after_epoch: Some(1), ..Default::default() }).unwrap();
+    train::run(TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(run.clone()),
+        stop_after_epoch: Some(1),
+        ..Default::default()
+    })
+    .unwrap();
     let file = run.with_extension("toml");
     std::fs::write(&file, config.to_toml()).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_hftrain"));
-    command.args(["train", "--config", file.to_str().unwrap(), "--out", run.to_str().unwrap(), "--resume", "latest"]);
+    command.args([
+        "train",
+        "--config",
+        file.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ]);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         command.pre_exec(|| {
             libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
-            let limit = libc::rlimit { rlim_cur: 1 << 20, rlim_max: 1 << 20 };
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 20,
+                rlim_max: 1 << 20,
+            };
             libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
             Ok(())
         });
@@ -368,15 +545,39 @@ fn a_failing_checkpoint_write_keeps_the_previous_checkpoint() {
     let out = command.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("cannot write") && stderr.contains(".bin") && stderr.contains("File too large"), "{stderr}");
+    assert!(
+        stderr.contains("cannot write")
+            && stderr.contains(".bin")
+            && stderr.contains("File too large"),
+        "{stderr}"
+    );
     use std::io::Write;
-    let message = stderr.lines().find(|l| l.starts_with("error:")).unwrap_or_default().replace(&dir.path().display().to_string(), "<tmp>");
-    let _ = writeln!(std::io::stderr(), "measured: failing checkpoint write: {message}");
+    let message = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_default()
+        .replace(&dir.path().display().to_string(), "<tmp>");
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: failing checkpoint write: {message}"
+    );
     let checkpoints = run.join("checkpoints");
-    let names: Vec<String> = std::fs::read_dir(&checkpoints).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert!(names.iter().all(|n| !n.starts_with('.')), "a half-written checkpoint was left: {names:?}");
+    let names: Vec<String> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|n| !n.starts_with('.')),
+        "a half-written checkpoint was left: {names:?}"
+    );
     let latest = checkpoint::resolve("latest", &checkpoints).unwrap();
     let kept = Checkpoint::load(&latest).unwrap();
-    assert_eq!(kept.position.epoch, 1, "latest still points at the checkpoint before the failure");
-    assert!(!run.join(".lock").exists(), "the lock is released after the error");
+    assert_eq!(
+        kept.position.epoch, 1,
+        "latest still points at the checkpoint before the failure"
+    );
+    assert!(
+        !run.join(".lock").exists(),
+        "the lock is released after the error"
+    );
 }

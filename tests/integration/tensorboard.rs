@@ -5,7 +5,9 @@
 
 use std::path::Path;
 
-use hftrain::tensorboard::{self, EventWriter, crc32c, file_version_event, frame, read_file, scalars_event};
+use hftrain::tensorboard::{
+    self, EventWriter, crc32c, file_version_event, frame, read_file, scalars_event,
+};
 
 use crate::common::TempDir;
 
@@ -13,10 +15,24 @@ use crate::common::TempDir;
 /// one, without wall times and without the `time/` tags (which differ between equal runs).
 pub fn curves(run: &Path) -> Vec<(u64, Vec<(String, f32)>)> {
     let events = read_file(&run.join(tensorboard::FILE_NAME)).unwrap();
-    assert_eq!(events[0].file_version.as_deref(), Some("brain.Event:2"), "{}: first event", run.display());
+    assert_eq!(
+        events[0].file_version.as_deref(),
+        Some("brain.Event:2"),
+        "{}: first event",
+        run.display()
+    );
     events[1..]
         .iter()
-        .map(|e| (e.step, e.scalars.iter().filter(|(tag, _)| !tag.starts_with("time/")).cloned().collect()))
+        .map(|e| {
+            (
+                e.step,
+                e.scalars
+                    .iter()
+                    .filter(|(tag, _)| !tag.starts_with("time/"))
+                    .cloned()
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -43,7 +59,11 @@ fn event_records_are_byte_identical_to_tensorboards_own_writer() {
         3e00000000000000d9d240e70900006040fc54d94110ac022a300a110a0a6c6f73732f747261696e150000203f\
         0a1b0a146865737369616e5f667265652f64616d70696e671552499db988a07a64";
     let mut ours = frame(&file_version_event(1_700_000_000.25));
-    ours.extend(frame(&scalars_event(1_700_000_001.5, 300, &[("loss/train", 0.625), ("hessian_free/damping", -3.0e-4)])));
+    ours.extend(frame(&scalars_event(
+        1_700_000_001.5,
+        300,
+        &[("loss/train", 0.625), ("hessian_free/damping", -3.0e-4)],
+    )));
     assert_eq!(hex(&ours), tensorboards);
 }
 
@@ -54,7 +74,10 @@ fn reading_stops_at_a_torn_or_damaged_record() {
         bytes.extend(frame(&scalars_event(2.0, step, &[("a", step as f32)])));
     }
     let whole = tensorboard::read_records(&bytes);
-    assert_eq!(whole.iter().map(|(e, _)| e.step).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        whole.iter().map(|(e, _)| e.step).collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
     assert_eq!(whole[3].0.scalars, [("a".to_string(), 3.0)]);
     assert_eq!(whole[3].1, bytes.len());
     // Half of the last record (a writer killed mid-write).
@@ -69,10 +92,15 @@ fn reading_stops_at_a_torn_or_damaged_record() {
 #[test]
 fn reopening_keeps_the_events_up_to_the_checkpoint_step_and_appends_after_them() {
     let dir = TempDir::new();
-    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let started = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let mut writer = EventWriter::open(dir.path(), 0).unwrap();
     for step in 1..=10 {
-        writer.scalars(step, &[("loss/train", step as f32 / 10.0)]).unwrap();
+        writer
+            .scalars(step, &[("loss/train", step as f32 / 10.0)])
+            .unwrap();
     }
     drop(writer);
     // A killed writer's half record after step 10.
@@ -86,11 +114,30 @@ fn reopening_keeps_the_events_up_to_the_checkpoint_step_and_appends_after_them()
     drop(writer);
     let events = read_file(&path).unwrap();
     let steps: Vec<u64> = events.iter().map(|e| e.step).collect();
-    assert_eq!(steps, [0, 1, 2, 3, 4, 5, 6, 7], "one file-version event, then steps 1 to 6 kept and 7 appended");
+    assert_eq!(
+        steps,
+        [0, 1, 2, 3, 4, 5, 6, 7],
+        "one file-version event, then steps 1 to 6 kept and 7 appended"
+    );
     assert_eq!(events[7].scalars, [("loss/train".to_string(), 7.5)]);
-    assert_eq!(std::fs::read(&path).unwrap().len(), tensorboard::read_records(&std::fs::read(&path).unwrap()).last().unwrap().1, "no bytes after the last record");
-    let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
-    assert!(events.iter().all(|e| (started..=ended).contains(&e.wall_time)), "wall times are the seconds since 1970 of the writes");
+    assert_eq!(
+        std::fs::read(&path).unwrap().len(),
+        tensorboard::read_records(&std::fs::read(&path).unwrap())
+            .last()
+            .unwrap()
+            .1,
+        "no bytes after the last record"
+    );
+    let ended = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        events
+            .iter()
+            .all(|e| (started..=ended).contains(&e.wall_time)),
+        "wall times are the seconds since 1970 of the writes"
+    );
 
     // A file that is not an event file (or an empty one) is started afresh.
     std::fs::write(&path, b"not an event file").unwrap();

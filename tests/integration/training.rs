@@ -5,9 +5,14 @@
 use hftrain::config::Config;
 use hftrain::train::{self, TrainOutcome, TrainRequest};
 
-use crate::common::{assert_error, small_config, synthetic_binary, synthetic_folder, TempDir};
+use crate::common::{TempDir, assert_error, small_config, synthetic_binary, synthetic_folder};
 
-fn train(config: &Config, out: &std::path::Path, resume: Option<&str>, stop_after_epoch: Option<usize>) -> anyhow::Result<TrainOutcome> {
+fn train(
+    config: &Config,
+    out: &std::path::Path,
+    resume: Option<&str>,
+    stop_after_epoch: Option<usize>,
+) -> anyhow::Result<TrainOutcome> {
     train::run(TrainRequest {
         config: Some(config.clone()),
         out_dir: Some(out.to_path_buf()),
@@ -19,7 +24,10 @@ fn train(config: &Config, out: &std::path::Path, resume: Option<&str>, stop_afte
 
 fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -31,11 +39,25 @@ fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
     let full = train(&config, &dir.path().join("full"), None, None).unwrap();
     let m = &full.metrics;
     assert_eq!(m.len(), 3);
-    assert!(m[2].train_loss < m[0].train_loss, "train loss did not fall: {m:?}");
-    assert!(m[2].test_accuracy > 0.2, "test accuracy {} does not beat chance (0.1) clearly", m[2].test_accuracy);
+    assert!(
+        m[2].train_loss < m[0].train_loss,
+        "train loss did not fall: {m:?}"
+    );
+    assert!(
+        m[2].test_accuracy > 0.2,
+        "test accuracy {} does not beat chance (0.1) clearly",
+        m[2].test_accuracy
+    );
     let run = dir.path().join("full");
-    for file in ["config.toml", "metrics.csv", "checkpoints/latest/manifest.json"] {
-        assert!(run.join(file).exists(), "{file} missing from the run directory");
+    for file in [
+        "config.toml",
+        "metrics.csv",
+        "checkpoints/latest/manifest.json",
+    ] {
+        assert!(
+            run.join(file).exists(),
+            "{file} missing from the run directory"
+        );
     }
     let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
@@ -47,7 +69,10 @@ fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
     let resumed = train(&config, &parted, Some("latest"), None).unwrap();
     assert_eq!(resumed.metrics.len(), 3);
     let difference = max_abs_difference(&full.params, &resumed.params);
-    assert!(difference < 1e-3, "resumed run differs from the uninterrupted one by {difference}");
+    assert!(
+        difference < 1e-3,
+        "resumed run differs from the uninterrupted one by {difference}"
+    );
 }
 
 #[test]
@@ -61,10 +86,19 @@ fn flex_resume_is_bit_exact() {
     let parted = dir.path().join("parted");
     train(&config, &parted, None, Some(1)).unwrap();
     let resumed = train(&config, &parted, Some("latest"), None).unwrap();
-    assert_eq!(full.params, resumed.params, "parameters differ after resume");
-    assert_eq!(full.buffers, resumed.buffers, "batch-norm statistics differ after resume");
+    assert_eq!(
+        full.params, resumed.params,
+        "parameters differ after resume"
+    );
+    assert_eq!(
+        full.buffers, resumed.buffers,
+        "batch-norm statistics differ after resume"
+    );
     for (a, b) in full.metrics.iter().zip(&resumed.metrics) {
-        assert_eq!((a.train_loss, a.test_accuracy, a.step), (b.train_loss, b.test_accuracy, b.step));
+        assert_eq!(
+            (a.train_loss, a.test_accuracy, a.step),
+            (b.train_loss, b.test_accuracy, b.step)
+        );
     }
 }
 
@@ -81,22 +115,43 @@ fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
     let metrics_before = std::fs::read(run.join("metrics.csv")).unwrap();
 
     // A fresh start in the same directory is refused and changes nothing.
-    assert_error(train(&config, &run, None, None), &["already holds a run", "--resume latest", "--force"]);
-    assert_eq!(std::fs::read(run.join("metrics.csv")).unwrap(), metrics_before);
+    assert_error(
+        train(&config, &run, None, None),
+        &["already holds a run", "--resume latest", "--force"],
+    );
+    assert_eq!(
+        std::fs::read(run.join("metrics.csv")).unwrap(),
+        metrics_before
+    );
 
     let mut changed = config.clone();
     changed.optimizer.lr = 0.5;
     changed.train.batch_size = 25;
     changed.data.dir = "moved/elsewhere/is/fine".into();
-    let message = assert_error(train(&changed, &run, Some("latest"), None), &["optimizer.lr: 0.05 vs 0.5", "train.batch_size: 50 vs 25"]);
+    let message = assert_error(
+        train(&changed, &run, Some("latest"), None),
+        &["optimizer.lr: 0.05 vs 0.5", "train.batch_size: 50 vs 25"],
+    );
     assert!(!message.contains("data.dir"), "{message}");
 
     // Without --config, the checkpoint's own config is used.
-    let resumed = train::run(TrainRequest { out_dir: Some(run.clone()), resume: Some("latest".into()), ..Default::default() }).unwrap();
+    let resumed = train::run(TrainRequest {
+        out_dir: Some(run.clone()),
+        resume: Some("latest".into()),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(resumed.metrics.len(), 2);
 
     // --force starts over.
-    let fresh = train::run(TrainRequest { config: Some(config.clone()), out_dir: Some(run.clone()), force: true, stop_after_epoch: Some(1), ..Default::default() }).unwrap();
+    let fresh = train::run(TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(run.clone()),
+        force: true,
+        stop_after_epoch: Some(1),
+        ..Default::default()
+    })
+    .unwrap();
     assert_eq!(fresh.metrics.len(), 1);
 }
 
@@ -111,40 +166,110 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     let run = dir.path().join("run");
     let outcome = train(&config, &run, None, None).unwrap();
     let report = std::fs::read_to_string(run.join("report.md")).unwrap();
-    let final_line = format!("final test accuracy: {:.2}% (epoch 1)", 100.0 * outcome.metrics[0].test_accuracy);
-    for needle in ["# Run `test`", "- device: flex", "- optimizer: SGD", &final_line, "best test accuracy", "| 1 | ", "metrics.csv"] {
-        assert!(report.contains(needle), "report.md lacks {needle:?}:\n{report}");
+    let final_line = format!(
+        "final test accuracy: {:.2}% (epoch 1)",
+        100.0 * outcome.metrics[0].test_accuracy
+    );
+    for needle in [
+        "# Run `test`",
+        "- device: flex",
+        "- optimizer: SGD",
+        &final_line,
+        "best test accuracy",
+        "| 1 | ",
+        "metrics.csv",
+    ] {
+        assert!(
+            report.contains(needle),
+            "report.md lacks {needle:?}:\n{report}"
+        );
     }
     let json = dir.path().join("eval.json");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args(["eval", "--checkpoint", run.join("checkpoints/latest").to_str().unwrap(), "--limit", "50", "--json", json.to_str().unwrap(), "--device", "flex", "--show-mistakes", "5"])
+        .args([
+            "eval",
+            "--checkpoint",
+            run.join("checkpoints/latest").to_str().unwrap(),
+            "--limit",
+            "50",
+            "--json",
+            json.to_str().unwrap(),
+            "--device",
+            "flex",
+            "--show-mistakes",
+            "5",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("confusion matrix") && stdout.contains("airplane"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("confusion matrix") && stdout.contains("airplane"),
+        "{stdout}"
+    );
     let result: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let confusion = result["confusion"].as_array().unwrap();
-    let total: u64 = confusion.iter().flat_map(|r| r.as_array().unwrap()).map(|v| v.as_u64().unwrap()).sum();
+    let total: u64 = confusion
+        .iter()
+        .flat_map(|r| r.as_array().unwrap())
+        .map(|v| v.as_u64().unwrap())
+        .sum();
     assert_eq!(total, 50);
     // The same test images as the training run's final evaluation give the same accuracy.
     let accuracy = result["accuracy"].as_f64().unwrap();
-    assert!((accuracy - outcome.metrics[0].test_accuracy).abs() < 1e-9, "{accuracy} vs {:?}", outcome.metrics[0]);
+    assert!(
+        (accuracy - outcome.metrics[0].test_accuracy).abs() < 1e-9,
+        "{accuracy} vs {:?}",
+        outcome.metrics[0]
+    );
     // Test-time augmentation and the most confident mistakes.
     let tta = result["tta_accuracy"].as_f64().unwrap();
-    assert!((0.0..=1.0).contains(&tta) && stdout.contains("with horizontal-flip TTA"), "{stdout}");
+    assert!(
+        (0.0..=1.0).contains(&tta) && stdout.contains("with horizontal-flip TTA"),
+        "{stdout}"
+    );
     let mistakes = result["mistakes"].as_array().unwrap();
     assert_eq!(mistakes.len(), 5);
-    let confidences: Vec<f64> = mistakes.iter().map(|m| m["confidence"].as_f64().unwrap()).collect();
-    assert!(confidences.windows(2).all(|w| w[0] >= w[1]), "most confident first: {confidences:?}");
+    let confidences: Vec<f64> = mistakes
+        .iter()
+        .map(|m| m["confidence"].as_f64().unwrap())
+        .collect();
+    assert!(
+        confidences.windows(2).all(|w| w[0] >= w[1]),
+        "most confident first: {confidences:?}"
+    );
     assert!(mistakes.iter().all(|m| m["truth"] != m["predicted"]));
-    let matrix = image::open(dir.path().join("eval-confusion.png")).unwrap().into_rgb8();
-    assert!(matrix.width() > 10 * 44 && matrix.height() > 10 * 44, "{}x{}", matrix.width(), matrix.height());
-    assert!(matrix.pixels().any(|p| p.0[2] > p.0[0] + 40), "no shaded cell in the confusion picture");
-    let grid = image::open(dir.path().join("eval-mistakes.png")).unwrap().into_rgb8();
-    assert!(grid.width() >= 5 * 96 && grid.height() >= 96, "{}x{}", grid.width(), grid.height());
+    let matrix = image::open(dir.path().join("eval-confusion.png"))
+        .unwrap()
+        .into_rgb8();
+    assert!(
+        matrix.width() > 10 * 44 && matrix.height() > 10 * 44,
+        "{}x{}",
+        matrix.width(),
+        matrix.height()
+    );
+    assert!(
+        matrix.pixels().any(|p| p.0[2] > p.0[0] + 40),
+        "no shaded cell in the confusion picture"
+    );
+    let grid = image::open(dir.path().join("eval-mistakes.png"))
+        .unwrap()
+        .into_rgb8();
+    assert!(
+        grid.width() >= 5 * 96 && grid.height() >= 96,
+        "{}x{}",
+        grid.width(),
+        grid.height()
+    );
     let first = grid.get_pixel(0, 0);
-    assert!(grid.pixels().filter(|p| *p != first).count() > grid.pixels().count() / 4, "the grid is blank");
+    assert!(
+        grid.pixels().filter(|p| *p != first).count() > grid.pixels().count() / 4,
+        "the grid is blank"
+    );
 }
 
 /// The small config trained by Hessian-free, without augmentation (each step's objective is
@@ -171,7 +296,10 @@ fn wgpu_hessian_free_training_lowers_the_loss() {
     let dir = TempDir::new();
     let out = train(&config, dir.path(), None, None).unwrap();
     let m = &out.metrics;
-    assert!(m[2].train_loss < m[0].train_loss, "train loss did not fall: {m:?}");
+    assert!(
+        m[2].train_loss < m[0].train_loss,
+        "train loss did not fall: {m:?}"
+    );
     let log = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
     let rows: Vec<&str> = log.lines().skip(1).collect();
     assert_eq!(rows.len(), 6, "one row per step:\n{log}");
@@ -193,36 +321,86 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
     let ckpt = hftrain::checkpoint::Checkpoint::load(&parted.join("checkpoints/latest")).unwrap();
     assert_eq!(ckpt.optimizer.kind, "hessian-free");
     assert!(ckpt.optimizer.scalars["damping"] > 0.0);
-    assert!(ckpt.optimizer.vectors.contains_key("previous_solution"), "the warm start is saved");
+    assert!(
+        ckpt.optimizer.vectors.contains_key("previous_solution"),
+        "the warm start is saved"
+    );
     let resumed = train(&config, &parted, Some("latest"), None).unwrap();
-    assert_eq!(full.params, resumed.params, "parameters differ after resume");
-    assert_eq!(full.buffers, resumed.buffers, "batch-norm statistics differ after resume");
+    assert_eq!(
+        full.params, resumed.params,
+        "parameters differ after resume"
+    );
+    assert_eq!(
+        full.buffers, resumed.buffers,
+        "batch-norm statistics differ after resume"
+    );
     let log = |run: &std::path::Path| std::fs::read_to_string(run.join("steps.csv")).unwrap();
-    assert_eq!(log(&dir.path().join("full")), log(&parted), "step logs differ");
+    assert_eq!(
+        log(&dir.path().join("full")),
+        log(&parted),
+        "step logs differ"
+    );
     let curves = crate::tensorboard::curves(&dir.path().join("full"));
-    assert_eq!(curves, crate::tensorboard::curves(&parted), "TensorBoard curves differ after resume");
+    assert_eq!(
+        curves,
+        crate::tensorboard::curves(&parted),
+        "TensorBoard curves differ after resume"
+    );
     // Every epoch's metrics and every step's damping are in the event file.
     for row in &full.metrics {
-        let at_step: Vec<_> = curves.iter().filter(|(step, _)| *step == row.step as u64).flat_map(|(_, s)| s.clone()).collect();
-        assert!(at_step.contains(&("accuracy/test".to_string(), row.test_accuracy as f32)), "epoch {}: {at_step:?}", row.epoch);
-        assert!(at_step.contains(&("loss/train".to_string(), row.train_loss as f32)), "epoch {}: {at_step:?}", row.epoch);
+        let at_step: Vec<_> = curves
+            .iter()
+            .filter(|(step, _)| *step == row.step as u64)
+            .flat_map(|(_, s)| s.clone())
+            .collect();
+        assert!(
+            at_step.contains(&("accuracy/test".to_string(), row.test_accuracy as f32)),
+            "epoch {}: {at_step:?}",
+            row.epoch
+        );
+        assert!(
+            at_step.contains(&("loss/train".to_string(), row.train_loss as f32)),
+            "epoch {}: {at_step:?}",
+            row.epoch
+        );
     }
-    let damping_steps = curves.iter().filter(|(_, s)| s.iter().any(|(tag, _)| tag == "hessian_free/damping")).count();
-    assert_eq!(damping_steps, full.position.global_step, "one hessian_free event per step");
+    let damping_steps = curves
+        .iter()
+        .filter(|(_, s)| s.iter().any(|(tag, _)| tag == "hessian_free/damping"))
+        .count();
+    assert_eq!(
+        damping_steps, full.position.global_step,
+        "one hessian_free event per step"
+    );
 
     // The plots of the run, drawn after every epoch and again by `hftrain plot`.
     let run = dir.path().join("full");
     let check_plots = || {
         for name in ["loss", "accuracy", "lr", "damping", "cg_iterations", "rho"] {
-            let image = image::open(run.join(format!("plots/{name}.png"))).unwrap().into_rgb8();
+            let image = image::open(run.join(format!("plots/{name}.png")))
+                .unwrap()
+                .into_rgb8();
             assert_eq!((image.width(), image.height()), (640, 400), "{name}.png");
-            let coloured = image.pixels().filter(|p| p.0 != [255, 255, 255] && (p.0[0] != p.0[1] || p.0[1] != p.0[2])).count();
-            assert!(coloured > 200, "{name}.png has {coloured} coloured pixels: no line drawn");
+            let coloured = image
+                .pixels()
+                .filter(|p| p.0 != [255, 255, 255] && (p.0[0] != p.0[1] || p.0[1] != p.0[2]))
+                .count();
+            assert!(
+                coloured > 200,
+                "{name}.png has {coloured} coloured pixels: no line drawn"
+            );
         }
     };
     check_plots();
     std::fs::remove_dir_all(run.join("plots")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain")).args(["plot", run.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(["plot", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     check_plots();
 }
