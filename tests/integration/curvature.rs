@@ -711,13 +711,30 @@ fn curvature_command_writes_products_another_framework_can_check() {
         labels,
         config.train.label_smoothing,
     );
+    // Two f32 code paths (our backprop in the child, Burn's autodiff here) that sum in
+    // different orders: their gap is rounding, growing with the square root of the longest
+    // sum (the first convolution's weight gradient, 8 channels x 32 x 32 terms per weight).
+    // A wrong gradient is off by order 1.
+    let f32_eps = f32::EPSILON as f64;
+    let gradient_tolerance = 8.0 * (8.0 * 32.0 * 32.0f64).sqrt() * f32_eps;
     let err = relative_error(&join("grad"), &reference.gradient);
     assert!(
-        err < 1e-5,
-        "the file's gradient is off Burn's autodiff by {err}"
+        err < gradient_tolerance,
+        "the file's gradient is off Burn's autodiff by {err} (f32 resolves {gradient_tolerance:.1e})"
     );
-    let loss_gap = (tensors["loss"].1[0] - reference.loss.into_scalar::<f64>()).abs();
-    assert!(loss_gap < 1e-5, "loss off by {loss_gap}");
+    let reference_loss = reference.loss.into_scalar::<f64>();
+    let loss_gap = (tensors["loss"].1[0] - reference_loss).abs();
+    let loss_tolerance = 64.0 * f32_eps * reference_loss.abs().max(1.0);
+    assert!(
+        loss_gap < loss_tolerance,
+        "loss off by {loss_gap} (f32 resolves {loss_tolerance:.1e})"
+    );
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: curvature file vs Burn's autodiff (f32): gradient {err:.1e} (tolerance \
+         {gradient_tolerance:.1e}), loss gap {loss_gap:.1e}"
+    );
     let v = join("v");
     assert_eq!(
         to_host(&v),

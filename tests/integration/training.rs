@@ -68,9 +68,21 @@ fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
     assert_eq!(first.position.epoch, 1);
     let resumed = train(&config, &parted, Some("latest"), None).unwrap();
     assert_eq!(resumed.metrics.len(), 3);
+    // wgpu is not bit-exact across a resume (fusion and autotune may choose other kernels,
+    // lavapipe's rounding depends on the CPU); a few hundred f32 roundings per parameter,
+    // grown over the steps after the resume, stay far below this. A resume that lost state
+    // (momentum, schedule, data order) moves parameters by the size of a step, 1e-2 or more.
     let difference = max_abs_difference(&full.params, &resumed.params);
+    let scale = full.params.iter().fold(1.0f32, |m, p| m.max(p.abs()));
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: wgpu resume vs uninterrupted: max parameter difference {difference:.1e} \
+         (largest parameter {scale:.2}); test accuracy {:.3} after 3 epochs",
+        m[2].test_accuracy
+    );
     assert!(
-        difference < 1e-3,
+        difference < 1e-3 * scale,
         "resumed run differs from the uninterrupted one by {difference}"
     );
 }
@@ -303,7 +315,16 @@ fn wgpu_hessian_free_training_lowers_the_loss() {
     let log = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
     let rows: Vec<&str> = log.lines().skip(1).collect();
     assert_eq!(rows.len(), 6, "one row per step:\n{log}");
+    // Early in training a step changes the loss by 1e-2 or more, far above f32's noise in
+    // it (about 1e-6), so accepting is not a matter of rounding; most steps must be taken.
     let accepted = rows.iter().filter(|r| r.ends_with(",true")).count();
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "measured: wgpu Hessian-free: {accepted} of 6 steps accepted; train loss {:.4} -> {:.4}",
+        m[0].train_loss,
+        m[2].train_loss
+    );
     assert!(accepted >= 4, "only {accepted} of 6 steps accepted:\n{log}");
 }
 
