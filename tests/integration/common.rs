@@ -236,7 +236,7 @@ pub fn run_f64_tests_in_child() -> Vec<String> {
     );
 
     let out = std::process::Command::new(exe)
-        .args(["f64_", "--ignored", "--test-threads=1", "--nocapture"])
+        .args(["f64_", "--ignored", "--test-threads=1", "--show-output"])
         .env(F64_CHILD, "1")
         .output()
         .expect("the test binary starts again");

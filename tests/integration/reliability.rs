@@ -227,7 +227,9 @@ fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
 #[test]
 fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     let data = synthetic_binary();
-    let mut config = config(&data, 20);
+    // Long enough that at least ten kills land before the run ends (about 0.3 s an epoch
+    // here; the binary batches load in milliseconds, so each process starts training at once).
+    let mut config = config(&data, 40);
     config.data.train_limit = 400;
     config.checkpoint.every_epochs = 1;
     let dir = TempDir::new();

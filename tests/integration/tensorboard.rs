@@ -11,9 +11,26 @@ use hftrain::tensorboard::{
 
 use crate::common::TempDir;
 
+/// A logged value, equal to another only bit for bit: a Hessian-free step whose model
+/// predicted no decrease logs rho as NaN, which `==` on f32 would call unequal to itself.
+#[derive(Clone, Copy)]
+pub struct Logged(pub f32);
+
+impl PartialEq for Logged {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl std::fmt::Debug for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// The curves of a run's event file: (step, scalars) of every event after the file-version
 /// one, without wall times and without the `time/` tags (which differ between equal runs).
-pub fn curves(run: &Path) -> Vec<(u64, Vec<(String, f32)>)> {
+pub fn curves(run: &Path) -> Vec<(u64, Vec<(String, Logged)>)> {
     let events = read_file(&run.join(tensorboard::FILE_NAME)).unwrap();
     assert_eq!(
         events[0].file_version.as_deref(),
@@ -29,7 +46,7 @@ pub fn curves(run: &Path) -> Vec<(u64, Vec<(String, f32)>)> {
                 e.scalars
                     .iter()
                     .filter(|(tag, _)| !tag.starts_with("time/"))
-                    .cloned()
+                    .map(|(tag, value)| (tag.clone(), Logged(*value)))
                     .collect(),
             )
         })
