@@ -213,10 +213,7 @@ pub fn decode_event(bytes: &[u8]) -> Option<Event> {
 pub fn read_records(bytes: &[u8]) -> Vec<(Event, usize)> {
     let mut events = Vec::new();
     let mut at = 0usize;
-    loop {
-        let Some(header) = bytes.get(at..at + 12) else {
-            break;
-        };
+    while let Some(header) = bytes.get(at..at + 12) {
         let (length, length_crc) = header.split_at(8);
         if masked_crc(length).to_le_bytes() != length_crc {
             break;

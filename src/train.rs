@@ -617,7 +617,7 @@ impl Session {
             let done = self.position.epoch;
             let stopping = stop_after_epoch.is_some_and(|s| done >= s);
             let interrupted = interrupt::requested();
-            if done % config.checkpoint.every_epochs == 0
+            if done.is_multiple_of(config.checkpoint.every_epochs)
                 || done == epochs
                 || stopping
                 || interrupted

@@ -20,7 +20,7 @@ pub const TEST_FILE: &str = "test_batch.bin";
 
 /// Parses one batch file's bytes; `path` only names the file in errors.
 pub fn parse_records(path: &Path, bytes: &[u8], num_classes: usize) -> Result<Dataset> {
-    if bytes.is_empty() || bytes.len() % RECORD_BYTES != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD_BYTES) {
         bail!(
             "{}: size {} bytes is not a positive multiple of {RECORD_BYTES} (one label byte + \
              {IMAGE_BYTES} pixel bytes per image); the file is truncated or not a CIFAR-10 \

@@ -22,6 +22,8 @@ pub struct LayerRecord {
     pub aux: Aux,
 }
 
+// One per layer of a recorded forward pass: the size of the small variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Aux {
     None,

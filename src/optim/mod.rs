@@ -65,7 +65,9 @@ pub trait Optimizer {
 }
 
 /// The configured optimizer: a first-order rule fed with gradients, or Hessian-free, which
-/// also asks the objective for values and curvature products.
+/// also asks the objective for values and curvature products. One per run: boxing the larger
+/// variant would save nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Method {
     FirstOrder(Box<dyn Optimizer>),
     HessianFree(hessian_free::HessianFree),
