@@ -65,7 +65,7 @@ pub enum Command {
         force: bool,
         /// Stop after this many epochs are complete (checkpointed; continue with --resume)
         /// [default: the config's `train.epochs`].
-        #[arg(long)]
+        #[arg(long, value_parser = at_least_one)]
         stop_after_epoch: Option<usize>,
     },
     /// Evaluate a checkpoint on the test split: accuracy (also with horizontal-flip test-time
@@ -173,6 +173,19 @@ pub enum DataCommand {
         seed: u64,
     },
 }
+
+/// A count of at least 1 (`--stop-after-epoch 0` would otherwise still train an epoch).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("expected at least 1 (the number of complete epochs to stop after)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{text:?} is not a whole number: {e}")),
+    }
+}
+
+/// The environment variables the options read. An empty one (`HFTRAIN_DATA=`, as a shell
+/// script writes when its own variable is unset) means "not set", not an empty value.
+pub const ENVIRONMENT: [&str; 3] = ["HFTRAIN_DATA", "HFTRAIN_DATA_URL", "HFTRAIN_DATA_MD5"];
 
 /// The formats `hftrain data synthetic` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

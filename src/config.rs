@@ -50,7 +50,9 @@ pub struct DataConfig {
     /// Use at most this many test images, balanced over classes (0: all).
     pub test_limit: usize,
     /// Per-channel mean and standard deviation of the pixels in [0, 1].
+    #[serde(deserialize_with = "three_channels")]
     pub mean: [f32; 3],
+    #[serde(deserialize_with = "three_channels")]
     pub std: [f32; 3],
     /// Random crop after zero padding by this many pixels (0: no crop).
     pub crop_padding: usize,
@@ -318,6 +320,32 @@ impl Default for CheckpointConfig {
     }
 }
 
+/// The smallest `data.std` accepted.
+const MIN_PIXEL_STD: f32 = 1e-3;
+
+/// A run name that is one path component (it becomes `runs/<name>`): not empty, not `.` or
+/// `..`, no separator, no control character.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c.is_control())
+}
+
+/// One value per colour channel: serde's arrays take the first three of a longer list and
+/// drop the rest, which would hide a mistake.
+fn three_channels<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<[f32; 3], D::Error> {
+    let values = Vec::<f32>::deserialize(deserializer)?;
+    <[f32; 3]>::try_from(values.as_slice()).map_err(|_| {
+        serde::de::Error::custom(format!(
+            "expected 3 values (red, green, blue), found {}: {values:?}",
+            values.len()
+        ))
+    })
+}
+
 impl Config {
     /// Reads, parses and validates a config file. The name defaults to the file's stem.
     pub fn load(path: &Path) -> Result<Self> {
@@ -366,15 +394,28 @@ impl Config {
                 crate::device::DeviceChoice::NAMES
             ),
         );
+        check(
+            is_plain_name(&self.name),
+            format!(
+                "name = {:?}: expected a plain name, not a path (no '/', not '.' or '..'): \
+                 it names the run directory runs/<name>; use --out DIR to put a run elsewhere",
+                self.name
+            ),
+        );
         let d = &self.data;
         for (i, (&m, &s)) in d.mean.iter().zip(&d.std).enumerate() {
             check(
                 m.is_finite(),
                 format!("data.mean[{i}] = {m}: expected a finite number"),
             );
+            // Pixels are in [0, 1]: a spread below 1/1000 (CIFAR-10's is about 0.25) would
+            // scale inputs by a thousand or more and blow up the first steps.
             check(
-                s.is_finite() && s > 0.0,
-                format!("data.std[{i}] = {s}: expected a positive number"),
+                s.is_finite() && s >= MIN_PIXEL_STD,
+                format!(
+                    "data.std[{i}] = {s}: expected a standard deviation of pixels in [0, 1] of \
+                     at least {MIN_PIXEL_STD} (CIFAR-10's is about 0.25)"
+                ),
             );
         }
         check(

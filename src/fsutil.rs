@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 
 /// A sibling path for a temporary file or directory (hidden, tagged with the process id).
 pub fn temporary_sibling(path: &Path) -> PathBuf {
@@ -65,8 +65,18 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
         .with_context(|| format!("cannot sync directory {}", dir.display()))
 }
 
-/// Replaces `path` with `bytes` atomically.
+/// Replaces `path` with `bytes` atomically. Only a regular file (or nothing) is replaced: a
+/// device, a directory or a fifo at `path` is refused, since renaming over it would remove it
+/// (`--json /dev/null` run as root would replace /dev/null).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Ok(existing) = fs::metadata(path)
+        && !existing.is_file()
+    {
+        bail!(
+            "refusing to replace {}: it is not a regular file; name a file to write",
+            path.display()
+        );
+    }
     let tmp = temporary_sibling(path);
     let result = write_synced(&tmp, bytes).and_then(|_| {
         fs::rename(&tmp, path)
@@ -76,5 +86,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    sync_dir(parent_dir(path))
+}
+
+/// The directory holding `path`: `.` for a bare file name (whose `parent()` is empty).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
 }

@@ -10,6 +10,12 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    for name in hftrain::cli::ENVIRONMENT {
+        if std::env::var_os(name).is_some_and(|value| value.is_empty()) {
+            // SAFETY: no other thread exists yet to read the environment.
+            unsafe { std::env::remove_var(name) };
+        }
+    }
     let cli = hftrain::cli::Cli::parse();
     match hftrain::cli::run(cli) {
         Ok(code) => code,

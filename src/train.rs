@@ -83,8 +83,14 @@ impl RunPaths {
         }
     }
 
+    /// Whether the directory holds a run to protect: a checkpoint, or a metrics row. A run
+    /// killed before its first epoch ended left only the header: nothing to lose, so it may
+    /// start again without --force.
     fn holds_a_run(&self) -> bool {
-        self.metrics.exists() || !checkpoint::list(&self.checkpoints).is_empty()
+        let has_rows = std::fs::read_to_string(&self.metrics)
+            .map(|text| text.lines().skip(1).any(|line| !line.trim().is_empty()))
+            .unwrap_or_else(|_| self.metrics.exists());
+        has_rows || !checkpoint::list(&self.checkpoints).is_empty()
     }
 }
 

@@ -207,3 +207,163 @@ fn every_option_in_the_help_is_described_with_its_default() {
     }
     println!("measured: {checked} options described, each with its default where it takes a value");
 }
+
+/// A tiny run on the generated data (one epoch of 100 images on flex): its config file and
+/// run directory inside `dir`.
+fn tiny_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = crate::common::synthetic_binary();
+    let mut config = crate::common::small_config(&data, "flex");
+    config.data.train_limit = 100;
+    config.data.test_limit = 50;
+    config.train.epochs = 1;
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    (path, dir.join("run"))
+}
+
+/// `eval --json NAME` with a bare file name writes it in the working directory; a target that
+/// is not a regular file (a fifo here; /dev/null for a root user) is refused, not replaced.
+#[test]
+fn eval_writes_a_bare_file_name_and_never_replaces_what_is_not_a_file() {
+    let dir = TempDir::new();
+    let (config, run) = tiny_run(dir.path());
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let checkpoint = run.join("checkpoints/latest");
+    let eval = |json: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+            .args([
+                "eval",
+                "--checkpoint",
+                checkpoint.to_str().unwrap(),
+                "--device",
+                "flex",
+                "--limit",
+                "20",
+            ])
+            .args(["--json", json])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = eval("bare.json");
+    assert!(ok, "{stderr}");
+    assert!(
+        dir.path().join("bare.json").is_file() && dir.path().join("bare-confusion.png").is_file()
+    );
+
+    let fifo = dir.path().join("pipe");
+    let name = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a path we own.
+    assert_eq!(
+        unsafe { libc::mkfifo(name.as_ptr(), 0o600) },
+        0,
+        "mkfifo failed"
+    );
+    let (ok, stderr) = eval(fifo.to_str().unwrap());
+    assert!(
+        !ok && stderr.contains("refusing to replace") && stderr.contains("not a regular file"),
+        "{stderr}"
+    );
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the fifo was replaced"
+    );
+}
+
+/// Options given empty or zero: `HFTRAIN_DATA=` counts as unset, `--stop-after-epoch 0` is
+/// refused by name.
+#[test]
+fn empty_environment_is_unset_and_zero_epochs_is_refused() {
+    let dir = TempDir::new();
+    let (config, run) = tiny_run(dir.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args([
+            "train",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            run.to_str().unwrap(),
+        ])
+        .env("HFTRAIN_DATA", "")
+        .env("HFTRAIN_DATA_URL", "")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--stop-after-epoch",
+        "0",
+    ]);
+    assert!(
+        !ok && text.contains("--stop-after-epoch") && text.contains("at least 1"),
+        "{text}"
+    );
+}
+
+/// A run killed before its first epoch ended leaves a metrics header and no checkpoint:
+/// nothing to protect, so `train` starts it again without --force (and --resume says to).
+#[test]
+fn a_run_killed_before_its_first_epoch_starts_again_without_force() {
+    let dir = TempDir::new();
+    let (config, run) = tiny_run(dir.path());
+    std::fs::create_dir_all(&run).unwrap();
+    let header = hftrain::metrics::to_csv(&[]);
+    std::fs::write(run.join("metrics.csv"), &header).unwrap();
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ]);
+    assert!(
+        !ok && text.contains("start the run without --resume"),
+        "{text}"
+    );
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        hftrain::metrics::read(&run.join("metrics.csv"))
+            .unwrap()
+            .len(),
+        1
+    );
+    // A run with an epoch behind it is protected.
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("already holds a run"), "{text}");
+}

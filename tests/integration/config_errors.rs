@@ -155,3 +155,32 @@ fn hessian_free_settings_are_checked() {
     );
     load("[model]\nblocks = []\nhead = \"flatten\"\n").unwrap();
 }
+
+/// The run name becomes `runs/<name>`: a path there would put the run anywhere.
+#[test]
+fn a_run_name_that_is_a_path_is_refused() {
+    for name in ["/x/y", "../../..", "a/b", ".."] {
+        assert_error(
+            load(&format!("name = {name:?}\n")),
+            &[&format!("name = {name:?}"), "plain name", "--out"],
+        );
+    }
+    assert_eq!(load("name = \"my run 2\"\n").unwrap().name, "my run 2");
+}
+
+/// One mean and one standard deviation per colour channel, and a spread a network can use.
+#[test]
+fn normalisation_needs_three_channels_and_a_usable_spread() {
+    assert_error(
+        load("[data]\nmean = [0.5, 0.5, 0.5, 0.5]\n"),
+        &["mean", "expected 3 values", "found 4"],
+    );
+    assert_error(
+        load("[data]\nstd = [0.2, 0.2]\n"),
+        &["std", "expected 3 values", "found 2"],
+    );
+    assert_error(
+        load("[data]\nstd = [1e-45, 0.25, 0.25]\n"),
+        &["data.std[0]", "at least 0.001"],
+    );
+}
