@@ -1,23 +1,27 @@
-//! One training process per run directory: `train` holds `<run>/.lock` (holding its process
-//! id) while it runs. A second run pointed at the same directory is refused; a lock left by a
-//! process that no longer exists (killed, crashed) is taken over, so `--resume latest` after a
-//! crash just works.
+//! One training process per run directory: `train` holds an OS lock (`File::try_lock`, flock
+//! on Unix) on `<run>/.lock` while it runs, and writes its process id there for the message a
+//! second process gets. The operating system releases the lock when its holder ends, however
+//! it ends, so a lock file left by a killed run is simply taken: no guess from a process id
+//! (pids are reused after a reboot) and no window in which two processes could both take over
+//! a stale lock.
 
-use std::fs::{self, OpenOptions};
-use std::io::Write;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 pub const LOCK_FILE: &str = ".lock";
 
-/// The held lock; removed when dropped.
+/// The held lock; the file is removed and the lock released when dropped.
 #[derive(Debug)]
 pub struct RunLock {
     path: PathBuf,
+    /// The open file the OS lock belongs to (closing it releases the lock).
+    _file: File,
 }
 
-/// Whether process `pid` exists (Linux: /proc; elsewhere the lock is assumed live).
+/// Whether process `pid` exists (Linux: /proc; elsewhere it is assumed to).
 pub(crate) fn process_exists(pid: u32) -> bool {
     let proc_dir = Path::new("/proc");
     !proc_dir.is_dir() || proc_dir.join(pid.to_string()).exists()
@@ -28,49 +32,73 @@ impl RunLock {
         fs::create_dir_all(run_dir)
             .with_context(|| format!("cannot create run directory {}", run_dir.display()))?;
         let path = run_dir.join(LOCK_FILE);
-        for _ in 0..2 {
-            match OpenOptions::new().write(true).create_new(true).open(&path) {
-                Ok(mut file) => {
-                    file.write_all(std::process::id().to_string().as_bytes())
-                        .and_then(|_| file.sync_all())
-                        .with_context(|| format!("cannot write {}", path.display()))?;
-                    return Ok(RunLock { path });
+        // A holder removes the file as it ends: a lock taken on a file that is no longer at
+        // `path` guards nothing, so open and lock again until the file locked is the one there.
+        for _ in 0..100 {
+            let mut file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .with_context(|| format!("cannot create lock file {}", path.display()))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    let mut holder = String::new();
+                    let _ = file.read_to_string(&mut holder);
+                    let pid = match holder.trim() {
+                        "" => "unknown".to_string(),
+                        pid => pid.to_string(),
+                    };
+                    bail!(
+                        "run directory {} is in use by another hftrain process (pid {pid}, \
+                         lock file {}); wait for it to end, or train into another directory \
+                         with --out",
+                        run_dir.display(),
+                        path.display()
+                    );
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    let holder = fs::read_to_string(&path).unwrap_or_default();
-                    match holder.trim().parse::<u32>() {
-                        Ok(pid) if process_exists(pid) => bail!(
-                            "run directory {} is in use by another hftrain process (pid {pid}, \
-                             lock file {}); wait for it to end, or train into another \
-                             directory with --out",
-                            run_dir.display(),
-                            path.display()
-                        ),
-                        // Left by a process that has ended (or unreadable): take it over.
-                        _ => {
-                            log::warn!(
-                                "removing the stale lock {} of a run that has ended",
-                                path.display()
-                            );
-                            let _ = fs::remove_file(&path);
-                        }
-                    }
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("cannot create lock file {}", path.display()));
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()));
                 }
             }
+            if !is_same_file(&file, &path) {
+                continue;
+            }
+            file.set_len(0)
+                .and_then(|_| file.rewind())
+                .and_then(|_| file.write_all(std::process::id().to_string().as_bytes()))
+                .and_then(|_| file.sync_all())
+                .with_context(|| format!("cannot write {}", path.display()))?;
+            return Ok(RunLock { path, _file: file });
         }
         bail!(
-            "cannot take the lock {}: another process keeps creating it",
+            "cannot take the lock {}: its file keeps being replaced",
             path.display()
         )
     }
 }
 
+/// Whether the open `file` is the one now at `path`.
+#[cfg(unix)]
+fn is_same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), fs::metadata(path)) {
+        (Ok(locked), Ok(current)) => locked.ino() == current.ino() && locked.dev() == current.dev(),
+        _ => false,
+    }
+}
+
+/// Elsewhere an open file cannot be removed, so it is still the one at `path`.
+#[cfg(not(unix))]
+fn is_same_file(_file: &File, path: &Path) -> bool {
+    path.exists()
+}
+
 impl Drop for RunLock {
     fn drop(&mut self) {
+        // Removed while still locked, so no other process locks this file after we let go.
         let _ = fs::remove_file(&self.path);
     }
 }

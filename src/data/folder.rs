@@ -78,22 +78,27 @@ fn image_files(class_dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Decodes one image file into CHW bytes, checking its size.
 pub fn decode_image(path: &Path) -> Result<Vec<u8>> {
-    let image = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open image {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read image {}", path.display()))?
-        .decode()
-        // The image crate's error repeats its cause in its own message, so the cause chain
-        // is left out (it would print "Invalid PNG signature.: Invalid PNG signature.").
-        .map_err(|e| anyhow::anyhow!("cannot decode image {}: {e}", path.display()))?;
-    if image.width() as usize != IMAGE_SIDE || image.height() as usize != IMAGE_SIDE {
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    let reader = || {
+        image::ImageReader::new(std::io::Cursor::new(bytes.as_slice()))
+            .with_guessed_format()
+            .expect("reading from memory cannot fail")
+    };
+    // The size from the header first: a picture much larger than 32x32 is refused before
+    // its pixels are decoded (a 13000 x 13000 PNG would take 510 MB).
+    // The image crate's error repeats its cause in its own message, so the cause chain is
+    // left out (it would print "Invalid PNG signature.: Invalid PNG signature.").
+    let undecodable =
+        |e: image::ImageError| anyhow::anyhow!("cannot decode image {}: {e}", path.display());
+    let (width, height) = reader().into_dimensions().map_err(undecodable)?;
+    if width as usize != IMAGE_SIDE || height as usize != IMAGE_SIDE {
         bail!(
-            "image {} is {}x{}; CIFAR-10 images are {IMAGE_SIDE}x{IMAGE_SIDE}",
+            "image {} is {width}x{height}; CIFAR-10 images are {IMAGE_SIDE}x{IMAGE_SIDE}",
             path.display(),
-            image.width(),
-            image.height()
         );
     }
+    let image = reader().decode().map_err(undecodable)?;
     let rgb = image.into_rgb8();
     let plane = IMAGE_SIDE * IMAGE_SIDE;
     let mut chw = vec![0u8; IMAGE_BYTES];

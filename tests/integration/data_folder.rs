@@ -268,3 +268,28 @@ fn data_synthetic_command_writes_a_new_folder_only() {
         .collect();
     assert!(leftovers.is_empty(), "temporaries left: {leftovers:?}");
 }
+
+/// A picture's size is read from its header before any pixel is decoded: a PNG whose header
+/// says 13000 x 13000 (510 MB of pixels; here none follow the header) is refused by size.
+#[test]
+fn an_oversized_image_is_refused_from_its_header() {
+    let dir = TempDir::new();
+    write_images(dir.path(), "train", "cat", 1, 32);
+    // Signature, then the IHDR chunk: length, type, width, height, depth 8, colour type 2
+    // (RGB), compression, filter, interlace, CRC over type and data.
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend(13000u32.to_be_bytes());
+    ihdr.extend(13000u32.to_be_bytes());
+    ihdr.extend([8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend(13u32.to_be_bytes());
+    png.extend(&ihdr);
+    png.extend(crc32fast::hash(&ihdr).to_be_bytes());
+    // An empty IDAT chunk: the header is complete, the pixels are missing.
+    png.extend(0u32.to_be_bytes());
+    png.extend(b"IDAT");
+    png.extend(crc32fast::hash(b"IDAT").to_be_bytes());
+    let path = dir.path().join("train/cat/huge.png");
+    std::fs::write(&path, png).unwrap();
+    assert_error(decode_image(&path), &["huge.png", "13000x13000", "32x32"]);
+}

@@ -583,3 +583,57 @@ fn a_failing_checkpoint_write_keeps_the_previous_checkpoint() {
         "the lock is released after the error"
     );
 }
+
+/// The run lock is an OS lock: a lock file naming a live but unrelated process (pids are
+/// reused after a reboot) does not block a run, and of many processes started at once on a
+/// stale lock exactly one gets it (threads here: each acquisition opens the file anew, so they
+/// contend as processes do).
+#[test]
+fn the_run_lock_is_taken_by_exactly_one_and_ignores_reused_pids() {
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    // pid 1 always exists: the old lock took it for a live holder and refused forever.
+    std::fs::write(run.join(".lock"), "1").unwrap();
+    let lock = hftrain::lock::RunLock::acquire(&run).expect("a lock file nobody holds is taken");
+    let refused = hftrain::lock::RunLock::acquire(&run);
+    crate::common::assert_error(
+        refused,
+        &[
+            "in use by another hftrain process",
+            &format!("pid {}", std::process::id()),
+        ],
+    );
+    drop(lock);
+    assert!(
+        !run.join(".lock").exists(),
+        "the lock file is removed on release"
+    );
+
+    let contenders = 8;
+    for round in 0..20 {
+        std::fs::write(run.join(".lock"), "999999999").unwrap();
+        let start = std::sync::Barrier::new(contenders);
+        let attempted = std::sync::Barrier::new(contenders);
+        let winners = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..contenders {
+                scope.spawn(|| {
+                    start.wait();
+                    let lock = hftrain::lock::RunLock::acquire(&run);
+                    if lock.is_ok() {
+                        winners.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    // Every attempt is made while the winner still holds the lock.
+                    attempted.wait();
+                    drop(lock);
+                });
+            }
+        });
+        assert_eq!(
+            winners.into_inner(),
+            1,
+            "round {round}: not exactly one holder"
+        );
+    }
+}
