@@ -26,6 +26,19 @@ pub const OFFICIAL_MD5: &str = "c32a1d4ab5d03f1284b67883e8d87530";
 pub const ARCHIVE_NAME: &str = "cifar-10-binary.tar.gz";
 /// The folder the archive holds the batches in.
 pub const EXTRACTED_FOLDER: &str = "cifar-10-batches-bin";
+/// Bounds on what a download may write: twice the official archive (170,498,071 bytes) and
+/// twice its tar stream (six batches of 30,730,000 bytes and a few small files), room enough
+/// for a mirror's slightly different archive, and a gzip bomb or an endless body stops there
+/// instead of filling the disk.
+pub const MAX_ARCHIVE_BYTES: u64 = 2 * 170_498_071;
+pub const MAX_EXTRACTED_BYTES: u64 = 2 * 185_000_000;
+
+/// Why a download failed: the network (where the offline advice helps) or anything else (an
+/// HTTP error, a full disk, an oversized body), which is said as it is.
+enum DownloadError {
+    Network(anyhow::Error),
+    Other(anyhow::Error),
+}
 
 /// Where the archive comes from and the checksum it must have.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -115,9 +128,11 @@ pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
     } else {
         let download = temporary_sibling(&placed);
         let result = download_to(&source.url, &download)
-            .map_err(|e| match crate::interrupt::requested() {
-                true => e,
-                false => e.context(offline_advice(dir, source)),
+            .map_err(|e| match e {
+                DownloadError::Network(e) if !crate::interrupt::requested() => {
+                    e.context(offline_advice(dir, source))
+                }
+                DownloadError::Network(e) | DownloadError::Other(e) => e,
             })
             .and_then(|()| {
                 check_md5(&download, &source.md5).with_context(|| {
@@ -159,7 +174,30 @@ fn has_all_batches(folder: &Path) -> bool {
 }
 
 /// Streams `url` into `path` (created afresh and synced), with a progress bar.
-fn download_to(url: &str, path: &Path) -> Result<()> {
+fn download_to(url: &str, path: &Path) -> Result<(), DownloadError> {
+    use DownloadError::{Network, Other};
+    let mut response = match request(url) {
+        Ok(response) => response,
+        Err(ureq::Error::StatusCode(code)) => {
+            return Err(Other(anyhow::anyhow!(
+                "{url} answered HTTP {code}: no archive there; check the address (--url or \
+                 HFTRAIN_DATA_URL for a mirror)"
+            )));
+        }
+        Err(e) => return Err(Network(anyhow::Error::new(e).context(format!("GET {url}")))),
+    };
+    let total = response.body().content_length();
+    if let Some(total) = total.filter(|&t| t > MAX_ARCHIVE_BYTES) {
+        return Err(Other(anyhow::anyhow!(
+            "{url} announces {total} bytes; the CIFAR-10 archive is about 170 MB (at most \
+             {MAX_ARCHIVE_BYTES} bytes accepted): not the archive, nothing downloaded"
+        )));
+    }
+    let reader = response.body_mut().with_config().reader();
+    receive(url, reader, total, path)
+}
+
+fn request(url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     log::info!("downloading {url}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
@@ -168,15 +206,23 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
         .timeout_recv_body(None)
         .build()
         .into();
-    let mut response = agent
-        .get(url)
-        .call()
-        .with_context(|| format!("GET {url}"))?;
-    let total = response.body().content_length();
+    agent.get(url).call()
+}
+
+/// Writes the body into `path`, at most MAX_ARCHIVE_BYTES of it.
+fn receive(
+    url: &str,
+    mut reader: impl Read,
+    total: Option<u64>,
+    path: &Path,
+) -> Result<(), DownloadError> {
+    use DownloadError::{Network, Other};
     let bar = progress_bar(total);
-    let mut reader = response.body_mut().with_config().reader();
+    let local = |e: anyhow::Error| Other(e);
     let mut file = BufWriter::new(
-        File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))
+            .map_err(local)?,
     );
     let mut buffer = vec![0u8; 1 << 16];
     let mut received: u64 = 0;
@@ -184,17 +230,27 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
     loop {
         let n = reader
             .read(&mut buffer)
-            .with_context(|| format!("the connection to {url} broke off after {received} bytes"))?;
+            .with_context(|| format!("the connection to {url} broke off after {received} bytes"))
+            .map_err(Network)?;
         if n == 0 {
             break;
         }
         // Under `train`, Ctrl-C only raises a flag (so that a step can finish): honour it here.
         if crate::interrupt::requested() {
-            bail!("interrupted by Ctrl-C during the download; nothing of it was kept");
+            return Err(Other(anyhow::anyhow!(
+                "interrupted by Ctrl-C during the download; nothing of it was kept"
+            )));
+        }
+        received += n as u64;
+        if received > MAX_ARCHIVE_BYTES {
+            return Err(Other(anyhow::anyhow!(
+                "{url} sent more than {MAX_ARCHIVE_BYTES} bytes; the CIFAR-10 archive is about \
+                 170 MB: not the archive, stopped and removed"
+            )));
         }
         file.write_all(&buffer[..n])
-            .with_context(|| format!("cannot write {} (is the disk full?)", path.display()))?;
-        received += n as u64;
+            .with_context(|| format!("cannot write {}", path.display()))
+            .map_err(local)?;
         bar.set_position(received);
         // Off a terminal the bar is hidden: a line every tenth of the way instead.
         if bar.is_hidden()
@@ -212,14 +268,15 @@ fn download_to(url: &str, path: &Path) -> Result<()> {
     if let Some(total) = total
         && received != total
     {
-        bail!("the download from {url} ended after {received} of {total} bytes");
+        return Err(Network(anyhow::anyhow!(
+            "the download from {url} ended after {received} of {total} bytes"
+        )));
     }
-    let file = file
-        .into_inner()
+    file.into_inner()
         .map_err(|e| e.into_error())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all()
-        .with_context(|| format!("cannot write {}", path.display()))?;
+        .and_then(|file| file.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+        .map_err(local)?;
     log::info!("downloaded {} MiB", mib(received));
     Ok(())
 }
@@ -267,6 +324,25 @@ fn check_md5(path: &Path, expected: &str) -> Result<()> {
     Ok(())
 }
 
+/// A reader that fails once more than `left` bytes have come through it.
+struct Bounded<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buffer)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "it unpacks to more than {MAX_EXTRACTED_BYTES} bytes (CIFAR-10's files are \
+                 about 185 MB): not the CIFAR-10 archive"
+            ))
+        })?;
+        Ok(n)
+    }
+}
+
 /// Unpacks the archive into a temporary folder beside `dir/cifar-10-batches-bin`, checks it
 /// holds every batch, then renames its batch folder into place. `name` says in errors which
 /// archive it is (a download's temporary file is gone by the time the user reads them).
@@ -276,10 +352,15 @@ fn extract(archive: &Path, name: &str, dir: &Path) -> Result<()> {
     let result = (|| {
         let file =
             File::open(archive).with_context(|| format!("cannot open {}", archive.display()))?;
-        // `unpack` refuses entries that would land outside `staging` (absolute paths, `..`).
-        tar::Archive::new(flate2::read::GzDecoder::new(BufReader::new(file)))
+        // `unpack` refuses entries that would land outside `staging` (absolute paths, `..`);
+        // the bound stops a gzip bomb before it fills the disk.
+        let unpacked_bytes = Bounded {
+            inner: flate2::read::GzDecoder::new(BufReader::new(file)),
+            left: MAX_EXTRACTED_BYTES,
+        };
+        tar::Archive::new(unpacked_bytes)
             .unpack(&staging)
-            .with_context(|| format!("cannot extract {name} (not a complete .tar.gz?)"))?;
+            .with_context(|| format!("cannot extract {name}"))?;
         let unpacked = staging.join(EXTRACTED_FOLDER);
         if !has_all_batches(&unpacked) {
             bail!(

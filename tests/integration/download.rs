@@ -398,3 +398,93 @@ fn ctrl_c_during_the_download_of_train_stops_it_and_keeps_nothing() {
         listing(&data)
     );
 }
+
+/// A server that answers every request with `head` (status line and headers) and `body`,
+/// then closes the connection.
+fn serve_raw(head: &'static str, body: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = stream
+                .write_all(head.as_bytes())
+                .and_then(|()| stream.write_all(body));
+        }
+    });
+    address
+}
+
+/// What went wrong is said as it is: an HTTP error is not "without network access", and a
+/// body larger than any CIFAR-10 archive (announced, or a gzip bomb that unpacks to more than
+/// its files) is stopped before it fills the disk, leaving nothing behind.
+#[test]
+fn http_errors_and_oversized_downloads_are_named_and_bounded() {
+    let dir = TempDir::new();
+    let data = dir.path().join("cifar10");
+    let (base, _) = serve(vec![]);
+    let (ok, text) = download(&data, &format!("{base}/missing.tar.gz"), &"0".repeat(32));
+    assert!(
+        !ok && text.contains("HTTP 404") && text.contains("--url"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Without network access"),
+        "a 404 is not a network failure:\n{text}"
+    );
+
+    let huge = serve_raw(
+        "HTTP/1.1 200 OK\r\nContent-Length: 4000000000\r\nConnection: close\r\n\r\n",
+        b"0123456789",
+    );
+    let (ok, text) = download(&data, &format!("{huge}/bomb.tar.gz"), &"0".repeat(32));
+    assert!(
+        !ok && text.contains("announces 4000000000 bytes") && text.contains("nothing downloaded"),
+        "{text}"
+    );
+    assert!(
+        listing(&data).is_empty(),
+        "left behind: {:?}",
+        listing(&data)
+    );
+
+    // A small .tar.gz whose one file unpacks to more than the bound (zeros compress a
+    // thousandfold), with the right checksum: extraction stops at the bound.
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        Vec::new(),
+        flate2::Compression::fast(),
+    ));
+    let size = hftrain::data::download::MAX_EXTRACTED_BYTES + (1 << 20);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(size);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(
+        &mut header,
+        "cifar-10-batches-bin/data_batch_1.bin",
+        std::io::Read::take(std::io::repeat(0), size),
+    )
+    .unwrap();
+    let bomb = tar.into_inner().unwrap().finish().unwrap();
+    let (base, _) = serve(vec![("/bomb.tar.gz", bomb.clone())]);
+    let (ok, text) = download(&data, &format!("{base}/bomb.tar.gz"), &md5_hex(&bomb));
+    assert!(
+        !ok && text.contains("unpacks to more than") && text.contains("not the CIFAR-10 archive"),
+        "{text}"
+    );
+    assert!(!text.contains("Without network access"), "{text}");
+    assert!(
+        listing(&data).is_empty(),
+        "left behind: {:?}",
+        listing(&data)
+    );
+    println!(
+        "measured: a {}-byte gzip bomb of {size} bytes stopped at the bound",
+        bomb.len()
+    );
+}
