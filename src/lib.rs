@@ -21,6 +21,7 @@ pub mod params;
 pub mod plots;
 pub mod report;
 pub mod rng;
+pub mod run_dir;
 pub mod safetensors;
 pub mod tensorboard;
 pub mod train;

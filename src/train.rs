@@ -24,6 +24,7 @@ use crate::model::Network;
 use crate::optim::hessian_free::StepReport;
 use crate::optim::{self, Method, schedule::Schedule};
 use crate::params::{from_host, to_host};
+use crate::run_dir;
 use crate::tensorboard::{self, EventWriter};
 
 /// What `hftrain train` was asked to do.
@@ -187,6 +188,55 @@ fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf
     )
 }
 
+/// Refuses to start or resume where that would overwrite or mix what is in the run
+/// directory: a folder of the user's that is not empty, a run (without --force), another run
+/// than the checkpoint's. With --force, removes only what hftrain wrote.
+fn protect_run_dir(paths: &RunPaths, request: &TrainRequest, resumed: Option<&Path>) -> Result<()> {
+    let dir = &paths.run_dir;
+    if run_dir::is_empty(dir) {
+        return Ok(());
+    }
+    if !run_dir::was_started_by_hftrain(dir) {
+        bail!(
+            "{} is not empty and holds no hftrain run (it holds {}); hftrain writes only into a \
+             new or empty directory or its own run: choose one with --out",
+            dir.display(),
+            run_dir::describe_entries(dir)
+        );
+    }
+    match resumed {
+        // Resuming another run's checkpoint into this one would mix two runs' metrics,
+        // events and checkpoints.
+        Some(checkpoint) if paths.holds_a_run() => {
+            let same = |a: &Path, b: &Path| {
+                std::fs::canonicalize(a)
+                    .ok()
+                    .zip(std::fs::canonicalize(b).ok())
+                    .is_some_and(|(a, b)| a == b)
+            };
+            if !run_dir_of_checkpoint(checkpoint).is_some_and(|own| same(&own, dir)) {
+                bail!(
+                    "{} holds another run than the checkpoint {}; resuming into it would mix \
+                     the two: resume into the checkpoint's own run, or into a new directory \
+                     with --out",
+                    dir.display(),
+                    checkpoint.display()
+                );
+            }
+            Ok(())
+        }
+        Some(_) => Ok(()),
+        None if !paths.holds_a_run() => Ok(()),
+        None if request.force => run_dir::remove_run(dir),
+        None => bail!(
+            "run directory {} already holds a run (metrics.csv or checkpoints); continue it \
+             with --resume latest, choose another directory with --out, or pass --force to \
+             start over (removing only what hftrain wrote there)",
+            dir.display()
+        ),
+    }
+}
+
 pub fn default_run_dir(config: &Config) -> PathBuf {
     PathBuf::from("runs").join(&config.name)
 }
@@ -231,37 +281,11 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
     };
     let paths = RunPaths::new(run_dir);
     let lock = RunLock::acquire(&paths.run_dir)?;
-    if resumed.is_none() && paths.holds_a_run() {
-        if !request.force {
-            bail!(
-                "run directory {} already holds a run (metrics.csv or checkpoints); continue it \
-                 with --resume latest, choose another directory with --out, or pass --force to \
-                 start over and delete it",
-                paths.run_dir.display()
-            );
-        }
-        let (report, plots) = (paths.run_dir.join("report.md"), paths.run_dir.join("plots"));
-        for stale in [
-            &paths.checkpoints,
-            &paths.metrics,
-            &paths.steps,
-            &paths.events,
-            &report,
-            &plots,
-        ] {
-            let removed = if stale.is_dir() {
-                std::fs::remove_dir_all(stale)
-            } else {
-                std::fs::remove_file(stale)
-            };
-            if let Err(e) = removed
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                return Err(e)
-                    .with_context(|| format!("--force: cannot remove {}", stale.display()));
-            }
-        }
-    }
+    protect_run_dir(
+        &paths,
+        request,
+        resumed.as_ref().map(|(dir, _)| dir.as_path()),
+    )?;
 
     let selected = device::select(DeviceChoice::parse(&config.device)?)?;
     log::info!("device: {}", selected.description);

@@ -367,3 +367,119 @@ fn a_run_killed_before_its_first_epoch_starts_again_without_force() {
     ]);
     assert!(!ok && text.contains("already holds a run"), "{text}");
 }
+
+/// Nothing of the user's is overwritten or deleted: a folder of the user's own files is not a
+/// run directory; `--force` removes only what hftrain wrote; a checkpoint of one run is not
+/// resumed into another.
+#[test]
+fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
+    let dir = TempDir::new();
+    let (config, run) = tiny_run(dir.path());
+    let config = config.to_str().unwrap();
+
+    // A folder of the user's with the names hftrain writes.
+    let mine = dir.path().join("mine");
+    std::fs::create_dir_all(mine.join("plots")).unwrap();
+    for (name, text) in [
+        ("config.toml", "# my notes"),
+        ("report.md", "# my report"),
+        ("plots/loss.png", "my picture"),
+    ] {
+        std::fs::write(mine.join(name), text).unwrap();
+    }
+    for extra in [&[][..], &["--force"][..]] {
+        let (ok, text) = hftrain(
+            &[
+                &["train", "--config", config, "--out", mine.to_str().unwrap()][..],
+                extra,
+            ]
+            .concat(),
+        );
+        assert!(
+            !ok && text.contains("is not empty and holds no hftrain run")
+                && text.contains("config.toml"),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(mine.join("config.toml")).unwrap(),
+        "# my notes"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join("plots/loss.png")).unwrap(),
+        "my picture"
+    );
+
+    // --force on a run: hftrain's files go, the user's stay.
+    let (ok, text) = hftrain(&["train", "--config", config, "--out", run.to_str().unwrap()]);
+    assert!(ok, "{text}");
+    std::fs::write(run.join("notes.txt"), "keep").unwrap();
+    std::fs::write(run.join("checkpoints/my-weights.bin"), "keep").unwrap();
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config,
+        "--out",
+        run.to_str().unwrap(),
+        "--force",
+    ]);
+    assert!(ok, "{text}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("notes.txt")).unwrap(),
+        "keep"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("checkpoints/my-weights.bin")).unwrap(),
+        "keep"
+    );
+    assert_eq!(
+        hftrain::metrics::read(&run.join("metrics.csv"))
+            .unwrap()
+            .len(),
+        1,
+        "started afresh"
+    );
+
+    // Another run's checkpoint is not resumed into this run.
+    let other = dir.path().join("other");
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config,
+        "--out",
+        other.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    let metrics_before = std::fs::read(run.join("metrics.csv")).unwrap();
+    let checkpoint = other.join("checkpoints/epoch-0001");
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config,
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && text.contains("holds another run than the checkpoint"),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(run.join("metrics.csv")).unwrap(),
+        metrics_before,
+        "the run was changed"
+    );
+    // Into a new directory it is resumed (a fork of the run).
+    let fork = dir.path().join("fork");
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config,
+        "--out",
+        fork.to_str().unwrap(),
+        "--resume",
+        checkpoint.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+}

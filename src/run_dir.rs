@@ -1,0 +1,95 @@
+//! What a run directory holds and what `train` may do to it. hftrain writes a fixed set of
+//! names there; anything else is the user's. A new run starts only in a directory that is
+//! empty or holds nothing but a run of hftrain's, and `--force` removes only what hftrain
+//! wrote, so a user's own files are never overwritten or deleted.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::checkpoint;
+use crate::fsutil;
+
+/// The files hftrain writes at the top of a run directory (`eval/` is written by `eval`).
+pub const FILES: [&str; 6] = [
+    "config.toml",
+    "metrics.csv",
+    "steps.csv",
+    crate::tensorboard::FILE_NAME,
+    "report.md",
+    crate::lock::LOCK_FILE,
+];
+/// The pictures it writes in `plots/` (`plots::write_all`).
+pub const PLOTS: [&str; 6] = [
+    "loss.png",
+    "accuracy.png",
+    "lr.png",
+    "damping.png",
+    "cg_iterations.png",
+    "rho.png",
+];
+
+/// What `run_dir` holds (but the lock `train` has just taken), sorted, for a message: at most
+/// five names and how many more.
+pub fn describe_entries(run_dir: &Path) -> String {
+    let mut names: Vec<String> = fs::read_dir(run_dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|name| name != crate::lock::LOCK_FILE)
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    let more = names.len().saturating_sub(5);
+    names.truncate(5);
+    match more {
+        0 => names.join(", "),
+        _ => format!("{} and {more} more", names.join(", ")),
+    }
+}
+
+/// Whether `run_dir` was started by hftrain: a run writes its metrics file or its event file
+/// first thing; a folder holding only, say, a `config.toml` of the user's is not a run.
+pub fn was_started_by_hftrain(run_dir: &Path) -> bool {
+    run_dir.join("metrics.csv").is_file() || run_dir.join(crate::tensorboard::FILE_NAME).is_file()
+}
+
+/// Whether `run_dir` holds nothing but possibly the lock `train` has just taken.
+pub fn is_empty(run_dir: &Path) -> bool {
+    fs::read_dir(run_dir).map_or(true, |entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .all(|e| e.file_name() == crate::lock::LOCK_FILE)
+    })
+}
+
+/// `--force`: removes what hftrain wrote (checkpoints, metrics, logs, report, plots) and
+/// nothing else; a folder is removed only when nothing of the user's is left in it.
+pub fn remove_run(run_dir: &Path) -> Result<()> {
+    let remove_file = |path: &Path| match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("--force: cannot remove {}", path.display()))
+        }
+        _ => Ok(()),
+    };
+    for name in FILES.iter().filter(|&&n| n != crate::lock::LOCK_FILE) {
+        remove_file(&run_dir.join(name))?;
+    }
+    let plots = run_dir.join("plots");
+    for name in PLOTS {
+        remove_file(&plots.join(name))?;
+    }
+    let _ = fs::remove_dir(&plots);
+    let checkpoints = run_dir.join("checkpoints");
+    for dir in checkpoint::list(&checkpoints) {
+        fs::remove_dir_all(&dir)
+            .with_context(|| format!("--force: cannot remove {}", dir.display()))?;
+    }
+    remove_file(&checkpoints.join(checkpoint::LATEST))?;
+    fsutil::remove_temporaries(&checkpoints, "checkpoint", true)?;
+    let _ = fs::remove_dir(&checkpoints);
+    Ok(())
+}
