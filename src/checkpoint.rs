@@ -19,9 +19,37 @@ use crate::optim::OptimizerState;
 use crate::params::Layout;
 
 pub const FORMAT: &str = "hftrain-checkpoint";
-pub const FORMAT_VERSION: u32 = 1;
+/// Version 2 added `manifest.crc32`; version 1 checkpoints (without it) still load.
+pub const FORMAT_VERSION: u32 = 2;
 pub const MANIFEST: &str = "manifest.json";
+/// The CRC-32 of `manifest.json`'s bytes, as 8 hexadecimal digits.
+pub const MANIFEST_CHECKSUM: &str = "manifest.crc32";
 pub const LATEST: &str = "latest";
+/// The data files a checkpoint holds: the only names a manifest may list.
+pub const DATA_FILES: [&str; 3] = ["params.bin", "buffers.bin", "optimizer.bin"];
+
+/// A checkpoint that is damaged (truncated, bit-flipped, edited, cut short by a crash): the
+/// only failure `--resume latest` skips for an older checkpoint. A newer format or a file
+/// that cannot be read is an error instead (the checkpoint is fine; something else is wrong).
+#[derive(Debug)]
+pub struct Damaged(pub String);
+
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Damaged {}
+
+fn damaged(message: String) -> anyhow::Error {
+    anyhow::Error::new(Damaged(message))
+}
+
+/// Whether `error` says a checkpoint is damaged.
+pub fn is_damage(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| cause.is::<Damaged>())
+}
 
 /// Where training stands: the next step to run is `step_in_epoch` of epoch `epoch`
 /// (both 0-based); `global_step` steps have been taken in all.
@@ -179,6 +207,10 @@ impl Checkpoint {
             files,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
+        write_synced(
+            &dir.join(MANIFEST_CHECKSUM),
+            format!("{:08x}\n", crc32fast::hash(&json)).as_bytes(),
+        )?;
         // The manifest is written last: a directory without it is never a checkpoint.
         write_synced(&dir.join(MANIFEST), &json)?;
         sync_dir(dir)
@@ -189,31 +221,57 @@ impl Checkpoint {
         let manifest = read_manifest(dir)?;
         let mut contents = Vec::new();
         for entry in &manifest.files {
-            let path = dir.join(&entry.name);
-            let bytes = fs::read(&path).with_context(|| {
-                format!(
-                    "checkpoint {} is incomplete: cannot read {}",
-                    dir.display(),
-                    entry.name
-                )
-            })?;
-            if bytes.len() as u64 != entry.bytes {
-                bail!(
-                    "checkpoint {} is damaged: {} has {} bytes, its manifest says {} (truncated \
-                     or replaced); use another checkpoint",
+            // Only the names hftrain writes, as regular files inside the checkpoint, of the
+            // size the manifest states (checked before reading: a manifest naming
+            // /dev/zero or ../../etc/passwd reads nothing).
+            if !DATA_FILES.contains(&entry.name.as_str()) {
+                return Err(damaged(format!(
+                    "checkpoint {} is damaged: its manifest lists {:?}, not a file of a \
+                     checkpoint ({})",
                     dir.display(),
                     entry.name,
-                    bytes.len(),
-                    entry.bytes
-                );
+                    DATA_FILES.join(", ")
+                )));
             }
-            if crc32fast::hash(&bytes) != entry.crc32 {
-                bail!(
+            let path = dir.join(&entry.name);
+            let size = match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_file() => meta.len(),
+                Ok(_) => {
+                    return Err(damaged(format!(
+                        "checkpoint {} is damaged: {} is not a regular file",
+                        dir.display(),
+                        entry.name
+                    )));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(damaged(format!(
+                        "checkpoint {} is incomplete: {} is missing",
+                        dir.display(),
+                        entry.name
+                    )));
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot read {}", path.display()));
+                }
+            };
+            if size != entry.bytes {
+                return Err(damaged(format!(
+                    "checkpoint {} is damaged: {} has {size} bytes, its manifest says {} \
+                     (truncated or replaced); use another checkpoint",
+                    dir.display(),
+                    entry.name,
+                    entry.bytes
+                )));
+            }
+            let bytes =
+                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            if bytes.len() as u64 != entry.bytes || crc32fast::hash(&bytes) != entry.crc32 {
+                return Err(damaged(format!(
                     "checkpoint {} is damaged: {} fails its CRC-32 checksum; use another \
                      checkpoint",
                     dir.display(),
                     entry.name
-                );
+                )));
             }
             contents.push((entry.name.clone(), bytes));
         }
@@ -222,31 +280,31 @@ impl Checkpoint {
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, b)| f32_values(b))
-                .with_context(|| format!("checkpoint {} lists no {name}", dir.display()))
+                .ok_or_else(|| damaged(format!("checkpoint {} lists no {name}", dir.display())))
         };
         let params = file("params.bin")?;
         let buffers = file("buffers.bin")?;
         let optimizer_values = file("optimizer.bin")?;
         let (p, b) = (manifest.params.total(), manifest.buffers.total());
         if params.len() != p || buffers.len() != b {
-            bail!(
+            return Err(damaged(format!(
                 "checkpoint {} is inconsistent: {} parameters and {} buffer values stored, its \
                  layout describes {p} and {b}",
                 dir.display(),
                 params.len(),
                 buffers.len()
-            );
+            )));
         }
         let mut optimizer = manifest.optimizer.clone();
         let names = &manifest.optimizer_vectors;
         if optimizer_values.len() != names.len() * p {
-            bail!(
+            return Err(damaged(format!(
                 "checkpoint {} is inconsistent: optimizer.bin holds {} values, expected {} \
                  vectors of {p}",
                 dir.display(),
                 optimizer_values.len(),
                 names.len()
-            );
+            )));
         }
         for (name, chunk) in names.iter().zip(optimizer_values.chunks(p.max(1))) {
             optimizer.vectors.insert(name.clone(), chunk.to_vec());
@@ -295,25 +353,81 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             dir.display()
         )
     })?;
+    let damaged_manifest = |why: String| damaged(format!("{} is damaged: {why}", path.display()));
     let value: serde_json::Value = serde_json::from_slice(&text)
-        .with_context(|| format!("{} is damaged: not valid JSON", path.display()))?;
+        .map_err(|e| damaged_manifest(format!("not valid JSON ({e})")))?;
     let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
     let version = value
         .get("format_version")
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
-    if format != FORMAT {
-        bail!("{} is not an hftrain checkpoint manifest", path.display());
+    if format != FORMAT || version == 0 {
+        return Err(damaged_manifest(
+            "not an hftrain checkpoint manifest".into(),
+        ));
     }
-    if version != FORMAT_VERSION as u64 {
+    if version > FORMAT_VERSION as u64 {
         bail!(
-            "{} has checkpoint format version {version}; this hftrain ({}) reads version \
-             {FORMAT_VERSION}",
+            "{} has checkpoint format version {version}, written by a newer hftrain; this one \
+             ({}) reads versions up to {FORMAT_VERSION}: use the newer hftrain",
             path.display(),
             env!("CARGO_PKG_VERSION")
         );
     }
-    serde_json::from_value(value).with_context(|| format!("{} is damaged", path.display()))
+    if version >= 2 {
+        let expected = fs::read_to_string(dir.join(MANIFEST_CHECKSUM)).map_err(|e| {
+            damaged_manifest(format!(
+                "its checksum {MANIFEST_CHECKSUM} cannot be read ({e})"
+            ))
+        })?;
+        if expected.trim() != format!("{:08x}", crc32fast::hash(&text)) {
+            return Err(damaged_manifest(format!(
+                "it fails its CRC-32 checksum ({MANIFEST_CHECKSUM}): edited or corrupted"
+            )));
+        }
+    }
+    let manifest: Manifest =
+        serde_json::from_value(value).map_err(|e| damaged_manifest(format!("{e}")))?;
+    manifest
+        .config
+        .validate()
+        .map_err(|e| damaged_manifest(format!("its config is not valid:\n{e:#}")))?;
+    check_position(&manifest).map_err(damaged_manifest)?;
+    Ok(manifest)
+}
+
+/// The position agrees with the metrics: one row per complete epoch, each epoch the same
+/// number of steps, the step inside the epoch before its end.
+fn check_position(manifest: &Manifest) -> std::result::Result<(), String> {
+    let p = manifest.position;
+    let rows = &manifest.metrics;
+    if rows.len() != p.epoch {
+        return Err(format!(
+            "its position is after epoch {}, its metrics hold {} epochs",
+            p.epoch,
+            rows.len()
+        ));
+    }
+    let Some(first) = rows.first() else {
+        return Ok(());
+    };
+    let per_epoch = first.step;
+    let rows_agree = rows
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r.epoch == i + 1 && r.step == (i + 1) * per_epoch);
+    if per_epoch == 0
+        || !rows_agree
+        || p.step_in_epoch >= per_epoch
+        || p.global_step != p.epoch * per_epoch + p.step_in_epoch
+    {
+        return Err(format!(
+            "its position (epoch {}, step {} in the epoch, global step {}) disagrees with its \
+             metrics ({per_epoch} steps per epoch)",
+            p.epoch, p.step_in_epoch, p.global_step
+        ));
+    }
+    Ok(())
 }
 
 /// Points `<dir>/latest` at `target` by renaming a fresh link over the old one.
@@ -367,6 +481,19 @@ pub fn resolve(spec: &str, checkpoints_dir: &Path) -> Result<PathBuf> {
     if spec == LATEST {
         let link = checkpoints_dir.join(LATEST);
         if link.exists() {
+            // `latest` names a checkpoint of this run; one that leads elsewhere is not
+            // followed silently.
+            let target = fs::canonicalize(&link).ok();
+            let here = fs::canonicalize(checkpoints_dir).ok();
+            if target.as_deref().and_then(Path::parent) != here.as_deref() {
+                bail!(
+                    "{} points outside {} (to {}); resume that checkpoint by its own path if \
+                     you mean it, or remove the link",
+                    link.display(),
+                    checkpoints_dir.display(),
+                    target.map_or("nowhere".into(), |t| t.display().to_string())
+                );
+            }
             return Ok(link);
         }
         match list(checkpoints_dir).pop() {

@@ -172,6 +172,11 @@ fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf
                 }
                 return Ok((real, loaded));
             }
+            // Only damage is skipped: a newer format or an unreadable file is not the
+            // checkpoint's fault, and falling back to an older one would hide it.
+            Err(e) if !checkpoint::is_damage(&e) => {
+                return Err(e.context(format!("checkpoint {} cannot be resumed", real.display())));
+            }
             Err(e) => {
                 log::warn!(
                     "checkpoint {} is unusable and is skipped: {e:#}",

@@ -8,7 +8,10 @@ use hftrain::optim::OptimizerState;
 use crate::common::{TempDir, assert_error};
 
 fn sample(epoch: usize) -> (Checkpoint, Network) {
-    let config = Config::parse("[model]\nblocks = [{ channels = 4, pool = true }]\n").unwrap();
+    let config =
+        Config::parse("name = \"sample\"\n[model]\nblocks = [{ channels = 4, pool = true }]\n")
+            .unwrap();
+    config.validate().unwrap();
     let network = Network::new(&config.model, 10);
     let p = network.params.total();
     let mut optimizer = OptimizerState::new("sgd");
@@ -27,7 +30,20 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
         params: (0..p).map(|i| (i as f32).sin()).collect(),
         buffers: vec![0.25; network.buffers.total()],
         optimizer,
-        metrics: Vec::new(),
+        // One row per complete epoch, 10 steps each (the position agrees).
+        metrics: (1..=epoch)
+            .map(|e| hftrain::metrics::EpochMetrics {
+                epoch: e,
+                step: 10 * e,
+                lr: 0.1,
+                train_loss: 1.0,
+                train_accuracy: 0.5,
+                test_loss: 1.0,
+                test_accuracy: 0.5,
+                epoch_seconds: 1.0,
+                images_per_second: 100.0,
+            })
+            .collect(),
         epoch_progress: checkpoint::EpochProgress {
             loss_sum: 0.1 + epoch as f32,
             correct: 17,
@@ -128,11 +144,103 @@ fn other_format_version_is_refused() {
     let path = ckpt.join("manifest.json");
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("\"format_version\": 1", "\"format_version\": 99");
+        .replace("\"format_version\": 2", "\"format_version\": 99");
     std::fs::write(&path, text).unwrap();
+    let error = Checkpoint::load(&ckpt);
+    let message = assert_error(error, &["format version 99", "newer hftrain", "up to 2"]);
+    // Not damage: `--resume latest` reports it instead of falling back to an older one.
+    let error = Checkpoint::load(&ckpt).unwrap_err();
+    assert!(!checkpoint::is_damage(&error), "{message}");
+}
+
+/// The manifest is checksummed and its values checked: an edited position, or metrics that
+/// disagree with it, is damage (`--resume latest` then takes an older checkpoint).
+#[test]
+fn an_edited_manifest_is_damage() {
+    let dir = TempDir::new();
+    let ckpt = saved_copy(dir.path());
+    let path = ckpt.join("manifest.json");
+    let original = std::fs::read_to_string(&path).unwrap();
+    let edited = original.replace("\"global_step\": 30", "\"global_step\": 31");
+    assert_ne!(edited, original);
+    std::fs::write(&path, &edited).unwrap();
+    let message = assert_error(
+        Checkpoint::load(&ckpt),
+        &["manifest.json", "CRC-32", "edited"],
+    );
+    assert!(
+        checkpoint::is_damage(&Checkpoint::load(&ckpt).unwrap_err()),
+        "{message}"
+    );
+    // The same edit with a checksum that matches it: the values themselves are checked.
+    std::fs::write(
+        ckpt.join("manifest.crc32"),
+        format!("{:08x}", crc32fast::hash(edited.as_bytes())),
+    )
+    .unwrap();
     assert_error(
         Checkpoint::load(&ckpt),
-        &["format version 99", "reads version 1"],
+        &["global step 31", "disagrees with its metrics"],
+    );
+    let zero_std = original.replace("\"std\": [\n        0.247", "\"std\": [\n        0.0");
+    assert_ne!(zero_std, original, "the manifest's std was not found");
+    std::fs::write(&path, &zero_std).unwrap();
+    std::fs::write(
+        ckpt.join("manifest.crc32"),
+        format!("{:08x}", crc32fast::hash(zero_std.as_bytes())),
+    )
+    .unwrap();
+    assert_error(
+        Checkpoint::load(&ckpt),
+        &["config is not valid", "data.std[0]"],
+    );
+}
+
+/// File names in a manifest are only the ones hftrain writes, regular files of the stated
+/// size, checked before anything is read.
+#[test]
+fn manifest_file_names_are_not_paths() {
+    for name in ["/dev/zero", "../../etc/passwd", "notes.txt"] {
+        let dir = TempDir::new();
+        let ckpt = saved_copy(dir.path());
+        let path = ckpt.join("manifest.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"params.bin\"", &format!("{name:?}"));
+        std::fs::write(&path, &text).unwrap();
+        std::fs::write(
+            ckpt.join("manifest.crc32"),
+            format!("{:08x}", crc32fast::hash(text.as_bytes())),
+        )
+        .unwrap();
+        assert_error(
+            Checkpoint::load(&ckpt),
+            &["lists", name, "not a file of a checkpoint"],
+        );
+    }
+    // A data file replaced by a link to a device is not read.
+    let dir = TempDir::new();
+    let ckpt = saved_copy(dir.path());
+    std::fs::remove_file(ckpt.join("params.bin")).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", ckpt.join("params.bin")).unwrap();
+    assert_error(
+        Checkpoint::load(&ckpt),
+        &["params.bin", "not a regular file"],
+    );
+}
+
+/// `latest` that leads into another run is not followed silently.
+#[test]
+fn latest_pointing_into_another_run_is_refused() {
+    let dir = TempDir::new();
+    let (ours, theirs) = (dir.path().join("ours"), dir.path().join("theirs"));
+    sample(1).0.save(&ours, 3).unwrap();
+    let other = sample(2).0.save(&theirs, 3).unwrap();
+    std::fs::remove_file(ours.join("latest")).unwrap();
+    std::os::unix::fs::symlink(&other, ours.join("latest")).unwrap();
+    assert_error(
+        checkpoint::resolve("latest", &ours),
+        &["points outside", "theirs"],
     );
 }
 
