@@ -21,7 +21,15 @@ pub fn class_folders(split_dir: &Path) -> Result<Vec<String>> {
     for entry in entries {
         let entry = entry.with_context(|| format!("cannot list {}", split_dir.display()))?;
         if entry.path().is_dir() {
-            names.push(entry.file_name().to_string_lossy().into_owned());
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                bail!(
+                    "class folder {} has a name that is not valid UTF-8; rename it (class \
+                     names are shown and stored as text)",
+                    entry.path().display()
+                );
+            };
+            names.push(name.to_string());
         }
     }
     if names.is_empty() {

@@ -119,6 +119,18 @@ impl Source {
     /// The data set of a command: fetched first where `dir` is empty or missing (the official
     /// archive, or the mirror of HFTRAIN_DATA_URL and HFTRAIN_DATA_MD5), then detected.
     pub fn prepare(dir: &Path) -> Result<Source> {
+        // The default folder is fetched into on first use; a folder named by the user that
+        // does not exist is more likely a mistyped path than a wish to download 163 MB there.
+        let default = crate::config::DataConfig::default().dir;
+        if !dir.exists() && dir != default {
+            bail!(
+                "data directory {} does not exist; check the path (--data, HFTRAIN_DATA or \
+                 data.dir in the config), or download CIFAR-10 there first with `hftrain data \
+                 download --data {}`",
+                dir.display(),
+                dir.display()
+            );
+        }
         if download::should_fetch(dir) {
             log::info!(
                 "data directory {} holds no data set: fetching CIFAR-10 (point --data or \
@@ -132,6 +144,13 @@ impl Source {
 
     /// Detects the format of `dir`.
     pub fn detect(dir: &Path) -> Result<Source> {
+        if dir.exists() && !dir.is_dir() {
+            bail!(
+                "data directory {} is a file, not a folder; point `data.dir`, `--data DIR` or \
+                 HFTRAIN_DATA at the folder that holds CIFAR-10",
+                dir.display()
+            );
+        }
         if !dir.is_dir() {
             bail!(
                 "data directory {} does not exist; point `data.dir` in the config, `--data DIR` \

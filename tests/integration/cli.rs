@@ -483,3 +483,38 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     ]);
     assert!(ok, "{text}");
 }
+
+/// A `--data` path that does not exist is named, not created and downloaded into (only the
+/// default folder is fetched into on first use); a file is not a data directory.
+#[test]
+fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
+    let dir = TempDir::new();
+    let (config, run) = tiny_run(dir.path());
+    let missing = dir.path().join("cifra10");
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--data",
+        missing.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && text.contains("does not exist") && text.contains("hftrain data download --data"),
+        "{text}"
+    );
+    assert!(!missing.exists(), "the mistyped data directory was created");
+    let file = dir.path().join("data.bin");
+    std::fs::write(&file, "x").unwrap();
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+        "--data",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("is a file, not a folder"), "{text}");
+}

@@ -349,7 +349,10 @@ fn ctrl_c_during_the_download_of_train_stops_it_and_keeps_nothing() {
         }
     });
     let dir = TempDir::new();
+    // An empty data directory is fetched into (a missing one other than the default is
+    // taken for a mistyped path).
     let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
     let config = small_config(&data, "flex");
     let config_path = dir.path().join("c.toml");
     std::fs::write(&config_path, config.to_toml()).unwrap();
