@@ -138,7 +138,9 @@ pub enum DataCommand {
     /// publisher, check its MD5 and extract it into <data>/cifar-10-batches-bin/. `train` and
     /// `eval` do the same by themselves when the data directory is empty or missing. A copy
     /// of the archive placed at <data>/cifar-10-binary.tar.gz is checked and extracted
-    /// without network access.
+    /// without network access. A download that receives nothing for 60 s fails
+    /// (HFTRAIN_DOWNLOAD_STALL_SECONDS sets the wait); Ctrl-C stops it at once, keeping
+    /// nothing.
     Download {
         /// Data directory.
         #[arg(long, env = "HFTRAIN_DATA", default_value = "data/cifar10")]
@@ -185,7 +187,12 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 
 /// The environment variables the options read. An empty one (`HFTRAIN_DATA=`, as a shell
 /// script writes when its own variable is unset) means "not set", not an empty value.
-pub const ENVIRONMENT: [&str; 3] = ["HFTRAIN_DATA", "HFTRAIN_DATA_URL", "HFTRAIN_DATA_MD5"];
+pub const ENVIRONMENT: [&str; 4] = [
+    "HFTRAIN_DATA",
+    "HFTRAIN_DATA_URL",
+    "HFTRAIN_DATA_MD5",
+    crate::data::download::STALL_VARIABLE,
+];
 
 /// The formats `hftrain data synthetic` writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -176,7 +176,8 @@ fn has_all_batches(folder: &Path) -> bool {
 /// Streams `url` into `path` (created afresh and synced), with a progress bar.
 fn download_to(url: &str, path: &Path) -> Result<(), DownloadError> {
     use DownloadError::{Network, Other};
-    let mut response = match request(url) {
+    let stall = stall_timeout().map_err(Other)?;
+    let mut response = match request(url, stall) {
         Ok(response) => response,
         Err(ureq::Error::StatusCode(code)) => {
             return Err(Other(anyhow::anyhow!(
@@ -194,19 +195,38 @@ fn download_to(url: &str, path: &Path) -> Result<(), DownloadError> {
         )));
     }
     let reader = response.body_mut().with_config().reader();
-    receive(url, reader, total, path)
+    let _ctrl_c_removes_it = crate::interrupt::DownloadGuard::new(path);
+    receive(url, reader, total, path, stall)
 }
 
-fn request(url: &str) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+fn request(url: &str, stall: Duration) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
     log::info!("downloading {url}");
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
-        // A stalled connection fails instead of hanging; a slow one may take as long as it needs.
-        .timeout_recv_response(Some(Duration::from_secs(60)))
+        // A stalled connection fails instead of hanging (no byte for `stall`); a slow one
+        // may take as long as it needs.
+        .timeout_recv_response(Some(stall))
+        .timeout_per_read(Some(stall))
         .timeout_recv_body(None)
         .build()
         .into();
     agent.get(url).call()
+}
+
+/// The environment variable that sets how long a download may go without receiving a byte.
+pub const STALL_VARIABLE: &str = "HFTRAIN_DOWNLOAD_STALL_SECONDS";
+const DEFAULT_STALL_SECONDS: u64 = 60;
+
+/// How long a download may receive nothing before it fails: HFTRAIN_DOWNLOAD_STALL_SECONDS,
+/// else 60 s.
+fn stall_timeout() -> Result<Duration> {
+    match std::env::var(STALL_VARIABLE) {
+        Ok(text) if !text.is_empty() => match text.trim().parse::<u64>() {
+            Ok(seconds) if seconds > 0 => Ok(Duration::from_secs(seconds)),
+            _ => bail!("{STALL_VARIABLE}={text:?}: expected a whole number of seconds, at least 1"),
+        },
+        _ => Ok(Duration::from_secs(DEFAULT_STALL_SECONDS)),
+    }
 }
 
 /// Writes the body into `path`, at most MAX_ARCHIVE_BYTES of it.
@@ -215,6 +235,7 @@ fn receive(
     mut reader: impl Read,
     total: Option<u64>,
     path: &Path,
+    stall: Duration,
 ) -> Result<(), DownloadError> {
     use DownloadError::{Network, Other};
     let bar = progress_bar(total);
@@ -228,10 +249,22 @@ fn receive(
     let mut received: u64 = 0;
     let mut next_line = 1u64;
     loop {
-        let n = reader
-            .read(&mut buffer)
-            .with_context(|| format!("the connection to {url} broke off after {received} bytes"))
-            .map_err(Network)?;
+        let n = reader.read(&mut buffer).map_err(|e| {
+            // ureq hands its own timeout inside an io::Error.
+            let timed_out = e.kind() == std::io::ErrorKind::TimedOut
+                || e.get_ref()
+                    .and_then(|inner| inner.downcast_ref::<ureq::Error>())
+                    .is_some_and(|inner| matches!(inner, ureq::Error::Timeout(_)));
+            let what = match timed_out {
+                true => format!(
+                    "the download from {url} stalled after {received} bytes: nothing arrived \
+                     for {} s ({STALL_VARIABLE} sets how long to wait)",
+                    stall.as_secs()
+                ),
+                false => format!("the connection to {url} broke off after {received} bytes"),
+            };
+            Network(anyhow::Error::new(e).context(what))
+        })?;
         if n == 0 {
             break;
         }

@@ -491,3 +491,115 @@ fn http_errors_and_oversized_downloads_are_named_and_bounded() {
         bomb.len()
     );
 }
+
+/// A server that sends its headers and then nothing: the download fails once nothing has
+/// arrived for HFTRAIN_DOWNLOAD_STALL_SECONDS, saying so; under `train`, Ctrl-C during such a
+/// stall ends the process at once and keeps nothing.
+#[test]
+fn a_stalled_download_times_out_and_ctrl_c_ends_it_at_once() {
+    let url = serve_stalling();
+    let dir = TempDir::new();
+    let data = dir.path().join("data");
+    let started = std::time::Instant::now();
+    let (ok, text) = hftrain(
+        &[
+            "data",
+            "download",
+            "--data",
+            data.to_str().unwrap(),
+            "--url",
+            &url,
+            "--md5",
+            &"0".repeat(32),
+        ],
+        &[("HFTRAIN_DOWNLOAD_STALL_SECONDS", "1")],
+    );
+    assert!(
+        !ok && text.contains("stalled after 0 bytes")
+            && text.contains("HFTRAIN_DOWNLOAD_STALL_SECONDS"),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        listing(&data).is_empty(),
+        "left behind: {:?}",
+        listing(&data)
+    );
+
+    std::fs::create_dir_all(&data).unwrap();
+    let config = small_config(&data, "flex");
+    let config_path = dir.path().join("c.toml");
+    std::fs::write(&config_path, config.to_toml()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args([
+            "train",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--out",
+            dir.path().join("run").to_str().unwrap(),
+        ])
+        .env("HFTRAIN_DATA_URL", &url)
+        .env("HFTRAIN_DATA_MD5", "0".repeat(32))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !listing(&data)
+        .iter()
+        .any(|n| n.starts_with(".cifar-10-binary.tar.gz.tmp-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the download never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let interrupted = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{text}");
+    assert!(
+        interrupted.elapsed() < std::time::Duration::from_secs(5),
+        "Ctrl-C took {:?}",
+        interrupted.elapsed()
+    );
+    assert!(
+        text.contains("interrupted by Ctrl-C during the download; nothing of it was kept"),
+        "{text}"
+    );
+    assert!(
+        listing(&data).is_empty(),
+        "left behind: {:?}",
+        listing(&data)
+    );
+}
+
+/// A server that sends headers announcing a body, then holds the connection without sending.
+fn serve_stalling() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://{}/cifar-10-binary.tar.gz",
+        listener.local_addr().unwrap()
+    );
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                line.clear();
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+            held.push(stream);
+        }
+    });
+    url
+}
