@@ -96,6 +96,10 @@ pub struct Manifest {
     pub metrics: Vec<EpochMetrics>,
     #[serde(default)]
     pub epoch_progress: EpochProgress,
+    /// The class names the network was trained on, in label order (empty in checkpoints
+    /// written before they were kept).
+    #[serde(default)]
+    pub classes: Vec<String>,
     pub files: Vec<FileEntry>,
 }
 
@@ -111,6 +115,8 @@ pub struct Checkpoint {
     pub optimizer: OptimizerState,
     pub metrics: Vec<EpochMetrics>,
     pub epoch_progress: EpochProgress,
+    /// The class names of the training data, in label order (empty when unknown).
+    pub classes: Vec<String>,
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -204,6 +210,7 @@ impl Checkpoint {
             optimizer_vectors,
             metrics: self.metrics.clone(),
             epoch_progress: self.epoch_progress,
+            classes: self.classes.clone(),
             files,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
@@ -319,6 +326,7 @@ impl Checkpoint {
             optimizer,
             metrics: manifest.metrics,
             epoch_progress: manifest.epoch_progress,
+            classes: manifest.classes,
         })
     }
 

@@ -363,6 +363,14 @@ pub fn open_checkpoint(
     let images = source.load(split, limit)?;
     let network = Network::new(&config.model, images.classes.len());
     ckpt.check_layout(dir, &network.params, &network.buffers)?;
+    if !ckpt.classes.is_empty() && ckpt.classes != images.classes {
+        log::warn!(
+            "the data's classes ({}) are not those the checkpoint was trained on ({}); \
+             label numbers may mean other classes, so accuracy may not mean what it says",
+            images.classes.join(", "),
+            ckpt.classes.join(", ")
+        );
+    }
     let device = selected.device;
     log::info!(
         "checkpoint {} (epoch {}), {} {} images",

@@ -781,6 +781,7 @@ impl Session {
             optimizer: self.optimizer.state(),
             metrics: self.metrics.clone(),
             epoch_progress: progress,
+            classes: self.train.classes.clone(),
         };
         ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
     }

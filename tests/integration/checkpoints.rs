@@ -44,6 +44,7 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
                 images_per_second: 100.0,
             })
             .collect(),
+        classes: hftrain::data::CIFAR10_CLASSES.map(String::from).to_vec(),
         epoch_progress: checkpoint::EpochProgress {
             loss_sum: 0.1 + epoch as f32,
             correct: 17,
@@ -70,6 +71,7 @@ fn round_trip_is_exact_and_latest_points_at_the_newest() {
     assert_eq!(loaded.buffers, second.buffers);
     assert_eq!(loaded.optimizer, second.optimizer);
     assert_eq!(loaded.config, second.config);
+    assert_eq!(loaded.classes, second.classes);
     loaded
         .check_layout(&latest, &network.params, &network.buffers)
         .unwrap();

@@ -518,3 +518,54 @@ fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
     ]);
     assert!(!ok && text.contains("is a file, not a folder"), "{text}");
 }
+
+/// `eval` on data whose classes are not the checkpoint's says so (the labels would mean
+/// other classes).
+#[test]
+fn eval_warns_when_the_data_has_other_classes() {
+    let dir = TempDir::new();
+    let (config, run) = tiny_run(dir.path());
+    let (ok, text) = hftrain(&[
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    // The generated data's images under ten other class names.
+    let renamed = dir.path().join("renamed");
+    for split in ["train", "test"] {
+        for (i, class) in hftrain::data::CIFAR10_CLASSES.iter().enumerate() {
+            let from = crate::common::synthetic_folder().join(split).join(class);
+            let to = renamed.join(split).join(format!("kind-{i}"));
+            std::fs::create_dir_all(&to).unwrap();
+            for entry in std::fs::read_dir(&from).unwrap().take(3) {
+                let entry = entry.unwrap();
+                std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    let checkpoint = run.join("checkpoints/latest");
+    let eval = |data: &std::path::Path| {
+        hftrain(&[
+            "eval",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--device",
+            "flex",
+            "--data",
+            data.to_str().unwrap(),
+            "--json",
+            dir.path().join("e.json").to_str().unwrap(),
+        ])
+    };
+    let (ok, text) = eval(&renamed);
+    assert!(
+        ok && text.contains("warning: the data's classes (kind-0")
+            && text.contains("trained on (airplane"),
+        "{text}"
+    );
+    let (ok, text) = eval(&crate::common::synthetic_folder());
+    assert!(ok && !text.contains("warning"), "{text}");
+}
