@@ -45,6 +45,9 @@ impl DeviceChoice {
 pub struct SelectedDevice {
     pub device: Device,
     pub description: String,
+    /// Whether its tensors live in the host's memory (flex, a software wgpu adapter), where
+    /// `memory::check_fits` can compare a run's needs with what is available.
+    pub host_memory: bool,
 }
 
 /// Opens the device for `choice`. A wgpu runtime can be initialised once per process, so
@@ -98,6 +101,7 @@ fn flex() -> SelectedDevice {
             "flex (Burn's pure-Rust CPU backend, {} threads)",
             rayon::current_num_threads()
         ),
+        host_memory: true,
     }
 }
 
@@ -124,6 +128,8 @@ fn open_wgpu(kinds: &[DeviceKind]) -> Result<SelectedDevice> {
                 return Ok(SelectedDevice {
                     device,
                     description,
+                    // wgpu's DeviceType is not re-exported by Burn: compared by its name.
+                    host_memory: format!("{:?}", info.device_type) == "Cpu",
                 });
             }
             Err(e) => tried.push(format!("{kind:?}: {e}")),

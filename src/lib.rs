@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod interrupt;
 pub mod lock;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod mistakes;
 pub mod model;

@@ -19,6 +19,7 @@ use crate::device::{self, DeviceChoice};
 use crate::eval::{Evaluation, evaluate};
 use crate::interrupt;
 use crate::lock::RunLock;
+use crate::memory;
 use crate::metrics::{self, EpochMetrics, StepLog, StepMetrics};
 use crate::model::Network;
 use crate::optim::hessian_free::StepReport;
@@ -295,6 +296,7 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
     let selected = device::select(DeviceChoice::parse(&config.device)?)?;
     log::info!("device: {}", selected.description);
     let device = selected.device;
+    let host_memory = selected.host_memory;
     let device_summary = selected.description.clone();
 
     let source = Source::prepare(&config.data.dir)?;
@@ -306,6 +308,9 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
 
     let network = Network::new(&config.model, train.classes.len());
     log::info!("{}", network.summary());
+    if let Some(available) = memory::available().filter(|_| host_memory) {
+        memory::check_fits(&config, network.params.total(), available)?;
+    }
 
     let total = network.params.total();
     let mut optimizer = optim::build(&config.optimizer, network.params.decay_mask(&device), total);

@@ -184,3 +184,40 @@ fn normalisation_needs_three_channels_and_a_usable_spread() {
         &["data.std[0]", "at least 0.001"],
     );
 }
+
+/// A run that cannot fit in memory is refused at start-up with the settings to change,
+/// instead of aborting in an allocation: here 8192 channels at 32x32 for a batch of 4096
+/// (at least 256 GiB of activations).
+#[test]
+fn a_run_too_large_for_memory_is_refused_with_the_setting_to_change() {
+    let mut config = Config::parse("name = \"huge\"\n[model]\nblocks = [{ channels = 8192, pool = false }, { channels = 8192, pool = true }]\n[train]\nbatch_size = 4096\n").unwrap();
+    config.validate().unwrap();
+    let network = hftrain::model::Network::new(&config.model, 10);
+    let (params, activations) = hftrain::memory::lower_bound(&config, network.params.total());
+    assert!(activations >= 256 << 30, "{activations}");
+    let message = assert_error(
+        hftrain::memory::check_fits(&config, network.params.total(), 64 << 30),
+        &[
+            "needs at least",
+            "GiB",
+            "train.batch_size",
+            "model.blocks",
+            "64.0 GiB available",
+        ],
+    );
+    assert!(params > 0, "{message}");
+    // The default run fits in a few GiB.
+    let default = Config::parse("name = \"default\"").unwrap();
+    let network = hftrain::model::Network::new(&default.model, 10);
+    hftrain::memory::check_fits(&default, network.params.total(), 4 << 30).unwrap();
+    // And `train` refuses the large one before allocating anything.
+    let dir = crate::common::TempDir::new();
+    config.device = "flex".into();
+    config.data.dir = crate::common::synthetic_binary();
+    let refused = hftrain::train::run(hftrain::train::TrainRequest {
+        config: Some(config),
+        out_dir: Some(dir.path().join("run")),
+        ..Default::default()
+    });
+    assert_error(refused, &["needs at least", "train.batch_size"]);
+}

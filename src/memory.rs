@@ -1,0 +1,60 @@
+//! Will a run fit in memory? A lower bound on what training holds at once, compared at
+//! start-up with the memory the host has available, so that a network or batch far too large
+//! is refused with the setting to change, instead of aborting later with "memory allocation
+//! of ... bytes failed" and a backtrace. Only devices whose tensors live in host memory (flex,
+//! a software wgpu adapter) are checked; a GPU's memory is not known here.
+//!
+//! The bound counts what cannot be avoided: each convolution block's output, kept for the
+//! backward pass (once, although its batch norm and ReLU keep more), for a batch; and the
+//! parameters four times (values, gradient, two optimizer or conjugate-gradient vectors). The
+//! real need is several times larger, so a run refused here could never have fitted.
+
+use anyhow::{Result, bail};
+
+use crate::config::Config;
+use crate::data::IMAGE_SIDE;
+
+/// Bytes a run needs at the least: (parameters, activations of one batch).
+pub fn lower_bound(config: &Config, parameters: usize) -> (u64, u64) {
+    let mut side = IMAGE_SIDE as u64;
+    let mut per_image = 0u64;
+    for block in &config.model.blocks {
+        per_image += block.channels as u64 * side * side;
+        if block.pool {
+            side /= 2;
+        }
+    }
+    let batch = config.train.batch_size.max(config.train.eval_batch_size) as u64;
+    (4 * 4 * parameters as u64, 4 * per_image * batch)
+}
+
+/// Memory the host can still give (Linux: MemAvailable), or None where unknown.
+pub fn available() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Refuses a run whose lower bound exceeds `available` bytes.
+pub fn check_fits(config: &Config, parameters: usize, available: u64) -> Result<()> {
+    let (params, activations) = lower_bound(config, parameters);
+    if params + activations > available {
+        bail!(
+            "this run needs at least {} of memory ({} for {parameters} parameters and their \
+             gradient and optimizer state, {} for the activations of a batch of {}), more than \
+             the {} available: lower train.batch_size (and train.eval_batch_size) or the \
+             channels in model.blocks",
+            gib(params + activations),
+            gib(params),
+            gib(activations),
+            config.train.batch_size.max(config.train.eval_batch_size),
+            gib(available)
+        );
+    }
+    Ok(())
+}
