@@ -293,3 +293,18 @@ fn an_oversized_image_is_refused_from_its_header() {
     std::fs::write(&path, png).unwrap();
     assert_error(decode_image(&path), &["huge.png", "13000x13000", "32x32"]);
 }
+
+/// A class folder whose name is not UTF-8 is named as such (it was "cannot list .../c\u{fffd}at:
+/// No such file or directory").
+#[test]
+fn a_class_folder_name_that_is_not_utf8_is_named() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = TempDir::new();
+    write_images(dir.path(), "train", "dog", 1, 32);
+    let name = std::ffi::OsStr::from_bytes(b"c\xffat");
+    std::fs::create_dir_all(dir.path().join("train").join(name)).unwrap();
+    assert_error(
+        Source::detect(dir.path()).unwrap().load(Split::Train, 0),
+        &["not valid UTF-8", "rename it"],
+    );
+}

@@ -603,3 +603,54 @@ fn serve_stalling() -> String {
     });
     url
 }
+
+/// A download that cannot be written (the disk full, simulated by a file-size limit: writes
+/// past 64 KiB fail with EFBIG) says so, without the offline advice, and keeps nothing.
+#[test]
+fn a_download_that_cannot_be_written_says_so() {
+    use std::os::unix::process::CommandExt;
+    let body: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    let md5 = md5_hex(&body);
+    let (base, _) = serve(vec![("/big.tar.gz", body)]);
+    let dir = TempDir::new();
+    let data = dir.path().join("cifar10");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hftrain"));
+    command.args([
+        "data",
+        "download",
+        "--data",
+        data.to_str().unwrap(),
+        "--url",
+        &format!("{base}/big.tar.gz"),
+        "--md5",
+        &md5,
+    ]);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 1 << 16,
+                rlim_max: 1 << 16,
+            };
+            libc::setrlimit(libc::RLIMIT_FSIZE, &limit);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("cannot write") && text.contains("File too large"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("Without network access") && !text.contains(".tar.gz?"),
+        "{text}"
+    );
+    assert!(
+        listing(&data).is_empty(),
+        "left behind: {:?}",
+        listing(&data)
+    );
+}
