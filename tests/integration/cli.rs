@@ -208,6 +208,18 @@ fn every_option_in_the_help_is_described_with_its_default() {
     println!("measured: {checked} options described, each with its default where it takes a value");
 }
 
+/// `hftrain train --config CONFIG --out OUT EXTRA...`.
+fn train(config: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
+    let args = [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    hftrain(&[&args[..], extra].concat())
+}
+
 /// A tiny run on the generated data (one epoch of 100 images on flex): its config file and
 /// run directory inside `dir`.
 fn tiny_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
@@ -227,13 +239,7 @@ fn tiny_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn eval_writes_a_bare_file_name_and_never_replaces_what_is_not_a_file() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &run, &[]);
     assert!(ok, "{text}");
     let checkpoint = run.join("checkpoints/latest");
     let eval = |json: &str| {
@@ -330,26 +336,12 @@ fn a_run_killed_before_its_first_epoch_starts_again_without_force() {
     std::fs::create_dir_all(&run).unwrap();
     let header = hftrain::metrics::to_csv(&[]);
     std::fs::write(run.join("metrics.csv"), &header).unwrap();
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--resume",
-        "latest",
-    ]);
+    let (ok, text) = train(&config, &run, &["--resume", "latest"]);
     assert!(
         !ok && text.contains("start the run without --resume"),
         "{text}"
     );
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &run, &[]);
     assert!(ok, "{text}");
     assert_eq!(
         hftrain::metrics::read(&run.join("metrics.csv"))
@@ -358,13 +350,7 @@ fn a_run_killed_before_its_first_epoch_starts_again_without_force() {
         1
     );
     // A run with an epoch behind it is protected.
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &run, &[]);
     assert!(!ok && text.contains("already holds a run"), "{text}");
 }
 
@@ -375,7 +361,6 @@ fn a_run_killed_before_its_first_epoch_starts_again_without_force() {
 fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
-    let config = config.to_str().unwrap();
 
     // A folder of the user's with the names hftrain writes.
     let mine = dir.path().join("mine");
@@ -388,13 +373,7 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
         std::fs::write(mine.join(name), text).unwrap();
     }
     for extra in [&[][..], &["--force"][..]] {
-        let (ok, text) = hftrain(
-            &[
-                &["train", "--config", config, "--out", mine.to_str().unwrap()][..],
-                extra,
-            ]
-            .concat(),
-        );
+        let (ok, text) = train(&config, &mine, extra);
         assert!(
             !ok && text.contains("is not empty and holds no hftrain run")
                 && text.contains("config.toml"),
@@ -411,18 +390,11 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     );
 
     // --force on a run: hftrain's files go, the user's stay.
-    let (ok, text) = hftrain(&["train", "--config", config, "--out", run.to_str().unwrap()]);
+    let (ok, text) = train(&config, &run, &[]);
     assert!(ok, "{text}");
     std::fs::write(run.join("notes.txt"), "keep").unwrap();
     std::fs::write(run.join("checkpoints/my-weights.bin"), "keep").unwrap();
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config,
-        "--out",
-        run.to_str().unwrap(),
-        "--force",
-    ]);
+    let (ok, text) = train(&config, &run, &["--force"]);
     assert!(ok, "{text}");
     assert_eq!(
         std::fs::read_to_string(run.join("notes.txt")).unwrap(),
@@ -442,25 +414,11 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
 
     // Another run's checkpoint is not resumed into this run.
     let other = dir.path().join("other");
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config,
-        "--out",
-        other.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &other, &[]);
     assert!(ok, "{text}");
     let metrics_before = std::fs::read(run.join("metrics.csv")).unwrap();
     let checkpoint = other.join("checkpoints/epoch-0001");
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config,
-        "--out",
-        run.to_str().unwrap(),
-        "--resume",
-        checkpoint.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &run, &["--resume", checkpoint.to_str().unwrap()]);
     assert!(
         !ok && text.contains("holds another run than the checkpoint"),
         "{text}"
@@ -472,15 +430,7 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     );
     // Into a new directory it is resumed (a fork of the run).
     let fork = dir.path().join("fork");
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config,
-        "--out",
-        fork.to_str().unwrap(),
-        "--resume",
-        checkpoint.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &fork, &["--resume", checkpoint.to_str().unwrap()]);
     assert!(ok, "{text}");
 }
 
@@ -491,15 +441,7 @@ fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
     let missing = dir.path().join("cifra10");
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--data",
-        missing.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &run, &["--data", missing.to_str().unwrap()]);
     assert!(
         !ok && text.contains("does not exist") && text.contains("hftrain data download --data"),
         "{text}"
@@ -507,15 +449,7 @@ fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
     assert!(!missing.exists(), "the mistyped data directory was created");
     let file = dir.path().join("data.bin");
     std::fs::write(&file, "x").unwrap();
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-        "--data",
-        file.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &run, &["--data", file.to_str().unwrap()]);
     assert!(!ok && text.contains("is a file, not a folder"), "{text}");
 }
 
@@ -525,13 +459,7 @@ fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
 fn eval_warns_when_the_data_has_other_classes() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        run.to_str().unwrap(),
-    ]);
+    let (ok, text) = train(&config, &run, &[]);
     assert!(ok, "{text}");
     // The generated data's images under ten other class names.
     let renamed = dir.path().join("renamed");

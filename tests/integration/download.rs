@@ -353,23 +353,7 @@ fn ctrl_c_during_the_download_of_train_stops_it_and_keeps_nothing() {
     // taken for a mistyped path).
     let data = dir.path().join("data");
     std::fs::create_dir(&data).unwrap();
-    let config = small_config(&data, "flex");
-    let config_path = dir.path().join("c.toml");
-    std::fs::write(&config_path, config.to_toml()).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args([
-            "train",
-            "--config",
-            config_path.to_str().unwrap(),
-            "--out",
-            dir.path().join("run").to_str().unwrap(),
-        ])
-        .env("HFTRAIN_DATA_URL", &url)
-        .env("HFTRAIN_DATA_MD5", "0123456789abcdef0123456789abcdef")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_train_fetching(dir.path(), &data, &url, "0123456789abcdef0123456789abcdef");
     // Interrupt once the download has begun (its temporary exists).
     let started = std::time::Instant::now();
     while !listing(&data)
@@ -492,6 +476,27 @@ fn http_errors_and_oversized_downloads_are_named_and_bounded() {
     );
 }
 
+/// `hftrain train` on a small config whose data directory `data` is to be fetched from `url`
+/// (run directory `dir/run`), with its output piped.
+fn spawn_train_fetching(dir: &Path, data: &Path, url: &str, md5: &str) -> std::process::Child {
+    let config_path = dir.join("c.toml");
+    std::fs::write(&config_path, small_config(data, "flex").to_toml()).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args([
+            "train",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--out",
+            dir.join("run").to_str().unwrap(),
+        ])
+        .env("HFTRAIN_DATA_URL", url)
+        .env("HFTRAIN_DATA_MD5", md5)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 /// A server that sends its headers and then nothing: the download fails once nothing has
 /// arrived for HFTRAIN_DOWNLOAD_STALL_SECONDS, saying so; under `train`, Ctrl-C during such a
 /// stall ends the process at once and keeps nothing.
@@ -531,23 +536,7 @@ fn a_stalled_download_times_out_and_ctrl_c_ends_it_at_once() {
     );
 
     std::fs::create_dir_all(&data).unwrap();
-    let config = small_config(&data, "flex");
-    let config_path = dir.path().join("c.toml");
-    std::fs::write(&config_path, config.to_toml()).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args([
-            "train",
-            "--config",
-            config_path.to_str().unwrap(),
-            "--out",
-            dir.path().join("run").to_str().unwrap(),
-        ])
-        .env("HFTRAIN_DATA_URL", &url)
-        .env("HFTRAIN_DATA_MD5", "0".repeat(32))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_train_fetching(dir.path(), &data, &url, &"0".repeat(32));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !listing(&data)
         .iter()
