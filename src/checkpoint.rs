@@ -25,6 +25,8 @@ pub const MANIFEST: &str = "manifest.json";
 /// The CRC-32 of `manifest.json`'s bytes, as 8 hexadecimal digits.
 pub const MANIFEST_CHECKSUM: &str = "manifest.crc32";
 pub const LATEST: &str = "latest";
+/// A manifest holds the config, layouts and metrics: megabytes at most for any real run.
+const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// The data files a checkpoint holds: the only names a manifest may list.
 pub const DATA_FILES: [&str; 3] = ["params.bin", "buffers.bin", "optimizer.bin"];
 
@@ -355,6 +357,16 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         );
     }
     let path = dir.join(MANIFEST);
+    // A regular file of a sensible size before it is read (not a link to /dev/zero).
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if !meta.is_file() || meta.len() > MAX_MANIFEST_BYTES => {
+            return Err(damaged(format!(
+                "{} is damaged: not a regular file of at most {MAX_MANIFEST_BYTES} bytes",
+                path.display()
+            )));
+        }
+        _ => {}
+    }
     let text = fs::read(&path).with_context(|| {
         format!(
             "{} is not a checkpoint: it has no readable {MANIFEST}",
@@ -396,16 +408,20 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
     }
     let manifest: Manifest =
         serde_json::from_value(value).map_err(|e| damaged_manifest(format!("{e}")))?;
-    manifest
-        .config
+    // The stored values must be usable; the run name is not checked (names that are paths
+    // were accepted before, and a checkpoint names no directory).
+    let mut stored = manifest.config.clone();
+    stored.name = "checkpoint".into();
+    stored
         .validate()
         .map_err(|e| damaged_manifest(format!("its config is not valid:\n{e:#}")))?;
     check_position(&manifest).map_err(damaged_manifest)?;
     Ok(manifest)
 }
 
-/// The position agrees with the metrics: one row per complete epoch, each epoch the same
-/// number of steps, the step inside the epoch before its end.
+/// The position agrees with the metrics: one row per complete epoch, in order, and the global
+/// step is the last complete epoch's plus the steps into the current one. (Epochs may differ
+/// in length: a resumed run may read a data set of another size.)
 fn check_position(manifest: &Manifest) -> std::result::Result<(), String> {
     let p = manifest.position;
     let rows = &manifest.metrics;
@@ -416,22 +432,14 @@ fn check_position(manifest: &Manifest) -> std::result::Result<(), String> {
             rows.len()
         ));
     }
-    let Some(first) = rows.first() else {
-        return Ok(());
-    };
-    let per_epoch = first.step;
-    let rows_agree = rows
-        .iter()
-        .enumerate()
-        .all(|(i, r)| r.epoch == i + 1 && r.step == (i + 1) * per_epoch);
-    if per_epoch == 0
-        || !rows_agree
-        || p.step_in_epoch >= per_epoch
-        || p.global_step != p.epoch * per_epoch + p.step_in_epoch
-    {
+    let in_order = rows.iter().enumerate().all(|(i, r)| r.epoch == i + 1)
+        && rows.windows(2).all(|w| w[0].step < w[1].step)
+        && rows.first().is_none_or(|r| r.step > 0);
+    let done = rows.last().map_or(0, |r| r.step);
+    if !in_order || p.global_step != done + p.step_in_epoch {
         return Err(format!(
             "its position (epoch {}, step {} in the epoch, global step {}) disagrees with its \
-             metrics ({per_epoch} steps per epoch)",
+             metrics ({done} steps in the complete epochs)",
             p.epoch, p.step_in_epoch, p.global_step
         ));
     }

@@ -24,7 +24,8 @@ pub fn lower_bound(config: &Config, parameters: usize) -> (u64, u64) {
             side /= 2;
         }
     }
-    let batch = config.train.batch_size.max(config.train.eval_batch_size) as u64;
+    // Evaluation keeps no activations for a backward pass: the training batch is the bound.
+    let batch = config.train.batch_size as u64;
     (4 * 4 * parameters as u64, 4 * per_image * batch)
 }
 
@@ -47,12 +48,11 @@ pub fn check_fits(config: &Config, parameters: usize, available: u64) -> Result<
         bail!(
             "this run needs at least {} of memory ({} for {parameters} parameters and their \
              gradient and optimizer state, {} for the activations of a batch of {}), more than \
-             the {} available: lower train.batch_size (and train.eval_batch_size) or the \
-             channels in model.blocks",
+             the {} available: lower train.batch_size or the channels in model.blocks",
             gib(params + activations),
             gib(params),
             gib(activations),
-            config.train.batch_size.max(config.train.eval_batch_size),
+            config.train.batch_size,
             gib(available)
         );
     }

@@ -51,18 +51,26 @@ pub fn describe_entries(run_dir: &Path) -> String {
     }
 }
 
-/// Whether `run_dir` was started by hftrain: a run writes its metrics file or its event file
-/// first thing; a folder holding only, say, a `config.toml` of the user's is not a run.
+/// Whether `run_dir` was started by hftrain: a run writes its metrics file first thing, then
+/// its event file and checkpoints (a folder of checkpoints alone, copied from elsewhere, is a
+/// run too); a folder holding only, say, a `config.toml` of the user's is not a run.
 pub fn was_started_by_hftrain(run_dir: &Path) -> bool {
-    run_dir.join("metrics.csv").is_file() || run_dir.join(crate::tensorboard::FILE_NAME).is_file()
+    run_dir.join("metrics.csv").is_file()
+        || run_dir.join(crate::tensorboard::FILE_NAME).is_file()
+        || !checkpoint::list(&run_dir.join("checkpoints")).is_empty()
 }
 
-/// Whether `run_dir` holds nothing but possibly the lock `train` has just taken.
+/// Whether `run_dir` holds nothing but the lock `train` has just taken and temporaries of
+/// hftrain's own writes cut short (`.metrics.csv.tmp-PID`: a run killed at its first write).
 pub fn is_empty(run_dir: &Path) -> bool {
     fs::read_dir(run_dir).map_or(true, |entries| {
-        entries
-            .filter_map(|e| e.ok())
-            .all(|e| e.file_name() == crate::lock::LOCK_FILE)
+        entries.filter_map(|e| e.ok()).all(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name == crate::lock::LOCK_FILE
+                || FILES
+                    .iter()
+                    .any(|f| name.starts_with(&format!(".{f}.tmp-")))
+        })
     })
 }
 

@@ -211,16 +211,16 @@ fn protect_run_dir(paths: &RunPaths, request: &TrainRequest, resumed: Option<&Pa
         );
     }
     match resumed {
-        // Resuming another run's checkpoint into this one would mix two runs' metrics,
-        // events and checkpoints.
-        Some(checkpoint) if paths.holds_a_run() => {
-            let same = |a: &Path, b: &Path| {
-                std::fs::canonicalize(a)
-                    .ok()
-                    .zip(std::fs::canonicalize(b).ok())
-                    .is_some_and(|(a, b)| a == b)
-            };
-            if !run_dir_of_checkpoint(checkpoint).is_some_and(|own| same(&own, dir)) {
+        // Resuming another run's checkpoint into one with checkpoints of its own would mix
+        // two runs' metrics, events and checkpoints. (Without checkpoints, as after a fork
+        // killed before its first one, there is nothing to mix: it is taken over.)
+        Some(checkpoint) if !checkpoint::list(&paths.checkpoints).is_empty() => {
+            // The checkpoint's folder is this run's checkpoints folder, wherever links lead.
+            let its_folder = std::fs::canonicalize(checkpoint)
+                .ok()
+                .and_then(|c| c.parent().map(Path::to_path_buf));
+            let ours = std::fs::canonicalize(&paths.checkpoints).ok();
+            if its_folder.is_none() || its_folder != ours {
                 bail!(
                     "{} holds another run than the checkpoint {}; resuming into it would mix \
                      the two: resume into the checkpoint's own run, or into a new directory \
@@ -345,8 +345,10 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
             (p, b, start, Vec::new(), EpochProgress::default())
         }
     };
-    checkpoint::write_run_config(&paths.run_dir, &config)?;
+    // The metrics file first: it is what marks the folder as a run of hftrain's
+    // (`run_dir::was_started_by_hftrain`), should the process be killed right after.
     metrics::write(&paths.metrics, &metrics)?;
+    checkpoint::write_run_config(&paths.run_dir, &config)?;
     let step_log = (config.optimizer.kind == OptimizerKind::HessianFree).then(|| {
         let log = StepLog::open(&paths.steps, position.global_step);
         log.write().map(|_| log)

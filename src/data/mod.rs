@@ -122,7 +122,7 @@ impl Source {
         // The default folder is fetched into on first use; a folder named by the user that
         // does not exist is more likely a mistyped path than a wish to download 163 MB there.
         let default = crate::config::DataConfig::default().dir;
-        if !dir.exists() && dir != default {
+        if !dir.exists() && dir.strip_prefix(".").unwrap_or(dir) != default {
             bail!(
                 "data directory {} does not exist; check the path (--data, HFTRAIN_DATA or \
                  data.dir in the config), or download CIFAR-10 there first with `hftrain data \

@@ -182,7 +182,7 @@ fn an_edited_manifest_is_damage() {
     .unwrap();
     assert_error(
         Checkpoint::load(&ckpt),
-        &["global step 31", "disagrees with its metrics"],
+        &["global step 31", "disagrees with its metrics", "30 steps"],
     );
     let zero_std = original.replace("\"std\": [\n        0.247", "\"std\": [\n        0.0");
     assert_ne!(zero_std, original, "the manifest's std was not found");

@@ -497,3 +497,40 @@ fn eval_warns_when_the_data_has_other_classes() {
     let (ok, text) = eval(&crate::common::synthetic_folder());
     assert!(ok && !text.contains("warning"), "{text}");
 }
+
+/// What the run-directory protection must let through: a run killed at its first write
+/// (a lock and a temporary left), a run folder holding only its checkpoints, a checkpoints
+/// folder that is a link to another disk, and a fork retried after it was killed before its
+/// first checkpoint.
+#[test]
+fn legitimate_restarts_and_resumes_are_not_refused() {
+    let dir = TempDir::new();
+    let (config, run) = tiny_run(dir.path());
+    std::fs::create_dir_all(&run).unwrap();
+    std::fs::write(run.join(".lock"), "999999999").unwrap();
+    std::fs::write(run.join(".metrics.csv.tmp-999999999"), "epoch,st").unwrap();
+    let (ok, text) = train(&config, &run, &[]);
+    assert!(ok, "killed at its first write: {text}");
+
+    // Only the checkpoints left (metrics and events deleted, or the folder copied).
+    std::fs::remove_file(run.join("metrics.csv")).unwrap();
+    std::fs::remove_file(run.join(hftrain::tensorboard::FILE_NAME)).unwrap();
+    let (ok, text) = train(&config, &run, &["--resume", "latest"]);
+    assert!(ok, "a folder of checkpoints: {text}");
+
+    // The checkpoints folder moved to another disk and linked.
+    let elsewhere = dir.path().join("scratch");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::rename(run.join("checkpoints"), elsewhere.join("ck")).unwrap();
+    std::os::unix::fs::symlink(elsewhere.join("ck"), run.join("checkpoints")).unwrap();
+    let (ok, text) = train(&config, &run, &["--resume", "latest"]);
+    assert!(ok, "a linked checkpoints folder: {text}");
+
+    // A fork killed before its first checkpoint left the source's metrics rows: retried.
+    let fork = dir.path().join("fork");
+    std::fs::create_dir_all(&fork).unwrap();
+    std::fs::copy(run.join("metrics.csv"), fork.join("metrics.csv")).unwrap();
+    let checkpoint = run.join("checkpoints/epoch-0001");
+    let (ok, text) = train(&config, &fork, &["--resume", checkpoint.to_str().unwrap()]);
+    assert!(ok, "a retried fork: {text}");
+}

@@ -489,6 +489,8 @@ fn spawn_train_fetching(dir: &Path, data: &Path, url: &str, md5: &str) -> std::p
             "--out",
             dir.join("run").to_str().unwrap(),
         ])
+        .env_remove("HFTRAIN_DATA")
+        .env_remove("HFTRAIN_DOWNLOAD_STALL_SECONDS")
         .env("HFTRAIN_DATA_URL", url)
         .env("HFTRAIN_DATA_MD5", md5)
         .stdout(std::process::Stdio::piped())

@@ -227,9 +227,10 @@ fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
 #[test]
 fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     let data = synthetic_binary();
-    // Long enough that at least ten kills land before the run ends (about 0.3 s an epoch
-    // here; the binary batches load in milliseconds, so each process starts training at once).
-    let mut config = config(&data, 40);
+    // Long enough that at least ten kills land before the run ends, also on a machine twice
+    // as fast as the one it was written on (about 0.3 s an epoch there, 17 kills with 40
+    // epochs; the binary batches load at once, so each process starts training at once).
+    let mut config = config(&data, 80);
     config.data.train_limit = 400;
     config.checkpoint.every_epochs = 1;
     let dir = TempDir::new();
