@@ -30,8 +30,8 @@ pub const PLOTS: [&str; 6] = [
     "rho.png",
 ];
 
-/// What `run_dir` holds (but the lock `train` has just taken), sorted, for a message: at most
-/// five names and how many more.
+/// What `run_dir` holds (but a `.lock`), sorted, for a message: at most five names and how
+/// many more.
 pub fn describe_entries(run_dir: &Path) -> String {
     let mut names: Vec<String> = fs::read_dir(run_dir)
         .map(|entries| {

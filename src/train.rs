@@ -202,14 +202,7 @@ fn protect_run_dir(paths: &RunPaths, request: &TrainRequest, resumed: Option<&Pa
     if run_dir::is_empty(dir) {
         return Ok(());
     }
-    if !run_dir::was_started_by_hftrain(dir) {
-        bail!(
-            "{} is not empty and holds no hftrain run (it holds {}); hftrain writes only into a \
-             new or empty directory or its own run: choose one with --out",
-            dir.display(),
-            run_dir::describe_entries(dir)
-        );
-    }
+    refuse_a_folder_that_is_not_a_run(dir)?;
     match resumed {
         // Resuming another run's checkpoint into one with checkpoints of its own would mix
         // two runs' metrics, events and checkpoints. (Without checkpoints, as after a fork
@@ -241,6 +234,20 @@ fn protect_run_dir(paths: &RunPaths, request: &TrainRequest, resumed: Option<&Pa
             dir.display()
         ),
     }
+}
+
+/// A folder that is not empty and holds no run of hftrain's is the user's: nothing is written
+/// into it.
+fn refuse_a_folder_that_is_not_a_run(dir: &Path) -> Result<()> {
+    if dir.is_dir() && !run_dir::is_empty(dir) && !run_dir::was_started_by_hftrain(dir) {
+        bail!(
+            "{} is not empty and holds no hftrain run (it holds {}); hftrain writes only into a \
+             new or empty directory or its own run: choose one with --out",
+            dir.display(),
+            run_dir::describe_entries(dir)
+        );
+    }
+    Ok(())
 }
 
 pub fn default_run_dir(config: &Config) -> PathBuf {
@@ -286,6 +293,9 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
         _ => default_run_dir(&config),
     };
     let paths = RunPaths::new(run_dir);
+    // A folder of the user's is refused before the lock writes its `.lock` file there; the
+    // rest of the checks need the lock (another process may be writing the run).
+    refuse_a_folder_that_is_not_a_run(&paths.run_dir)?;
     let lock = RunLock::acquire(&paths.run_dir)?;
     protect_run_dir(
         &paths,

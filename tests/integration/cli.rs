@@ -365,6 +365,8 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     // A folder of the user's with the names hftrain writes.
     let mine = dir.path().join("mine");
     std::fs::create_dir_all(mine.join("plots")).unwrap();
+    // Even a file of the user's named as hftrain's lock is left alone.
+    std::fs::write(mine.join(".lock"), "my lock").unwrap();
     for (name, text) in [
         ("config.toml", "# my notes"),
         ("report.md", "# my report"),
@@ -383,6 +385,10 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     assert_eq!(
         std::fs::read_to_string(mine.join("config.toml")).unwrap(),
         "# my notes"
+    );
+    assert_eq!(
+        std::fs::read_to_string(mine.join(".lock")).unwrap(),
+        "my lock"
     );
     assert_eq!(
         std::fs::read_to_string(mine.join("plots/loss.png")).unwrap(),
