@@ -401,7 +401,15 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
     // The plots of the run, drawn after every epoch and again by `hftrain plot`.
     let run = dir.path().join("full");
     let check_plots = || {
-        for name in ["loss", "accuracy", "lr", "damping", "cg_iterations", "rho"] {
+        // Every picture `--force` knows to remove (`run_dir::PLOTS`) is one a Hessian-free
+        // run draws, and nothing else is in plots/.
+        let drawn: Vec<String> = std::fs::read_dir(run.join("plots"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(drawn.len(), hftrain::run_dir::PLOTS.len(), "{drawn:?}");
+        for file in hftrain::run_dir::PLOTS {
+            let name = file.trim_end_matches(".png");
             let image = image::open(run.join(format!("plots/{name}.png")))
                 .unwrap()
                 .into_rgb8();
