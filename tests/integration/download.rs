@@ -53,21 +53,7 @@ fn serve(routes: Vec<(&'static str, Vec<u8>)>) -> (String, Arc<Mutex<Vec<String>
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut request_line = String::new();
-            if reader.read_line(&mut request_line).is_err() {
-                continue;
-            }
-            // Skip the headers.
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
-            let path = request_line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or("")
-                .to_string();
+            let path = read_request(&stream);
             log.lock().unwrap().push(path.clone());
             let _ = match routes.iter().find(|(p, _)| *p == path) {
                 Some((_, body)) => stream
@@ -84,6 +70,22 @@ fn serve(routes: Vec<(&'static str, Vec<u8>)>) -> (String, Arc<Mutex<Vec<String>
         }
     });
     (address, requested)
+}
+
+/// Reads one HTTP request (its line and headers) from `stream`; returns the path asked for.
+fn read_request(stream: &std::net::TcpStream) -> String {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut request_line = String::new();
+    let _ = reader.read_line(&mut request_line);
+    let mut line = String::new();
+    while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+        line.clear();
+    }
+    request_line
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .to_string()
 }
 
 /// Runs hftrain with the mirror variables of `env` (and none inherited).
@@ -337,11 +339,7 @@ fn ctrl_c_during_the_download_of_train_stops_it_and_keeps_nothing() {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
+            read_request(&stream);
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n");
             while stream.write_all(&[0u8; 1024]).is_ok() {
                 std::thread::sleep(std::time::Duration::from_millis(20));
@@ -394,11 +392,7 @@ fn serve_raw(head: &'static str, body: &'static [u8]) -> String {
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
+            read_request(&stream);
             let _ = stream
                 .write_all(head.as_bytes())
                 .and_then(|()| stream.write_all(body));
@@ -583,11 +577,7 @@ fn serve_stalling() -> String {
         let mut held = Vec::new();
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                line.clear();
-            }
+            read_request(&stream);
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
             held.push(stream);
         }
