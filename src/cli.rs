@@ -361,7 +361,7 @@ pub fn open_checkpoint(
     log::info!("device: {}", selected.description);
     let source = Source::prepare(&config.data.dir)?;
     let images = source.load(split, limit)?;
-    let network = Network::new(&config.model, images.classes.len());
+    let network = Network::new(&config.model, images.classes.len()).map_err(anyhow::Error::msg)?;
     ckpt.check_layout(dir, &network.params, &network.buffers)?;
     if !ckpt.classes.is_empty() && ckpt.classes != images.classes {
         log::warn!(

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::{ModelConfig, StageConfig};
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -70,56 +72,6 @@ impl Default for DataConfig {
             std: [0.2470, 0.2435, 0.2616],
             crop_padding: 4,
             flip: true,
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {
-    /// Convolution blocks in order: each is conv 3x3 (+ batch norm) + ReLU (+ 2x2 max-pool).
-    /// None with `head = "flatten"`: softmax regression on the pixels.
-    pub blocks: Vec<BlockConfig>,
-    /// Batch normalisation after every convolution.
-    pub batch_norm: bool,
-    /// How the last feature map becomes a vector: `max` or `avg` over all positions,
-    /// or `flatten`.
-    pub head: HeadKind,
-    /// Multiplies the logits; a small value (0.125 in the fast CIFAR-10 recipes) keeps early
-    /// softmax outputs soft.
-    pub logit_scale: f32,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum HeadKind {
-    Max,
-    Avg,
-    Flatten,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockConfig {
-    pub channels: usize,
-    #[serde(default)]
-    pub pool: bool,
-}
-
-impl Default for ModelConfig {
-    /// The conv-BN-ReLU network of the fast CIFAR-10 recipes (64-128-256-512 with pooling).
-    fn default() -> Self {
-        let block = |channels, pool| BlockConfig { channels, pool };
-        Self {
-            blocks: vec![
-                block(64, false),
-                block(128, true),
-                block(256, true),
-                block(512, true),
-            ],
-            batch_norm: true,
-            head: HeadKind::Max,
-            logit_scale: 0.125,
         }
     }
 }
@@ -367,6 +319,12 @@ impl Config {
 
     /// Parses TOML text (no validation, no file name).
     pub fn parse(text: &str) -> Result<Self> {
+        if let Ok(table) = text.parse::<toml::Table>()
+            && let Some(model) = table.get("model").and_then(toml::Value::as_table)
+            && let Some(message) = crate::model::config::legacy_format_message(model)
+        {
+            bail!("{message}");
+        }
         // toml's message already names the key and shows the offending line.
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
     }
@@ -426,42 +384,10 @@ impl Config {
             ),
         );
 
-        let m = &self.model;
-        check(
-            !m.blocks.is_empty() || m.head == HeadKind::Flatten,
-            format!(
-                "model.blocks is empty with head = \"{}\": without convolution blocks use \
-                 head = \"flatten\" (softmax regression on the pixels)",
-                format!("{:?}", m.head).to_lowercase()
-            ),
-        );
-        let mut side = crate::data::IMAGE_SIDE;
-        for (i, b) in m.blocks.iter().enumerate() {
-            check(
-                b.channels > 0 && b.channels <= 8192,
-                format!(
-                    "model.blocks[{i}].channels = {}: expected 1 to 8192",
-                    b.channels
-                ),
-            );
-            if b.pool {
-                check(
-                    side >= 2,
-                    format!(
-                        "model.blocks[{i}].pool: the feature map is already {side}x{side}; \
-                         remove a pooling block"
-                    ),
-                );
-                side /= 2;
-            }
+        // Building the network checks every layer line and the shapes they make.
+        if let Err(problem) = crate::model::Network::new(&self.model, 10) {
+            check(false, problem);
         }
-        check(
-            m.logit_scale.is_finite() && m.logit_scale > 0.0,
-            format!(
-                "model.logit_scale = {}: expected a positive number",
-                m.logit_scale
-            ),
-        );
 
         let t = &self.train;
         check(t.epochs > 0, "train.epochs = 0: expected at least 1".into());

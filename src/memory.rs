@@ -4,29 +4,26 @@
 //! of ... bytes failed" and a backtrace. Only devices whose tensors live in host memory (flex,
 //! a software wgpu adapter) are checked; a GPU's memory is not known here.
 //!
-//! The bound counts what cannot be avoided: each convolution block's output, kept for the
-//! backward pass (once, although its batch norm and ReLU keep more), for a batch; and the
+//! The bound counts what cannot be avoided: the output of each layer with parameters
+//! (convolution, linear), kept for the backward pass (once, although batch norm and ReLU keep
+//! more), for a batch; and the
 //! parameters four times (values, gradient, two optimizer or conjugate-gradient vectors). The
 //! real need is several times larger, so a run refused here could never have fitted.
 
 use anyhow::{Result, bail};
 
 use crate::config::Config;
-use crate::data::IMAGE_SIDE;
+use crate::model::Network;
 
 /// Bytes a run needs at the least: (parameters, activations of one batch).
-pub fn lower_bound(config: &Config, parameters: usize) -> (u64, u64) {
-    let mut side = IMAGE_SIDE as u64;
-    let mut per_image = 0u64;
-    for block in &config.model.blocks {
-        per_image += block.channels as u64 * side * side;
-        if block.pool {
-            side /= 2;
-        }
-    }
+pub fn lower_bound(config: &Config, network: &Network) -> (u64, u64) {
     // Evaluation keeps no activations for a backward pass: the training batch is the bound.
     let batch = config.train.batch_size as u64;
-    (4 * 4 * parameters as u64, 4 * per_image * batch)
+    let parameters = network.params.total() as u64;
+    (
+        4 * 4 * parameters,
+        4 * network.kept_per_image as u64 * batch,
+    )
 }
 
 /// Memory the host can still give (Linux: MemAvailable), or None where unknown.
@@ -42,13 +39,14 @@ fn gib(bytes: u64) -> String {
 }
 
 /// Refuses a run whose lower bound exceeds `available` bytes.
-pub fn check_fits(config: &Config, parameters: usize, available: u64) -> Result<()> {
-    let (params, activations) = lower_bound(config, parameters);
+pub fn check_fits(config: &Config, network: &Network, available: u64) -> Result<()> {
+    let (params, activations) = lower_bound(config, network);
+    let parameters = crate::model::group_thousands(network.params.total());
     if params + activations > available {
         bail!(
             "this run needs at least {} of memory ({} for {parameters} parameters and their \
              gradient and optimizer state, {} for the activations of a batch of {}), more than \
-             the {} available: lower train.batch_size or the channels in model.blocks",
+             the {} available: lower train.batch_size or the channels in model.stages",
             gib(params + activations),
             gib(params),
             gib(activations),

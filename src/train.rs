@@ -316,10 +316,10 @@ fn set_up(request: &TrainRequest) -> Result<Session> {
     let data_summary = data::describe(&source, &train, &test);
     log::info!("{data_summary}");
 
-    let network = Network::new(&config.model, train.classes.len());
+    let network = Network::new(&config.model, train.classes.len()).map_err(anyhow::Error::msg)?;
     log::info!("{}", network.summary());
     if let Some(available) = memory::available().filter(|_| host_memory) {
-        memory::check_fits(&config, network.params.total(), available)?;
+        memory::check_fits(&config, &network, available)?;
     }
 
     let total = network.params.total();

@@ -8,11 +8,13 @@ use hftrain::optim::OptimizerState;
 use crate::common::{TempDir, assert_error};
 
 fn sample(epoch: usize) -> (Checkpoint, Network) {
-    let config =
-        Config::parse("name = \"sample\"\n[model]\nblocks = [{ channels = 4, pool = true }]\n")
-            .unwrap();
+    let config = Config::parse(
+        "name = \"sample\"\n[[model.stages]]\n\
+             layers = [\"conv 4\", \"batch-norm\", \"relu\", \"max-pool\", \"global-max-pool\"]\n",
+    )
+    .unwrap();
     config.validate().unwrap();
-    let network = Network::new(&config.model, 10);
+    let network = Network::new(&config.model, 10).unwrap();
     let p = network.params.total();
     let mut optimizer = OptimizerState::new("sgd");
     optimizer
@@ -251,13 +253,14 @@ fn checkpoint_of_another_model_shape_is_refused() {
     let dir = TempDir::new();
     let ckpt_dir = saved_copy(dir.path());
     let loaded = Checkpoint::load(&ckpt_dir).unwrap();
-    let other = Config::parse("[model]\nblocks = [{ channels = 8, pool = true }]\n").unwrap();
-    let network = Network::new(&other.model, 10);
+    let other =
+        Config::parse("[[model.stages]]\nlayers = [\"conv 8\", \"global-max-pool\"]\n").unwrap();
+    let network = Network::new(&other.model, 10).unwrap();
     assert_error(
         loaded.check_layout(&ckpt_dir, &network.params, &network.buffers),
         &[
             "different model",
-            "blocks.0.conv.weight",
+            "stages.0.layers.0.weight",
             "[8, 3, 3, 3]",
             "[4, 3, 3, 3]",
         ],

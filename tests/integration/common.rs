@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use hftrain::config::{BlockConfig, Config, HeadKind};
+use hftrain::config::{Config, StageConfig};
 use hftrain::data::synthetic::SyntheticSpec;
 use hftrain::data::{Format, Split};
 
@@ -97,21 +97,17 @@ pub fn small_config(data: &Path, device: &str) -> Config {
     c.data.train_limit = 300;
     c.data.test_limit = 200;
     c.data.crop_padding = 2;
-    c.model.blocks = vec![
-        BlockConfig {
-            channels: 8,
-            pool: true,
-        },
-        BlockConfig {
-            channels: 16,
-            pool: true,
-        },
-        BlockConfig {
-            channels: 16,
-            pool: true,
-        },
+    c.model.stages = vec![
+        StageConfig::new(&["conv 8", "batch-norm", "relu", "max-pool"]),
+        StageConfig::new(&["conv 16", "batch-norm", "relu", "max-pool"]),
+        StageConfig::new(&[
+            "conv 16",
+            "batch-norm",
+            "relu",
+            "max-pool",
+            "global-avg-pool",
+        ]),
     ];
-    c.model.head = HeadKind::Avg;
     c.model.logit_scale = 1.0;
     c.train.epochs = 2;
     c.train.batch_size = 50;

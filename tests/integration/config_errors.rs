@@ -70,14 +70,20 @@ fn impossible_values_are_named_with_the_expected_range() {
 }
 
 #[test]
-fn too_many_pooling_blocks_are_refused() {
-    let blocks = (0..6)
-        .map(|_| "{ channels = 8, pool = true }")
+fn too_many_pooling_layers_are_refused() {
+    let layers = (0..6)
+        .map(|_| "\"conv 8\", \"max-pool\"")
         .collect::<Vec<_>>()
         .join(", ");
     assert_error(
-        load(&format!("[model]\nblocks = [{blocks}]\n")),
-        &["model.blocks[5].pool", "1x1"],
+        load(&format!(
+            "[[model.stages]]\nlayers = [{layers}, \"flatten\"]\n"
+        )),
+        &[
+            "model.stages[0].layers[11] = \"max-pool\"",
+            "2x2 windows do not fit",
+            "a vector of 8 features",
+        ],
     );
 }
 
@@ -148,12 +154,13 @@ fn hessian_free_settings_are_checked() {
         hf("warm_start_decay = 1.5"),
         &["optimizer.hessian_free.warm_start_decay = 1.5", "[0, 1]"],
     );
-    // Softmax regression (no convolution blocks) needs the flatten head.
+    // Softmax regression: the classifier on the flattened pixels. Without flatten the
+    // classifier would get a feature map.
     assert_error(
-        load("[model]\nblocks = []\nhead = \"max\"\n"),
-        &["model.blocks is empty", "head = \"max\"", "flatten"],
+        load("[model]\nstages = []\n"),
+        &["model.stages", "3x32x32 feature map", "flatten"],
     );
-    load("[model]\nblocks = []\nhead = \"flatten\"\n").unwrap();
+    load("[[model.stages]]\nlayers = [\"flatten\"]\n").unwrap();
 }
 
 /// The run name becomes `runs/<name>`: a path there would put the run anywhere.
@@ -190,26 +197,26 @@ fn normalisation_needs_three_channels_and_a_usable_spread() {
 /// (at least 256 GiB of activations).
 #[test]
 fn a_run_too_large_for_memory_is_refused_with_the_setting_to_change() {
-    let mut config = Config::parse("name = \"huge\"\n[model]\nblocks = [{ channels = 8192, pool = false }, { channels = 8192, pool = true }]\n[train]\nbatch_size = 4096\n").unwrap();
+    let mut config = Config::parse("name = \"huge\"\n[[model.stages]]\nlayers = [\"conv 8192\", \"conv 8192\", \"global-max-pool\"]\n[train]\nbatch_size = 4096\n").unwrap();
     config.validate().unwrap();
-    let network = hftrain::model::Network::new(&config.model, 10);
-    let (params, activations) = hftrain::memory::lower_bound(&config, network.params.total());
+    let network = hftrain::model::Network::new(&config.model, 10).unwrap();
+    let (params, activations) = hftrain::memory::lower_bound(&config, &network);
     assert!(activations >= 256 << 30, "{activations}");
     let message = assert_error(
-        hftrain::memory::check_fits(&config, network.params.total(), 64 << 30),
+        hftrain::memory::check_fits(&config, &network, 64 << 30),
         &[
             "needs at least",
             "GiB",
             "train.batch_size",
-            "model.blocks",
+            "model.stages",
             "64.0 GiB available",
         ],
     );
     assert!(params > 0, "{message}");
     // The default run fits in a few GiB.
     let default = Config::parse("name = \"default\"").unwrap();
-    let network = hftrain::model::Network::new(&default.model, 10);
-    hftrain::memory::check_fits(&default, network.params.total(), 4 << 30).unwrap();
+    let network = hftrain::model::Network::new(&default.model, 10).unwrap();
+    hftrain::memory::check_fits(&default, &network, 4 << 30).unwrap();
     // And `train` refuses the large one before allocating anything.
     let dir = crate::common::TempDir::new();
     config.device = "flex".into();

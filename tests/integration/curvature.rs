@@ -3,9 +3,13 @@
 //! (in a process of its own, see `common::flex_f64`), and f32 on wgpu against that.
 
 use burn::prelude::*;
-use hftrain::config::{BlockConfig, HeadKind, ModelConfig};
+use std::sync::Arc;
+
+use hftrain::config::{ModelConfig, StageConfig};
 use hftrain::curvature::{Batch, Objective, loss_and_gradient};
-use hftrain::model::layers::{Activation, Layer};
+use hftrain::model::builder::Builder;
+use hftrain::model::layer::{Gradients, Layer, Shape};
+use hftrain::model::layers::{Residual, build_list};
 use hftrain::model::loss::cross_entropy_hessian_product;
 use hftrain::model::{Mode, Network};
 use hftrain::params::{Layout, from_host, to_host};
@@ -24,131 +28,103 @@ fn f64_tests_pass_in_their_own_process() {
 
 // ---- one layer at a time ----
 
-enum Input {
-    Map([usize; 4]),
-    Flat([usize; 2]),
-}
-
 struct LayerCase {
-    name: &'static str,
-    layer: Layer,
+    name: String,
+    layer: Arc<dyn Layer>,
     params: Layout,
-    input: Input,
+    input: [usize; 4],
 }
 
-fn layer_cases() -> Vec<LayerCase> {
-    let mut cases = Vec::new();
-    let mut conv = Layout::default();
-    let w = conv.push("w", &[3, 2, 3, 3], true);
-    let b = conv.push("b", &[3], false);
-    cases.push(LayerCase {
-        name: "conv 3x3 with bias",
-        layer: Layer::Conv {
-            weight: w,
-            bias: Some(b),
-            in_channels: 2,
-            out_channels: 3,
-        },
-        params: conv,
-        input: Input::Map([2, 2, 5, 5]),
-    });
-    let mut bn = Layout::default();
-    let g = bn.push("gamma", &[3], false);
-    let beta = bn.push("beta", &[3], false);
-    cases.push(LayerCase {
-        name: "batch norm (batch statistics)",
-        layer: Layer::BatchNorm {
-            gamma: g,
-            beta,
-            running_mean: 0,
-            running_var: 1,
-            channels: 3,
-        },
-        params: bn,
-        input: Input::Map([3, 3, 4, 4]),
-    });
-    let mut linear = Layout::default();
-    let w = linear.push("w", &[4, 6], true);
-    let b = linear.push("b", &[4], false);
-    cases.push(LayerCase {
-        name: "linear",
-        layer: Layer::Linear {
-            weight: w,
-            bias: b,
-            in_features: 6,
-            out_features: 4,
-        },
-        params: linear,
-        input: Input::Flat([3, 6]),
-    });
-    for (name, layer, input) in [
-        ("relu on a map", Layer::Relu, Input::Map([2, 3, 4, 4])),
-        ("relu on a matrix", Layer::Relu, Input::Flat([3, 5])),
-        ("max-pool 2x2", Layer::MaxPool, Input::Map([2, 2, 4, 6])),
-        (
-            "global max-pool",
-            Layer::GlobalMaxPool,
-            Input::Map([2, 3, 4, 4]),
-        ),
-        (
-            "global avg-pool",
-            Layer::GlobalAvgPool,
-            Input::Map([2, 3, 4, 4]),
-        ),
-        ("flatten", Layer::Flatten, Input::Map([2, 3, 2, 2])),
-        ("scale", Layer::Scale(0.5), Input::Map([2, 2, 3, 3])),
-    ] {
-        cases.push(LayerCase {
-            name,
-            layer,
-            params: Layout::default(),
-            input,
-        });
+fn shape_of(input: [usize; 4]) -> Shape {
+    Shape {
+        channels: input[1],
+        height: input[2],
+        width: input[3],
     }
+}
+
+/// A layer as a config line builds it, on an input of `input`'s shape.
+fn layer_case(line: &str, input: [usize; 4]) -> LayerCase {
+    let mut b = Builder::default();
+    let (sequence, _) = build_list(&[line.to_string()], "test", shape_of(input), &mut b).unwrap();
+    LayerCase {
+        name: line.to_string(),
+        layer: Arc::new(sequence),
+        params: b.params,
+        input,
+    }
+}
+
+/// A residual block around `branch`, with a projection where the branch changes the shape.
+fn residual_case(name: &str, branch: &[&str], input: [usize; 4]) -> LayerCase {
+    let mut b = Builder::default();
+    let lines: Vec<String> = branch.iter().map(|s| s.to_string()).collect();
+    let (sequence, output) = build_list(&lines, "test", shape_of(input), &mut b).unwrap();
+    let block = Residual::new(sequence, shape_of(input), output, &mut b).unwrap();
+    LayerCase {
+        name: name.to_string(),
+        layer: Arc::new(block),
+        params: b.params,
+        input,
+    }
+}
+
+/// Every layer kind, with the options that change its arithmetic (stride, padding, windows
+/// that leave rows over), and both composites (the sequence wraps every case).
+fn layer_cases() -> Vec<LayerCase> {
+    let mut cases: Vec<LayerCase> = [
+        ("conv 3", [2, 2, 5, 5]),
+        (
+            "conv 3 kernel=5 stride=2 padding=1 bias=false",
+            [2, 2, 7, 8],
+        ),
+        ("conv 4 padding=none", [2, 2, 6, 6]),
+        ("batch-norm", [3, 3, 4, 4]),
+        ("linear 4", [3, 6, 1, 1]),
+        ("linear 4 bias=false", [3, 6, 1, 1]),
+        ("relu", [2, 3, 4, 4]),
+        ("gelu", [2, 3, 4, 4]),
+        ("max-pool", [2, 2, 4, 6]),
+        ("max-pool 3", [2, 2, 7, 7]),
+        ("avg-pool", [2, 2, 4, 6]),
+        ("avg-pool 2", [2, 2, 5, 7]),
+        ("global-max-pool", [2, 3, 4, 4]),
+        ("global-avg-pool", [2, 3, 4, 4]),
+        ("flatten", [2, 3, 2, 2]),
+        ("scale 0.5", [2, 2, 3, 3]),
+    ]
+    .into_iter()
+    .map(|(line, input)| layer_case(line, input))
+    .collect();
+    cases.push(residual_case(
+        "residual, identity shortcut",
+        &["conv 2", "batch-norm", "gelu", "conv 2"],
+        [2, 2, 4, 4],
+    ));
+    cases.push(residual_case(
+        "residual, projection shortcut",
+        &["conv 4 stride=2", "relu"],
+        [2, 2, 6, 6],
+    ));
     cases
 }
 
-fn random_activation(input: &Input, seed: u64, d: &Device) -> Activation {
-    match *input {
-        Input::Map(s) => Activation::Map(random_tensor(seed, s, d)),
-        Input::Flat(s) => Activation::Flat(random_tensor(seed, s, d)),
-    }
+fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
+    let n = t.shape().num_elements();
+    t.reshape([n])
 }
 
-fn autodiff_activation(x: &Activation) -> Activation {
-    match x {
-        Activation::Map(t) => Activation::Map(t.clone().autodiff().require_grad()),
-        Activation::Flat(t) => Activation::Flat(t.clone().autodiff().require_grad()),
-    }
+fn layer_output(case: &LayerCase, x: Tensor<4>, params: &[Tensor<1>]) -> Tensor<4> {
+    case.layer.record(x, params).0
 }
 
-fn flat(a: Activation) -> Tensor<1> {
-    match a {
-        Activation::Map(t) => {
-            let n = t.shape().num_elements();
-            t.reshape([n])
-        }
-        Activation::Flat(t) => {
-            let n = t.shape().num_elements();
-            t.reshape([n])
-        }
-    }
-}
-
-fn add_scaled(x: &Activation, dx: &Activation, eps: f64) -> Activation {
-    match (x, dx) {
-        (Activation::Map(a), Activation::Map(b)) => {
-            Activation::Map(a.clone() + b.clone().mul_scalar(eps))
-        }
-        (Activation::Flat(a), Activation::Flat(b)) => {
-            Activation::Flat(a.clone() + b.clone().mul_scalar(eps))
-        }
-        _ => unreachable!(),
-    }
-}
-
-fn layer_output(case: &LayerCase, x: Activation, params: &[Tensor<1>]) -> Activation {
-    case.layer.forward_recorded(x, params).0
+fn random_params(case: &LayerCase, seed: u64, d: &Device) -> Vec<Tensor<1>> {
+    case.params
+        .entries()
+        .iter()
+        .enumerate()
+        .map(|(j, e)| random_tensor(seed * 10 + j as u64, [e.len()], d))
+        .collect()
 }
 
 #[test]
@@ -157,50 +133,33 @@ fn f64_every_layer_vjp_equals_burn_autodiff() {
     let d = flex_f64();
     for (i, case) in layer_cases().into_iter().enumerate() {
         let seed = 100 + i as u64;
-        let x = random_activation(&case.input, seed, &d);
-        let params: Vec<Tensor<1>> = case
-            .params
-            .entries()
-            .iter()
-            .enumerate()
-            .map(|(j, e)| random_tensor(seed * 10 + j as u64, [e.len()], &d))
-            .collect();
-        let (y, record) = case.layer.forward_recorded(x.clone(), &params);
-        let dy = match &y {
-            Activation::Map(t) => Activation::Map(random_tensor(seed + 7, t.dims(), &d)),
-            Activation::Flat(t) => Activation::Flat(random_tensor(seed + 7, t.dims(), &d)),
-        };
-        let (dx, grads) = case.layer.vjp(&record, &params, dy.clone(), true);
+        let x = random_tensor(seed, case.input, &d);
+        let params = random_params(&case, seed, &d);
+        let (y, record) = case.layer.record(x.clone(), &params);
+        let dy = random_tensor(seed + 7, y.dims(), &d);
+        let mut grads = Gradients::new(params.len(), false, case.input[0]);
+        let dx = record.vjp(&params, dy.clone(), &mut grads, true).unwrap();
+        let (grads, _) = grads.finish(&params);
 
         // Burn's autodiff of <forward(x, params), dy>.
-        let x_leaf = autodiff_activation(&x);
+        let x_leaf = x.clone().autodiff().require_grad();
         let leaves: Vec<Tensor<1>> = params
             .iter()
             .map(|p| p.clone().autodiff().require_grad())
             .collect();
         let y = layer_output(&case, x_leaf.clone(), &leaves);
         let grads_ad = (flat(y) * flat(dy)).sum().backward();
-        let dx_ad = match &x_leaf {
-            Activation::Map(t) => flat(Activation::Map(t.grad(&grads_ad).unwrap())),
-            Activation::Flat(t) => flat(Activation::Flat(t.grad(&grads_ad).unwrap())),
-        };
-        let err = relative_error(&flat(dx.unwrap()), &dx_ad);
+        let err = relative_error(&flat(dx), &flat(x_leaf.grad(&grads_ad).unwrap()));
         println!(
-            "measured: vjp input  {:<30} relative error {err:.1e}",
+            "measured: vjp input  {:<48} relative error {err:.1e}",
             case.name
         );
         assert!(err < 1e-12, "{}: input gradient off by {err}", case.name);
-        assert_eq!(
-            grads.len(),
-            params.len(),
-            "{}: one gradient per parameter",
-            case.name
-        );
-        for (index, g) in grads {
+        for (index, g) in grads.iter().enumerate() {
             let reference = leaves[index].grad(&grads_ad).unwrap();
-            let err = relative_error(&g, &reference);
+            let err = relative_error(g, &reference);
             println!(
-                "measured: vjp param  {:<30} relative error {err:.1e}",
+                "measured: vjp param  {:<48} relative error {err:.1e}",
                 case.name
             );
             assert!(
@@ -219,37 +178,25 @@ fn f64_every_layer_jvp_equals_central_differences() {
     let eps = 1e-6;
     for (i, case) in layer_cases().into_iter().enumerate() {
         let seed = 200 + i as u64;
-        let x = random_activation(&case.input, seed, &d);
-        let dx = random_activation(&case.input, seed + 1, &d);
-        let sizes: Vec<usize> = case.params.entries().iter().map(|e| e.len()).collect();
-        let params: Vec<Tensor<1>> = sizes
-            .iter()
-            .enumerate()
-            .map(|(j, &n)| random_tensor(seed * 10 + j as u64, [n], &d))
-            .collect();
-        let tangents: Vec<Tensor<1>> = sizes
-            .iter()
-            .enumerate()
-            .map(|(j, &n)| random_tensor(seed * 20 + j as u64, [n], &d))
-            .collect();
-        let (_, record) = case.layer.forward_recorded(x.clone(), &params);
-        let jvp = flat(
-            case.layer
-                .jvp(&record, &params, &tangents, Some(dx.clone()))
-                .unwrap(),
-        );
+        let x = random_tensor(seed, case.input, &d);
+        let dx = random_tensor(seed + 1, case.input, &d);
+        let params = random_params(&case, seed, &d);
+        let tangents = random_params(&case, seed + 50, &d);
+        let (_, record) = case.layer.record(x.clone(), &params);
+        let jvp = flat(record.jvp(&params, &tangents, Some(dx.clone())).unwrap());
         let shifted = |sign: f64| {
             let p: Vec<Tensor<1>> = params
                 .iter()
                 .zip(&tangents)
                 .map(|(p, t)| p.clone() + t.clone().mul_scalar(sign * eps))
                 .collect();
-            flat(layer_output(&case, add_scaled(&x, &dx, sign * eps), &p))
+            let x = x.clone() + dx.clone().mul_scalar(sign * eps);
+            flat(layer_output(&case, x, &p))
         };
         let fd = (shifted(1.0) - shifted(-1.0)).div_scalar(2.0 * eps);
         let err = relative_error(&jvp, &fd);
         println!(
-            "measured: jvp        {:<30} relative error {err:.1e}",
+            "measured: jvp        {:<48} relative error {err:.1e}",
             case.name
         );
         assert!(err < 1e-6, "{}: jvp off by {err}", case.name);
@@ -258,50 +205,72 @@ fn f64_every_layer_jvp_equals_central_differences() {
 
 // ---- whole networks ----
 
-fn block(channels: usize, pool: bool) -> BlockConfig {
-    BlockConfig { channels, pool }
+fn model(stages: Vec<StageConfig>, logit_scale: f32) -> ModelConfig {
+    ModelConfig {
+        stages,
+        logit_scale,
+    }
 }
 
-/// Networks that together hold every layer type.
+/// Networks that together hold every layer kind and both composites: ReLU and max-pool
+/// (kinks), GELU and average pooling (smooth, so the exact Hessian has second-derivative
+/// terms the Gauss-Newton matrix leaves out), residual blocks with and without projection,
+/// unpadded convolutions, flatten and a hidden linear layer.
 fn networks() -> Vec<(&'static str, ModelConfig)> {
     vec![
         (
-            "conv-bn-relu, max-pool, global max, scale",
-            ModelConfig {
-                blocks: vec![block(4, true), block(6, false), block(6, true)],
-                batch_norm: true,
-                head: HeadKind::Max,
-                logit_scale: 0.5,
-            },
+            "conv-bn-relu, max-pool, residual, global max, scale",
+            model(
+                vec![
+                    StageConfig::new(&["conv 4", "batch-norm", "relu", "max-pool"]).with_residual(
+                        &[
+                            "conv 4",
+                            "batch-norm",
+                            "relu",
+                            "conv 4",
+                            "batch-norm",
+                            "relu",
+                        ],
+                    ),
+                    StageConfig::new(&["conv 6", "batch-norm", "relu", "max-pool"]),
+                    StageConfig::new(&["global-max-pool"]),
+                ],
+                0.5,
+            ),
         ),
         (
-            "conv with bias, relu, global avg",
-            ModelConfig {
-                blocks: vec![block(4, true), block(5, true)],
-                batch_norm: false,
-                head: HeadKind::Avg,
-                logit_scale: 1.0,
-            },
+            "gelu, avg-pool, projected residual, global avg",
+            model(
+                vec![
+                    StageConfig::new(&["conv 4", "gelu", "avg-pool"])
+                        .with_residual(&["conv 6 stride=2", "gelu"]),
+                    StageConfig::new(&["avg-pool", "global-avg-pool"]),
+                ],
+                1.0,
+            ),
         ),
         (
-            "conv-bn-relu, flatten",
-            ModelConfig {
-                blocks: vec![block(3, true), block(3, true), block(3, true)],
-                batch_norm: true,
-                head: HeadKind::Flatten,
-                logit_scale: 1.0,
-            },
+            "unpadded convs, flatten, hidden linear",
+            model(
+                vec![StageConfig::new(&[
+                    "conv 3 padding=none",
+                    "relu",
+                    "max-pool",
+                    "conv 4 padding=none",
+                    "relu",
+                    "max-pool",
+                    "flatten",
+                    "linear 5",
+                    "relu",
+                ])],
+                1.0,
+            ),
         ),
     ]
 }
 
 fn softmax_regression() -> ModelConfig {
-    ModelConfig {
-        blocks: vec![],
-        batch_norm: false,
-        head: HeadKind::Flatten,
-        logit_scale: 1.0,
-    }
+    model(vec![StageConfig::new(&["flatten"])], 1.0)
 }
 
 struct Problem {
@@ -311,7 +280,7 @@ struct Problem {
 }
 
 fn problem(model: &ModelConfig, seed: u64, n: usize, d: &Device) -> Problem {
-    let network = Network::new(model, 10);
+    let network = Network::new(model, 10).unwrap();
     let (params, _) = network.init(seed, d);
     let images = random_tensor(seed + 1, [n, 3, 32, 32], d);
     let labels: Vec<i64> = (0..n)
@@ -507,7 +476,7 @@ fn f64_wgpu_products_in_f32_match_the_f64_result() {
     let v64 = direction(&p64, 51, &d64);
     let v = host(&v64);
 
-    let network = Network::new(&model, 10);
+    let network = Network::new(&model, 10).unwrap();
     let n = labels.len();
     let batch = Batch {
         images: Tensor::<4>::from_data(TensorData::new(images, [n, 3, 32, 32]), &wgpu),
@@ -661,7 +630,7 @@ fn curvature_command_writes_products_another_framework_can_check() {
             .unwrap()
             .contains("training mode")
     );
-    let network = Network::new(&config.model, 10);
+    let network = Network::new(&config.model, 10).unwrap();
     for prefix in ["params", "v", "grad", "hv", "gv"] {
         for e in network.params.entries() {
             let (shape, _) = &tensors[&format!("{prefix}.{}", e.name)];

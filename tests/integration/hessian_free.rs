@@ -2,7 +2,7 @@
 //! (f64, in the process `curvature::f64_tests_pass_in_their_own_process` starts).
 
 use burn::prelude::*;
-use hftrain::config::{HeadKind, HessianFreeConfig, ModelConfig};
+use hftrain::config::{HessianFreeConfig, ModelConfig, StageConfig};
 use hftrain::curvature::{Batch, BatchProblem, CurvatureKind, Objective};
 use hftrain::data::batcher::{HostBatch, Transform};
 use hftrain::data::{Source, Split};
@@ -202,12 +202,10 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
     let batch = Batch { images, labels };
 
     let model = ModelConfig {
-        blocks: vec![],
-        batch_norm: false,
-        head: HeadKind::Flatten,
+        stages: vec![StageConfig::new(&["flatten"])],
         logit_scale: 1.0,
     };
-    let network = Network::new(&model, 10);
+    let network = Network::new(&model, 10).unwrap();
     let (mut params, _) = network.init(0, &d);
     let objective = Objective::new(&network, 0.0, 1e-2, &d);
     let settings = HessianFreeConfig {
@@ -267,12 +265,10 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
 fn f64_preconditioner_diagonal_is_the_mean_squared_per_example_gradient_for_linear_layers() {
     let d = flex_f64();
     let model = ModelConfig {
-        blocks: vec![],
-        batch_norm: false,
-        head: HeadKind::Flatten,
+        stages: vec![StageConfig::new(&["flatten"])],
         logit_scale: 1.0,
     };
-    let network = Network::new(&model, 10);
+    let network = Network::new(&model, 10).unwrap();
     let (params, _) = network.init(4, &d);
     let n = 5;
     let images = random_tensor(8, [n, 3, 32, 32], &d);

@@ -11,6 +11,7 @@ mod data_folder;
 mod download;
 mod fuzz;
 mod hessian_free;
+mod networks;
 mod optimizers;
 mod reliability;
 mod tensorboard;

@@ -2,6 +2,7 @@
 //! process on the same run directory, a damaged newest checkpoint. Real `hftrain` child
 //! processes on Burn's CPU backend (deterministic, so a resumed run must end bit-exact).
 
+use hftrain::config::StageConfig;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,19 +27,16 @@ fn config(data: &Path, epochs: usize) -> Config {
 /// checkpoint write takes long enough to be caught in the act, training stays fast.
 fn large_model_config(data: &Path, epochs: usize) -> Config {
     let mut c = config(data, epochs);
-    c.model.blocks = vec![
-        hftrain::config::BlockConfig {
-            channels: 32,
-            pool: true,
-        },
-        hftrain::config::BlockConfig {
-            channels: 64,
-            pool: true,
-        },
-        hftrain::config::BlockConfig {
-            channels: 512,
-            pool: true,
-        },
+    c.model.stages = vec![
+        StageConfig::new(&["conv 32", "batch-norm", "relu", "max-pool"]),
+        StageConfig::new(&["conv 64", "batch-norm", "relu", "max-pool"]),
+        StageConfig::new(&[
+            "conv 512",
+            "batch-norm",
+            "relu",
+            "max-pool",
+            "global-avg-pool",
+        ]),
     ];
     c.data.train_limit = 100;
     c

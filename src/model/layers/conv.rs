@@ -1,0 +1,235 @@
+//! 2-D convolution: `"conv C [kernel=K] [stride=S] [padding=same|none|P] [bias=true|false]"`.
+//! Weight `[C, in, K, K]` as in PyTorch. Defaults: kernel 3, stride 1, padding `same` (K/2,
+//! the map keeps its size at stride 1), and a bias unless batch norm follows (its mean
+//! subtraction would cancel it).
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::module::{conv_transpose2d, conv2d, conv2d_weight_backward};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+
+use crate::model::builder::{Builder, Init};
+use crate::model::layer::{
+    BatchStats, Gradients, Layer, Pass, Recorded, Shape, add_tangents, channel_sum, reshape,
+};
+use crate::model::spec::LayerSpec;
+
+pub const USAGE: &str = "conv C [kernel=3] [stride=1] [padding=same|none|P] [bias=true|false]";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Conv {
+    weight: usize,
+    bias: Option<usize>,
+    in_channels: usize,
+    out_channels: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+}
+
+pub fn build(
+    spec: &mut LayerSpec,
+    input: Shape,
+    b: &mut Builder,
+) -> Result<(Arc<dyn Layer>, Shape), String> {
+    let out_channels: usize = spec.required("output channels")?;
+    let kernel: usize = spec.number("kernel", 3)?;
+    let stride: usize = spec.number("stride", 1)?;
+    let padding = match spec.option("padding") {
+        None | Some("same") => {
+            if kernel % 2 == 0 {
+                return Err(format!(
+                    "padding=same needs an odd kernel (got kernel={kernel}); give padding=P"
+                ));
+            }
+            kernel / 2
+        }
+        Some("none") => 0,
+        Some(text) => text
+            .parse()
+            .map_err(|_| format!("padding={text}: expected same, none or a number"))?,
+    };
+    let followed_by_batch_norm = b.next_kind.as_deref() == Some("batch-norm");
+    let bias = spec.flag("bias", !followed_by_batch_norm)?;
+    spec.finish(USAGE)?;
+    if !(1..=8192).contains(&out_channels) {
+        return Err(format!(
+            "{out_channels} output channels: expected 1 to 8192"
+        ));
+    }
+    if kernel == 0 || stride == 0 {
+        return Err("kernel and stride must be at least 1".into());
+    }
+    let conv = Conv::declare(b, input, out_channels, kernel, stride, padding, bias)?;
+    let output = conv.output_shape(input);
+    b.kept_per_image += output.elements();
+    Ok((Arc::new(conv), output))
+}
+
+impl Conv {
+    /// Declares the weight (and bias) of a convolution from `input` and checks that the
+    /// kernel fits. Also used for a residual block's projection.
+    pub fn declare(
+        b: &mut Builder,
+        input: Shape,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        padding: usize,
+        bias: bool,
+    ) -> Result<Self, String> {
+        let side = input.height.min(input.width) + 2 * padding;
+        if kernel > side {
+            return Err(format!(
+                "a {kernel}x{kernel} kernel does not fit {input} with padding {padding}"
+            ));
+        }
+        let fan_in = input.channels * kernel * kernel;
+        let shape = [out_channels, input.channels, kernel, kernel];
+        let weight = b.param("weight", &shape, true, Init::Uniform { fan_in });
+        let bias = bias.then(|| b.param("bias", &[out_channels], false, Init::Uniform { fan_in }));
+        Ok(Self {
+            weight,
+            bias,
+            in_channels: input.channels,
+            out_channels,
+            kernel,
+            stride,
+            padding,
+        })
+    }
+
+    pub fn output_shape(&self, input: Shape) -> Shape {
+        let side = |s: usize| (s + 2 * self.padding - self.kernel) / self.stride + 1;
+        Shape {
+            channels: self.out_channels,
+            height: side(input.height),
+            width: side(input.width),
+        }
+    }
+
+    fn options(&self) -> ConvOptions<2> {
+        ConvOptions::new([self.stride; 2], [self.padding; 2], [1, 1], 1)
+    }
+
+    fn weight(&self, flat: &[Tensor<1>]) -> Tensor<4> {
+        let k = self.kernel;
+        reshape(
+            &flat[self.weight],
+            [self.out_channels, self.in_channels, k, k],
+        )
+    }
+
+    fn apply(&self, x: Tensor<4>, params: &[Tensor<1>]) -> Tensor<4> {
+        let bias = self.bias.map(|b| params[b].clone());
+        conv2d(x, self.weight(params), bias, self.options())
+    }
+
+    /// The parameters' gradients from the input `x` and the output's gradient `dy`.
+    fn param_gradients(
+        &self,
+        x: Tensor<4>,
+        dy: Tensor<4>,
+        params: &[Tensor<1>],
+    ) -> (Tensor<4>, Option<Tensor<1>>) {
+        // Burn reads only the weight's shape here (its value takes no part).
+        let dw = conv2d_weight_backward(x, self.weight(params), dy.clone(), self.options());
+        (dw, self.bias.map(|_| channel_sum(dy)))
+    }
+}
+
+impl Layer for Conv {
+    fn describe(&self) -> String {
+        let k = self.kernel;
+        let mut text = format!("conv {k}x{k} {} -> {}", self.in_channels, self.out_channels);
+        if self.stride != 1 {
+            text += &format!(" stride {}", self.stride);
+        }
+        if self.padding != k / 2 {
+            text += &format!(" padding {}", self.padding);
+        }
+        if self.bias.is_some() {
+            text += " (bias)";
+        }
+        text
+    }
+
+    fn forward(&self, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
+        self.apply(x, pass.params)
+    }
+
+    fn record(&self, x: Tensor<4>, params: &[Tensor<1>]) -> (Tensor<4>, Box<dyn Recorded>) {
+        let y = self.apply(x.clone(), params);
+        (
+            y,
+            Box::new(ConvRecord {
+                conv: *self,
+                input: x,
+            }),
+        )
+    }
+}
+
+struct ConvRecord {
+    conv: Conv,
+    input: Tensor<4>,
+}
+
+impl Recorded for ConvRecord {
+    fn vjp(
+        &self,
+        params: &[Tensor<1>],
+        dy: Tensor<4>,
+        grads: &mut Gradients,
+        need_input: bool,
+    ) -> Option<Tensor<4>> {
+        let c = &self.conv;
+        let (dw, db) = c.param_gradients(self.input.clone(), dy.clone(), params);
+        grads.put(c.weight, dw);
+        if let (Some(index), Some(db)) = (c.bias, db) {
+            grads.put(index, db);
+        }
+        if grads.wants_squares() {
+            let squared = |t: Tensor<4>| t.powi_scalar(2);
+            let (dw2, db2) =
+                c.param_gradients(squared(self.input.clone()), squared(dy.clone()), params);
+            grads.put_square(c.weight, dw2);
+            if let (Some(index), Some(db2)) = (c.bias, db2) {
+                grads.put_square(index, db2);
+            }
+        }
+        need_input.then(|| {
+            // The transpose of the convolution. With a stride, several input sizes give one
+            // output size: `padding_out` restores the recorded one.
+            let [_, _, h, w] = self.input.dims();
+            let [_, _, oh, ow] = dy.dims();
+            let covered =
+                |o: usize| ((o - 1) * c.stride + c.kernel) as isize - 2 * c.padding as isize;
+            let rest = |size: usize, o: usize| (size as isize - covered(o)) as usize;
+            let options = ConvTransposeOptions::new(
+                [c.stride; 2],
+                [c.padding; 2],
+                [rest(h, oh), rest(w, ow)],
+                [1, 1],
+                1,
+            );
+            conv_transpose2d(dy, c.weight(params), None, options)
+        })
+    }
+
+    fn jvp(
+        &self,
+        params: &[Tensor<1>],
+        tangents: &[Tensor<1>],
+        dx: Option<Tensor<4>>,
+    ) -> Option<Tensor<4>> {
+        // Linear in both arguments: conv(x, dW) + db + conv(dx, W).
+        let c = &self.conv;
+        let from_params = c.apply(self.input.clone(), tangents);
+        let from_input = dx.map(|dx| conv2d(dx, c.weight(params), None, c.options()));
+        add_tangents(Some(from_params), from_input)
+    }
+
+    fn batch_stats(&self, _: &mut Vec<BatchStats>) {}
+}
