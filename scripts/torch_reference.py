@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """PyTorch beside hftrain on the same GPU, for BENCHMARKS.md.
 
-Trains the network of an hftrain SGD config (conv 3x3 + batch norm + ReLU blocks, 2x2
-max-pool, global max-pool, linear, logit scale) with the same recipe: SGD with Nesterov
+Trains the network of an hftrain SGD config (its `[[model.stages]]` of layer lines, residual
+blocks, then the classifier and the logit scale, under hftrain's parameter names) with the
+same recipe: SGD with Nesterov
 momentum, weight decay on convolution and linear weights only, hftrain's one-cycle schedule
 per step, label smoothing, batch norm momentum, random crop with zero padding and flips,
 incomplete last batch dropped. Writes one CSV row per epoch (the columns of hftrain's
@@ -12,6 +13,11 @@ product (double backprop) on N test images, and their peak GPU memory.
     python3 scripts/torch_reference.py --config configs/cifar10-sgd.toml --data DIR \
         --epochs 18 --csv torch.csv [--tf32]
     python3 scripts/torch_reference.py --config configs/cifar10-sgd.toml --data DIR --curvature 64
+    python3 scripts/torch_reference.py --config configs/cifar10-resnet9-sgd.toml --list-parameters
+
+--list-parameters prints the parameters and buffers the config's network has (name and shape,
+as hftrain's checkpoints and `hftrain curvature` files name them) and needs no PyTorch; the
+tests compare it with hftrain's own layout.
 """
 import argparse
 import csv
@@ -20,11 +26,14 @@ import statistics
 import time
 import tomllib
 
-import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from PIL import Image
+try:  # --list-parameters needs none of these
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    from PIL import Image
+except ImportError:
+    torch = None
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -40,24 +49,165 @@ def load_split(root, split):
     return x, torch.tensor(labels)
 
 
-class Net(nn.Module):
-    def __init__(self, model, bn_momentum):
-        super().__init__()
-        layers, channels = [], 3
-        for block in model["blocks"]:
-            out = block["channels"]
-            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False),
-                       nn.BatchNorm2d(out, momentum=bn_momentum), nn.ReLU()]
-            if block.get("pool", False):
-                layers.append(nn.MaxPool2d(2))
-            channels = out
-        self.features = nn.Sequential(*layers)
-        self.classifier = nn.Linear(channels, 10)
-        self.scale = model.get("logit_scale", 1.0)
+def parse_line(line):
+    """"conv 64 kernel=3" -> ("conv", "64", {"kernel": "3"}), as hftrain's src/model/spec.rs."""
+    words = line.split()
+    value = words[1] if len(words) > 1 and "=" not in words[1] else None
+    options = dict(w.split("=", 1) for w in words[1 + (value is not None):])
+    return words[0], value, options
 
-    def forward(self, x):
-        x = self.features(x).amax(dim=(2, 3))
-        return self.classifier(x) * self.scale
+
+def plan_layers(lines, shape):
+    """Each line's layer as a dict (kind, settings, params and buffers with shapes), and the
+    output shape (channels, height, width), following hftrain's layers (src/model/layers/)."""
+    layers = []
+    for i, line in enumerate(lines):
+        kind, value, options = parse_line(line)
+        c, h, w = shape
+        layer = {"kind": kind, "params": [], "buffers": []}
+        if kind == "conv":
+            out, k = int(value), int(options.get("kernel", 3))
+            stride = int(options.get("stride", 1))
+            pad = options.get("padding", "same")
+            pad = k // 2 if pad == "same" else 0 if pad == "none" else int(pad)
+            next_kind = lines[i + 1].split()[0] if i + 1 < len(lines) else None
+            bias = options.get("bias", "false" if next_kind == "batch-norm" else "true") == "true"
+            layer.update(cin=c, out=out, kernel=k, stride=stride, padding=pad, bias=bias)
+            layer["params"] = [("weight", [out, c, k, k])] + ([("bias", [out])] if bias else [])
+            side = lambda s: (s + 2 * pad - k) // stride + 1
+            shape = (out, side(h), side(w))
+        elif kind == "batch-norm":
+            layer.update(channels=c)
+            layer["params"] = [("weight", [c]), ("bias", [c])]
+            layer["buffers"] = [("running_mean", [c]), ("running_var", [c])]
+        elif kind in ("max-pool", "avg-pool"):
+            k = int(value or 2)
+            layer.update(kernel=k)
+            shape = (c, h // k, w // k)
+        elif kind in ("global-max-pool", "global-avg-pool"):
+            shape = (c, 1, 1)
+        elif kind == "flatten":
+            shape = (c * h * w, 1, 1)
+        elif kind == "linear":
+            out, bias = int(value), options.get("bias", "true") == "true"
+            layer.update(cin=c, out=out, bias=bias)
+            layer["params"] = [("weight", [out, c])] + ([("bias", [out])] if bias else [])
+            shape = (out, 1, 1)
+        elif kind == "scale":
+            layer.update(factor=float(value))
+        elif kind not in ("relu", "gelu"):
+            raise SystemExit(f"layer {line!r}: unknown to this script")
+        layers.append(layer)
+    return layers, shape
+
+
+def plan_network(model, classes=10):
+    """The stages of the config, each with its layers, residual branch and shortcut (a 1x1
+    convolution where the branch changes the shape), then the classifier."""
+    shape, stages = (3, 32, 32), []
+    for stage in model.get("stages", []):
+        layers, shape = plan_layers(stage.get("layers", []), shape)
+        residual, shortcut = [], None
+        if stage.get("residual"):
+            residual, out = plan_layers(stage["residual"], shape)
+            if out != shape:
+                stride = shape[1] // out[1]
+                shortcut = {"kind": "conv", "cin": shape[0], "out": out[0], "kernel": 1,
+                            "stride": stride, "padding": 0, "bias": True,
+                            "params": [("weight", [out[0], shape[0], 1, 1]), ("bias", [out[0]])],
+                            "buffers": []}
+            shape = out
+        stages.append({"layers": layers, "residual": residual, "shortcut": shortcut})
+    classifier = {"kind": "linear", "cin": shape[0], "out": classes, "bias": True,
+                  "params": [("weight", [classes, shape[0]]), ("bias", [classes])], "buffers": []}
+    return stages, classifier
+
+
+def list_parameters(model):
+    """(kind, name, shape) of every parameter and buffer, in hftrain's layout order."""
+    stages, classifier = plan_network(model)
+    rows = []
+
+    def add(prefix, layer):
+        for kind in ("params", "buffers"):
+            for name, shape in layer[kind]:
+                rows.append((kind[:-1], f"{prefix}.{name}", shape))
+
+    for s, stage in enumerate(stages):
+        for i, layer in enumerate(stage["layers"]):
+            add(f"stages.{s}.layers.{i}", layer)
+        for i, layer in enumerate(stage["residual"]):
+            add(f"stages.{s}.residual.{i}", layer)
+        if stage["shortcut"]:
+            add(f"stages.{s}.shortcut", stage["shortcut"])
+    add("classifier", classifier)
+    # hftrain keeps parameters and buffers in two layouts: parameters first.
+    return [r for r in rows if r[0] == "param"] + [r for r in rows if r[0] == "buffer"]
+
+
+if torch is not None:
+    class Linear4d(nn.Linear):
+        """hftrain keeps a vector of features as an [n, f, 1, 1] map."""
+        def forward(self, x):
+            return super().forward(x.flatten(1))[:, :, None, None]
+
+    class Flatten4d(nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :, None, None]
+
+    class Scale(nn.Module):
+        def __init__(self, factor):
+            super().__init__()
+            self.factor = factor
+
+        def forward(self, x):
+            return x * self.factor
+
+    def torch_layer(layer, bn_momentum):
+        kind = layer["kind"]
+        if kind == "conv":
+            return nn.Conv2d(layer["cin"], layer["out"], layer["kernel"], stride=layer["stride"],
+                             padding=layer["padding"], bias=layer["bias"])
+        if kind == "linear":
+            return Linear4d(layer["cin"], layer["out"], bias=layer["bias"])
+        return {
+            "batch-norm": lambda: nn.BatchNorm2d(layer.get("channels", 0), momentum=bn_momentum),
+            "relu": nn.ReLU,
+            "gelu": nn.GELU,
+            "max-pool": lambda: nn.MaxPool2d(layer.get("kernel", 2)),
+            "avg-pool": lambda: nn.AvgPool2d(layer.get("kernel", 2)),
+            "global-max-pool": lambda: nn.AdaptiveMaxPool2d(1),
+            "global-avg-pool": lambda: nn.AdaptiveAvgPool2d(1),
+            "flatten": Flatten4d,
+            "scale": lambda: Scale(layer.get("factor", 1.0)),
+        }[kind]()
+
+    class Stage(nn.Module):
+        def __init__(self, stage, bn_momentum):
+            super().__init__()
+            self.layers = nn.Sequential(*[torch_layer(l, bn_momentum) for l in stage["layers"]])
+            self.residual = (nn.Sequential(*[torch_layer(l, bn_momentum) for l in stage["residual"]])
+                             if stage["residual"] else None)
+            self.shortcut = torch_layer(stage["shortcut"], bn_momentum) if stage["shortcut"] else None
+
+        def forward(self, x):
+            x = self.layers(x)
+            if self.residual is None:
+                return x
+            return (self.shortcut(x) if self.shortcut is not None else x) + self.residual(x)
+
+    class Net(nn.Module):
+        def __init__(self, model, bn_momentum):
+            super().__init__()
+            stages, classifier = plan_network(model)
+            self.stages = nn.ModuleList([Stage(s, bn_momentum) for s in stages])
+            self.classifier = torch_layer(classifier, bn_momentum)
+            self.scale = model.get("logit_scale", 1.0)
+
+        def forward(self, x):
+            for stage in self.stages:
+                x = stage(x)
+            return self.classifier(x).flatten(1) * self.scale
 
 
 def one_cycle(step, peak, warmup_steps, total_steps, initial_fraction, final_fraction):
@@ -86,12 +236,21 @@ def augment(x, pad, generator):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
-    parser.add_argument("--data", required=True)
+    parser.add_argument("--data")
+    parser.add_argument("--list-parameters", action="store_true",
+                        help="print the network's parameters and buffers (name, shape); no PyTorch needed")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--csv")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 (PyTorch's default for convolutions)")
     parser.add_argument("--curvature", type=int, default=0)
     args = parser.parse_args()
+    if args.list_parameters:
+        cfg = tomllib.load(open(args.config, "rb"))
+        for kind, name, shape in list_parameters(cfg.get("model", {})):
+            print(kind, name, "x".join(map(str, shape)))
+        return
+    if torch is None or not args.data:
+        raise SystemExit("training and --curvature need PyTorch, numpy and Pillow, and --data DIR")
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True

@@ -575,6 +575,16 @@ fn read_safetensors(path: &std::path::Path) -> (Tensors, serde_json::Value) {
 fn curvature_command_writes_products_another_framework_can_check() {
     let data = crate::common::synthetic_binary();
     let mut config = crate::common::small_config(&data, "flex");
+    // A residual network with a projected shortcut: its names and layouts are PyTorch's, as
+    // scripts/torch_reference.py builds the model from the same config.
+    config.model.stages = vec![
+        StageConfig::new(&["conv 8", "batch-norm", "relu", "max-pool"]).with_residual(&[
+            "conv 12 stride=2",
+            "batch-norm",
+            "gelu",
+        ]),
+        StageConfig::new(&["global-avg-pool"]),
+    ];
     config.data.train_limit = 100;
     config.data.test_limit = 50;
     config.train.epochs = 1;
@@ -631,6 +641,25 @@ fn curvature_command_writes_products_another_framework_can_check() {
             .contains("training mode")
     );
     let network = Network::new(&config.model, 10).unwrap();
+    let config_file = dir.path().join("residual.toml");
+    std::fs::write(&config_file, config.to_toml()).unwrap();
+    let torch_names: Vec<String> = crate::networks::torch_reference_parameters(&config_file)
+        .into_iter()
+        .filter(|(kind, _, _)| kind == "param")
+        .map(|(_, name, _)| name)
+        .collect();
+    assert!(torch_names.contains(&"stages.0.shortcut.weight".to_string()));
+    let file_names: Vec<String> = tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("params."))
+        .map(str::to_string)
+        .collect();
+    let mut sorted = torch_names.clone();
+    sorted.sort();
+    assert_eq!(
+        file_names, sorted,
+        "the file names the PyTorch model's parameters"
+    );
     for prefix in ["params", "v", "grad", "hv", "gv"] {
         for e in network.params.entries() {
             let (shape, _) = &tensors[&format!("{prefix}.{}", e.name)];

@@ -143,7 +143,10 @@ fn a_wrong_layer_line_is_named_with_what_to_write() {
                 "flatten",
             ],
         ),
-        (&["conv 8 kernel=41 padding=none"], &["41x41 kernel does not fit"]),
+        (
+            &["conv 8 kernel=41 padding=none"],
+            &["41x41 kernel does not fit"],
+        ),
         (&["scale -1", "flatten"], &["expected a positive factor"]),
         (
             &["conv 8"],
@@ -229,4 +232,81 @@ fn a_config_of_the_old_format_gets_its_network_in_stages() {
         ]
     );
     let _ = assert_error(Config::parse(old), &["[[model.stages]]"]);
+}
+
+/// `(kind, name, shape)` of every parameter and buffer as `scripts/torch_reference.py`
+/// plans the network of `config` (its PyTorch model is built from the same plan).
+pub fn torch_reference_parameters(config: &std::path::Path) -> Vec<(String, String, Vec<usize>)> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "scripts/torch_reference.py",
+            "--list-parameters",
+            "--config",
+        ])
+        .arg(config)
+        .output()
+        .expect("python3 runs (the PyTorch reference script is part of the project)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let shape = parts[2].split('x').map(|d| d.parse().unwrap()).collect();
+            (parts[0].to_string(), parts[1].to_string(), shape)
+        })
+        .collect()
+}
+
+/// hftrain's layout as the same rows.
+pub fn layout_rows(network: &Network) -> Vec<(String, String, Vec<usize>)> {
+    let rows = |kind: &str, layout: &hftrain::params::Layout| -> Vec<_> {
+        layout
+            .entries()
+            .iter()
+            .map(|e| (kind.to_string(), e.name.clone(), e.shape.clone()))
+            .collect()
+    };
+    let mut all = rows("param", &network.params);
+    all.extend(rows("buffer", &network.buffers));
+    all
+}
+
+/// The PyTorch reference builds the network of every shipped config, and of one with every
+/// layer kind and a projected residual block, with hftrain's names and shapes.
+#[test]
+fn the_pytorch_reference_builds_the_same_network_from_the_same_config() {
+    let dir = crate::common::TempDir::new();
+    let every_kind = dir.path().join("every-kind.toml");
+    std::fs::write(
+        &every_kind,
+        "[model]\nlogit_scale = 0.5\n\
+         [[model.stages]]\n\
+         layers = [\"conv 8 kernel=5 padding=2 stride=2\", \"batch-norm\", \"gelu\", \"avg-pool\"]\n\
+         residual = [\"conv 16 stride=2\", \"relu\", \"conv 16 bias=false\"]\n\
+         [[model.stages]]\n\
+         layers = [\"conv 10 padding=none\", \"max-pool\", \"flatten\", \"linear 12 bias=false\", \"relu\", \"scale 2\"]\n",
+    )
+    .unwrap();
+    let mut paths: Vec<std::path::PathBuf> = std::fs::read_dir("configs")
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.push(every_kind);
+    for path in paths {
+        let mut config = Config::load(&path).unwrap();
+        config.name = "x".into();
+        config.validate().unwrap();
+        let network = Network::new(&config.model, 10).unwrap();
+        assert_eq!(
+            torch_reference_parameters(&path),
+            layout_rows(&network),
+            "{}",
+            path.display()
+        );
+    }
 }

@@ -38,7 +38,7 @@ pub fn build(
     let stride: usize = spec.number("stride", 1)?;
     let padding = match spec.option("padding") {
         None | Some("same") => {
-            if kernel % 2 == 0 {
+            if kernel.is_multiple_of(2) {
                 return Err(format!(
                     "padding=same needs an odd kernel (got kernel={kernel}); give padding=P"
                 ));
