@@ -96,6 +96,16 @@ pub enum Command {
         #[command(subcommand)]
         command: DataCommand,
     },
+    /// Compare runs: test accuracy and train loss against wall time and data passes in one
+    /// picture, and a table of each run's time to 50%, 60% and 70% test accuracy.
+    Compare {
+        /// Run directories, e.g. runs/cifar10-small-sgd runs/cifar10-small-hf.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// Where to write the picture (PNG).
+        #[arg(long, default_value = "compare.png")]
+        out: PathBuf,
+    },
     /// Draw a run's plots again from its metrics.csv (and steps.csv) into <run>/plots/.
     Plot {
         /// The run directory, e.g. runs/cifar10.
@@ -291,6 +301,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 test.len(),
                 out.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compare { runs, out } => {
+            print!("{}", crate::compare::compare(&runs, &out)?);
+            println!("picture: {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Plot { run } => {

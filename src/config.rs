@@ -88,6 +88,12 @@ pub struct TrainConfig {
     pub label_smoothing: f32,
     /// Read the loss back from the device (and refresh the progress bar) every this many steps.
     pub log_every: usize,
+    /// Before each end-of-epoch evaluation and checkpoint, recompute batch norm's running
+    /// statistics with the current weights over this many training batches (0: keep the
+    /// running averages; see `bn_statistics.rs`). Unset: 10 for Hessian-free, whose few large
+    /// steps leave the running averages behind, 0 for SGD and Adam.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bn_recompute_batches: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -99,6 +105,7 @@ impl Default for TrainConfig {
             bn_momentum: 0.1,
             label_smoothing: 0.0,
             log_every: 10,
+            bn_recompute_batches: None,
         }
     }
 }
@@ -111,6 +118,18 @@ pub enum OptimizerKind {
     Adamw,
     /// Truncated Newton: CG on curvature products, step chosen by the quadratic model.
     HessianFree,
+}
+
+impl OptimizerKind {
+    /// The name a config writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "sgd",
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Adamw => "adamw",
+            OptimizerKind::HessianFree => "hessian-free",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +346,17 @@ impl Config {
         }
         // toml's message already names the key and shows the offending line.
         toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))
+    }
+
+    /// `train.bn_recompute_batches`, or its default for the optimizer.
+    pub fn bn_recompute_batches(&self) -> usize {
+        self.train.bn_recompute_batches.unwrap_or(
+            if self.optimizer.kind == OptimizerKind::HessianFree {
+                10
+            } else {
+                0
+            },
+        )
     }
 
     pub fn to_toml(&self) -> String {

@@ -1,8 +1,10 @@
-//! hftrain: a CIFAR-10 trainer on Burn with first-order optimizers and (next) a Hessian-free
-//! second-order optimizer. See DESIGN.md for the architecture.
+//! hftrain: a CIFAR-10 trainer on Burn with first-order optimizers and a Hessian-free
+//! (truncated Newton) second-order optimizer.
 
+pub mod bn_statistics;
 pub mod checkpoint;
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod curvature;
 pub mod data;

@@ -121,11 +121,37 @@ pub fn step_scalars(row: &StepMetrics) -> Vec<(&'static str, f32)> {
         ("hessian_free/predicted_change", r.predicted as f32),
         ("hessian_free/actual_change", r.actual as f32),
         ("hessian_free/accepted", f32::from(u8::from(r.accepted))),
+        ("hessian_free/converged", f32::from(u8::from(r.converged))),
+        ("hessian_free/curvature_products", r.timing.products as f32),
+        ("time/step_seconds", r.timing.total as f32),
+        ("time/step_gradient_seconds", r.timing.gradient as f32),
+        ("time/step_cg_seconds", r.timing.cg as f32),
+        (
+            "time/step_backtracking_seconds",
+            r.timing.backtracking as f32,
+        ),
+        ("time/step_line_search_seconds", r.timing.line_search as f32),
     ]
 }
 
 const STEP_HEADER: &str = "step,epoch,loss,objective_before,objective_after,predicted,actual,rho,\
-damping_used,damping,cg_iterations,cg_stop,chosen_iteration,step_size,step_norm,accepted";
+damping_used,damping,cg_iterations,cg_stop,chosen_iteration,step_size,step_norm,converged,\
+curvature_products,seconds_gradient,seconds_cg,seconds_backtracking,seconds_line_search,\
+seconds_step,accepted";
+
+/// The columns of `steps.csv` that are wall times (they differ between equal runs).
+pub const STEP_TIME_COLUMNS: [&str; 5] = [
+    "seconds_gradient",
+    "seconds_cg",
+    "seconds_backtracking",
+    "seconds_line_search",
+    "seconds_step",
+];
+
+/// The names of `steps.csv`'s columns.
+pub fn step_columns() -> Vec<&'static str> {
+    STEP_HEADER.split(',').collect()
+}
 
 /// The step log of a run, `steps.csv`, rewritten atomically with the epoch metrics.
 pub struct StepLog {
@@ -162,7 +188,8 @@ impl StepLog {
     pub fn push(&mut self, row: &StepMetrics) {
         let r = &row.report;
         self.lines.push(format!(
-            "{},{},{:.6},{:.8e},{:.8e},{:.6e},{:.6e},{:.6},{:.6e},{:.6e},{},{},{},{:.6},{:.6e},{}",
+            "{},{},{:.6},{:.8e},{:.8e},{:.6e},{:.6e},{:.6},{:.6e},{:.6e},{},{},{},{:.6},{:.6e},{},\
+             {},{:.4},{:.4},{:.4},{:.4},{:.4},{}",
             row.step,
             row.epoch,
             row.loss,
@@ -178,6 +205,13 @@ impl StepLog {
             r.chosen_iteration,
             r.step_size,
             r.step_norm,
+            r.converged,
+            r.timing.products,
+            r.timing.gradient,
+            r.timing.cg,
+            r.timing.backtracking,
+            r.timing.line_search,
+            r.timing.total,
             r.accepted
         ));
     }

@@ -23,10 +23,13 @@ const LEFT: u32 = 90;
 const RIGHT: u32 = 20;
 const TOP: u32 = 40;
 const BOTTOM: u32 = 40;
-const COLORS: [RGBColor; 3] = [
+const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
 ];
 
 /// One line of a chart.
@@ -155,7 +158,7 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
     Ok(image)
 }
 
-fn save(image: &RgbImage, path: &Path) -> Result<()> {
+pub fn save(image: &RgbImage, path: &Path) -> Result<()> {
     let mut bytes = Vec::new();
     image
         .write_to(

@@ -607,6 +607,16 @@ impl Session {
                 loss_sum.map_or(f64::NAN, |s| s.into_scalar::<f64>()) / images.max(1) as f64;
             let train_correct = correct_sum.map_or(0, |s| s.into_scalar::<i64>());
 
+            self.buffers = crate::bn_statistics::recompute(
+                &self.network,
+                &self.params,
+                self.buffers.clone(),
+                &self.train,
+                &plan,
+                config.bn_recompute_batches(),
+                &eval_transform,
+                &self.device,
+            );
             let eval = self.evaluate(&eval_transform);
             let row = EpochMetrics {
                 epoch: epoch + 1,
@@ -732,6 +742,7 @@ impl Session {
                     decay_mask: self.decay_mask.clone(),
                 };
                 let batch = Batch { images, labels };
+                let clock = Instant::now();
                 let grad = objective.gradient(&self.params, &batch, settings.preconditioner);
                 let problem = BatchProblem {
                     objective: &objective,
@@ -743,7 +754,8 @@ impl Session {
                     },
                 };
                 let value = grad.value.into_scalar::<f64>();
-                let (params, report) = hf.step(
+                let gradient_seconds = clock.elapsed().as_secs_f64();
+                let (params, mut report) = hf.step(
                     &problem,
                     &self.params,
                     value,
@@ -751,6 +763,8 @@ impl Session {
                     grad.squared_gradients.as_ref(),
                 )?;
                 self.params = params;
+                report.timing.gradient = gradient_seconds;
+                report.timing.total = clock.elapsed().as_secs_f64();
                 Ok(StepOutput {
                     loss: grad.loss,
                     correct: grad.correct,
@@ -825,7 +839,11 @@ fn hessian_free_progress(r: &StepReport) -> String {
         r.step_norm,
         r.actual,
         r.predicted,
-        if r.accepted { "" } else { " rejected" }
+        match (r.accepted, r.converged) {
+            (true, _) => "",
+            (false, true) => " converged (below f32 resolution)",
+            (false, false) => " rejected",
+        }
     )
 }
 

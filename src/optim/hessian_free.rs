@@ -52,6 +52,41 @@ pub struct StepReport {
     /// Euclidean length of the parameter change.
     pub step_norm: f64,
     pub accepted: bool,
+    /// CG's model predicted a change below what f32 resolves in the objective: the step
+    /// cannot be judged, so it is neither taken nor a failure (no damping change, no count
+    /// towards `max_rejected_steps`). A full-batch run at its optimum ends up here.
+    pub converged: bool,
+    pub timing: StepTiming,
+}
+
+/// Where a step's time went, in seconds (each part ends with a read of its result, so on a
+/// GPU the device's work is in it). `gradient` and `total` are the caller's to fill.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct StepTiming {
+    pub gradient: f64,
+    pub cg: f64,
+    /// Curvature products CG made (seconds per product: `cg / products`).
+    pub products: usize,
+    pub backtracking: f64,
+    pub line_search: f64,
+    pub total: f64,
+}
+
+/// The objective's relative resolution in f32: a change below `RESOLUTION * |f|` is rounding.
+/// A few ulps, for the sums over the batch that make f.
+pub const RESOLUTION: f64 = 16.0 * f32::EPSILON as f64;
+
+/// A curvature operator that counts its products.
+struct Counted<'a> {
+    inner: &'a dyn LinearOperator,
+    products: std::cell::Cell<usize>,
+}
+
+impl LinearOperator for Counted<'_> {
+    fn apply(&self, v: &Tensor<1>) -> Tensor<1> {
+        self.products.set(self.products.get() + 1);
+        self.inner.apply(v)
+    }
 }
 
 pub struct HessianFree {
@@ -135,16 +170,43 @@ impl HessianFree {
             .take()
             .filter(|_| c.warm_start_decay > 0.0)
             .map(|p| p.mul_scalar(c.warm_start_decay));
+        let mut timing = StepTiming::default();
+        let clock = std::time::Instant::now();
         let curvature = problem.curvature(params);
+        let counted = Counted {
+            inner: curvature.as_ref(),
+            products: std::cell::Cell::new(0),
+        };
         let solved = cg::solve(
-            curvature.as_ref(),
+            &counted,
             damping_used,
             &gradient.clone().neg(),
             warm_start,
             preconditioner.as_ref(),
             &self.cg_settings(),
         );
+        timing.products = counted.products.get();
         drop(curvature);
+        timing.cg = clock.elapsed().as_secs_f64();
+        self.steps += 1;
+        let mut report = StepReport {
+            value_before: value,
+            value_after: value,
+            predicted: 0.0,
+            actual: 0.0,
+            rho: f64::NAN,
+            damping_used,
+            damping: self.damping,
+            cg_iterations: solved.iterations,
+            cg_stop: solved.stop,
+            chosen_iteration: 0,
+            step_size: 0.0,
+            step_norm: 0.0,
+            accepted: false,
+            converged: false,
+            timing,
+        };
+        let clock = std::time::Instant::now();
 
         // Backtracking over the iterates CG made (not its starting point), last first.
         let value_at = |p: &Tensor<1>| {
@@ -174,6 +236,8 @@ impl HessianFree {
                 (p, -gradient_norm_sq / (2.0 * damping_used), v, 0)
             }
         };
+        report.timing.backtracking = clock.elapsed().as_secs_f64();
+        let clock = std::time::Instant::now();
         let actual = trial_value - value;
         let rho = if predicted < 0.0 {
             actual / predicted
@@ -181,11 +245,15 @@ impl HessianFree {
             f64::NAN
         };
 
+        // A predicted change below what f32 resolves in f makes rho rounding noise: it says
+        // nothing about the damping, and a step that does not lower f is then no failure.
+        let unresolvable = predicted <= 0.0 && -predicted < RESOLUTION * value.abs();
+
         // Levenberg-Marquardt damping.
-        let raised = !rho.is_finite() || rho < c.damping_raise_below;
+        let raised = !unresolvable && (!rho.is_finite() || rho < c.damping_raise_below);
         if raised {
             self.raise_damping();
-        } else if rho > c.damping_lower_above {
+        } else if !unresolvable && rho > c.damping_lower_above {
             self.damping = (self.damping * c.damping_lower).max(c.min_damping);
         }
 
@@ -208,23 +276,18 @@ impl HessianFree {
                 trial = value_at(&direction.clone().mul_scalar(alpha));
             }
         }
-        self.steps += 1;
-        let mut report = StepReport {
-            value_before: value,
-            value_after: value,
-            predicted,
-            actual,
-            rho,
-            damping_used,
-            damping: self.damping,
-            cg_iterations: solved.iterations,
-            cg_stop: solved.stop,
-            chosen_iteration,
-            step_size: 0.0,
-            step_norm: 0.0,
-            accepted: false,
-        };
+        report.timing.line_search = clock.elapsed().as_secs_f64();
+        report.predicted = predicted;
+        report.actual = actual;
+        report.rho = rho;
+        report.damping = self.damping;
+        report.chosen_iteration = chosen_iteration;
         let Some((alpha, new_value)) = accepted else {
+            if unresolvable {
+                // Converged on this batch to f32's resolution: keep theta and lambda.
+                report.converged = true;
+                return Ok((params.clone(), report));
+            }
             // Rejected: keep theta, raise lambda (unless rho already did), forget the warm
             // start that led here.
             if !raised {

@@ -12,6 +12,7 @@ mod download;
 mod fuzz;
 mod hessian_free;
 mod networks;
+mod optimizer_runs;
 mod optimizers;
 mod reliability;
 mod tensorboard;

@@ -1,0 +1,147 @@
+//! `hftrain compare RUN...`: several runs in one picture and one table. Test accuracy and
+//! train loss against wall time and against data passes (epochs: each is one pass over the
+//! training set), and each run's time to a few test accuracies. The picture this project's
+//! users show: how fast each optimizer gets where.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use image::RgbImage;
+
+use crate::config::Config;
+use crate::metrics::EpochMetrics;
+use crate::plots::{Series, line_chart};
+
+/// Test accuracies the table reports the time to.
+pub const LEVELS: [f64; 3] = [0.5, 0.6, 0.7];
+
+/// One run's epochs and what names it.
+pub struct Run {
+    /// `<run directory name> (<optimizer>)`.
+    pub label: String,
+    pub rows: Vec<EpochMetrics>,
+}
+
+impl Run {
+    pub fn load(dir: &Path) -> Result<Self> {
+        let rows = crate::metrics::read(&dir.join("metrics.csv"))
+            .with_context(|| format!("{} is not a run directory with epochs", dir.display()))?;
+        if rows.is_empty() {
+            bail!("{} has no finished epoch yet", dir.display());
+        }
+        let optimizer = Config::load(&dir.join("config.toml"))
+            .map(|c| c.optimizer.kind.name().to_string())
+            .unwrap_or_else(|_| "optimizer unknown".into());
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| dir.display().to_string());
+        Ok(Self {
+            label: format!("{name} ({optimizer})"),
+            rows,
+        })
+    }
+
+    /// `(wall seconds at the end of each epoch, its row)`: training and evaluation time
+    /// summed over the epochs.
+    pub fn timeline(&self) -> Vec<(f64, &EpochMetrics)> {
+        let mut seconds = 0.0;
+        self.rows
+            .iter()
+            .map(|r| {
+                seconds += r.epoch_seconds;
+                (seconds, r)
+            })
+            .collect()
+    }
+
+    /// Seconds and epochs until the test accuracy first reached `level`, if it did.
+    pub fn time_to(&self, level: f64) -> Option<(f64, usize)> {
+        self.timeline()
+            .into_iter()
+            .find(|(_, r)| r.test_accuracy >= level)
+            .map(|(s, r)| (s, r.epoch))
+    }
+}
+
+/// The comparison table, as Markdown.
+pub fn table(runs: &[Run]) -> String {
+    let mut out = String::from("| run | best test acc | epochs | minutes |");
+    for level in LEVELS {
+        let _ = write!(out, " to {:.0}% |", 100.0 * level);
+    }
+    out += "\n|---|---|---|---|";
+    out += &"---|".repeat(LEVELS.len());
+    for run in runs {
+        let best = run.rows.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
+        let (seconds, last) = run.timeline().last().map(|(s, r)| (*s, r.epoch)).unwrap();
+        let _ = write!(
+            out,
+            "\n| {} | {:.2}% | {last} | {:.1} |",
+            run.label,
+            100.0 * best,
+            seconds / 60.0
+        );
+        for level in LEVELS {
+            match run.time_to(level) {
+                Some((s, epoch)) => {
+                    let _ = write!(out, " {:.1} min (epoch {epoch}) |", s / 60.0);
+                }
+                None => out += " not reached |",
+            }
+        }
+    }
+    out.push('\n');
+    out
+}
+
+/// Four charts in one picture: test accuracy and train loss, against minutes and against
+/// data passes, one colour per run.
+pub fn picture(runs: &[Run]) -> Result<RgbImage> {
+    let series = |by_time: bool, f: fn(&EpochMetrics) -> f64| -> Vec<Series> {
+        runs.iter()
+            .map(|run| {
+                let mut points = vec![];
+                for (seconds, r) in run.timeline() {
+                    let x = if by_time {
+                        seconds / 60.0
+                    } else {
+                        r.epoch as f64
+                    };
+                    points.push((x, f(r)));
+                }
+                Series {
+                    name: run.label.clone(),
+                    points,
+                }
+            })
+            .collect()
+    };
+    let accuracy = |r: &EpochMetrics| 100.0 * r.test_accuracy;
+    let loss = |r: &EpochMetrics| r.train_loss;
+    let charts = [
+        line_chart("test accuracy (%)", "minutes", &series(true, accuracy))?,
+        line_chart("test accuracy (%)", "data passes", &series(false, accuracy))?,
+        line_chart("train loss", "minutes", &series(true, loss))?,
+        line_chart("train loss", "data passes", &series(false, loss))?,
+    ];
+    let (w, h) = charts[0].dimensions();
+    let mut out = RgbImage::from_pixel(2 * w, 2 * h, image::Rgb([255, 255, 255]));
+    for (i, chart) in charts.iter().enumerate() {
+        let (x, y) = ((i as u32 % 2) * w, (i as u32 / 2) * h);
+        image::imageops::replace(&mut out, chart, x as i64, y as i64);
+    }
+    Ok(out)
+}
+
+/// Loads the runs, writes the picture to `out` and returns the table.
+pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<String> {
+    let runs = dirs
+        .iter()
+        .map(|d| Run::load(d))
+        .collect::<Result<Vec<_>>>()?;
+    crate::plots::save(&picture(&runs)?, out)?;
+    Ok(table(&runs))
+}
