@@ -111,7 +111,7 @@ def plan_network(model, classes=10):
         if stage.get("residual"):
             residual, out = plan_layers(stage["residual"], shape)
             if out != shape:
-                stride = shape[1] // out[1]
+                stride = -(-shape[1] // out[1])  # ceil, as hftrain's residual.rs
                 shortcut = {"kind": "conv", "cin": shape[0], "out": out[0], "kernel": 1,
                             "stride": stride, "padding": 0, "bias": True,
                             "params": [("weight", [out[0], shape[0], 1, 1]), ("bias", [out[0]])],

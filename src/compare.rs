@@ -136,12 +136,19 @@ pub fn picture(runs: &[Run]) -> Result<RgbImage> {
     Ok(out)
 }
 
-/// Loads the runs, writes the picture to `out` and returns the table.
+/// Loads the runs, writes the picture to `out` and returns the table. A run without a
+/// finished epoch is left out with a warning (a budget can end before one).
 pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<String> {
-    let runs = dirs
-        .iter()
-        .map(|d| Run::load(d))
-        .collect::<Result<Vec<_>>>()?;
+    let mut runs = Vec::new();
+    for dir in dirs {
+        match Run::load(dir) {
+            Ok(run) => runs.push(run),
+            Err(e) => log::warn!("left out: {e:#}"),
+        }
+    }
+    if runs.is_empty() {
+        bail!("none of the runs has a finished epoch to compare");
+    }
     crate::plots::save(&picture(&runs)?, out)?;
     Ok(table(&runs))
 }

@@ -6,7 +6,7 @@
 //! path, and the reference the tests hold our backprop to). `Objective::gradient` is our
 //! own backprop through the layers' `vjp`, which is what makes the exact Hessian-vector
 //! product possible: built on autodiff leaves, that gradient is itself a tracked expression,
-//! and Burn's autodiff of `<g(theta), v>` is `H v` (DESIGN.md, "the one hard technical fact").
+//! and Burn's autodiff of `<g(theta), v>` is `H v` (Burn has first-order autodiff only: the first backprop is ours).
 
 use burn::prelude::*;
 

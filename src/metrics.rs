@@ -135,9 +135,9 @@ pub fn step_scalars(row: &StepMetrics) -> Vec<(&'static str, f32)> {
 }
 
 const STEP_HEADER: &str = "step,epoch,loss,objective_before,objective_after,predicted,actual,rho,\
-damping_used,damping,cg_iterations,cg_stop,chosen_iteration,step_size,step_norm,converged,\
-curvature_products,seconds_gradient,seconds_cg,seconds_backtracking,seconds_line_search,\
-seconds_step,accepted";
+damping_used,damping,cg_iterations,cg_stop,chosen_iteration,step_size,step_norm,accepted,\
+converged,curvature_products,seconds_gradient,seconds_cg,seconds_backtracking,\
+seconds_line_search,seconds_step";
 
 /// The columns of `steps.csv` that are wall times (they differ between equal runs).
 pub const STEP_TIME_COLUMNS: [&str; 5] = [
@@ -163,17 +163,21 @@ pub struct StepLog {
 impl StepLog {
     /// The log at `path`, continuing an existing one up to and including global step
     /// `last_step` (a resumed run drops the rows of its interrupted part). A row that does
-    /// not parse ends what is kept.
+    /// not parse, or has other columns than this version writes (a log of an older hftrain),
+    /// ends what is kept.
     pub fn open(path: &Path, last_step: usize) -> Self {
+        let columns = step_columns().len();
         let lines = std::fs::read_to_string(path)
             .map(|text| {
                 text.lines()
                     .skip(1)
                     .take_while(|line| {
-                        line.split(',')
-                            .next()
-                            .and_then(|s| s.parse::<usize>().ok())
-                            .is_some_and(|step| step <= last_step)
+                        line.split(',').count() == columns
+                            && line
+                                .split(',')
+                                .next()
+                                .and_then(|s| s.parse::<usize>().ok())
+                                .is_some_and(|step| step <= last_step)
                     })
                     .map(str::to_owned)
                     .collect()
@@ -189,7 +193,7 @@ impl StepLog {
         let r = &row.report;
         self.lines.push(format!(
             "{},{},{:.6},{:.8e},{:.8e},{:.6e},{:.6e},{:.6},{:.6e},{:.6e},{},{},{},{:.6},{:.6e},{},\
-             {},{:.4},{:.4},{:.4},{:.4},{:.4},{}",
+             {},{},{:.4},{:.4},{:.4},{:.4},{:.4}",
             row.step,
             row.epoch,
             row.loss,
@@ -205,6 +209,7 @@ impl StepLog {
             r.chosen_iteration,
             r.step_size,
             r.step_norm,
+            r.accepted,
             r.converged,
             r.timing.products,
             r.timing.gradient,
@@ -212,7 +217,6 @@ impl StepLog {
             r.timing.backtracking,
             r.timing.line_search,
             r.timing.total,
-            r.accepted
         ));
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayoutEntry {
-    /// PyTorch-style name, e.g. `blocks.1.conv.weight`.
+    /// PyTorch-style name, e.g. `stages.1.layers.0.weight`.
     pub name: String,
     /// PyTorch-style shape, e.g. `[out, in, kh, kw]` for a convolution weight.
     pub shape: Vec<usize>,

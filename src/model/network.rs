@@ -238,7 +238,8 @@ impl Network {
         self.buffers.join(parts)
     }
 
-    /// A multi-line summary: parameter count, then one line per stage.
+    /// A multi-line summary: parameter count, then a line per stage's layers, per residual
+    /// block, and for the classifier.
     pub fn summary(&self) -> String {
         let mut text = format!(
             "model: {} parameters in {} tensors",

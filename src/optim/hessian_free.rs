@@ -11,7 +11,9 @@
 //!    chosen iterate); Levenberg-Marquardt: rho below 1/4 raises lambda, above 3/4 lowers it.
 //! 4. An Armijo line search along the chosen iterate. No sufficient decrease, or a NaN or Inf
 //!    anywhere: the step is rejected, theta is kept and lambda raised. Too many rejections in
-//!    a row stop the run with a message.
+//!    a row stop the run with a message. A step whose predicted decrease is below what f32
+//!    resolves in the objective is not judged: taken if it lowers f, else `converged` (theta
+//!    kept, lambda lowered, not counted as a rejection).
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
@@ -245,15 +247,17 @@ impl HessianFree {
             f64::NAN
         };
 
-        // A predicted change below what f32 resolves in f makes rho rounding noise: it says
-        // nothing about the damping, and a step that does not lower f is then no failure.
-        let unresolvable = predicted <= 0.0 && -predicted < RESOLUTION * value.abs();
+        // A predicted change below what f32 resolves in f makes rho rounding noise, and a
+        // step that does not lower f is then no failure. Either the batch's optimum is
+        // reached or lambda damps the step to nothing: lowering lambda is right in both.
+        let unresolvable =
+            trial_value.is_finite() && predicted <= 0.0 && -predicted < RESOLUTION * value.abs();
 
         // Levenberg-Marquardt damping.
         let raised = !unresolvable && (!rho.is_finite() || rho < c.damping_raise_below);
         if raised {
             self.raise_damping();
-        } else if !unresolvable && rho > c.damping_lower_above {
+        } else if unresolvable || rho > c.damping_lower_above {
             self.damping = (self.damping * c.damping_lower).max(c.min_damping);
         }
 
@@ -284,8 +288,10 @@ impl HessianFree {
         report.chosen_iteration = chosen_iteration;
         let Some((alpha, new_value)) = accepted else {
             if unresolvable {
-                // Converged on this batch to f32's resolution: keep theta and lambda.
+                // Converged on this batch to f32's resolution: keep theta and the warm start.
                 report.converged = true;
+                report.damping = self.damping;
+                self.previous = Some(solved.solution);
                 return Ok((params.clone(), report));
             }
             // Rejected: keep theta, raise lambda (unless rho already did), forget the warm

@@ -102,7 +102,7 @@ fn a_residual_branch_that_changes_the_shape_gets_a_projection() {
     ])
     .unwrap_err();
     assert!(
-        message.contains("model.stages[0].residual") && message.contains("whole stride"),
+        message.contains("model.stages[0].residual") && message.contains("cannot do that"),
         "{message}"
     );
 }
@@ -147,6 +147,12 @@ fn a_wrong_layer_line_is_named_with_what_to_write() {
             &["conv 8 kernel=41 padding=none"],
             &["41x41 kernel does not fit"],
         ),
+        (&["conv 8 kernel=99"], &["kernel=99: expected 1 to 65"]),
+        (
+            &["conv 8 kernel=3 padding=3"],
+            &["padding=3: expected less than the kernel"],
+        ),
+        (&["max-pool 0"], &["a pooling window of 0"]),
         (&["scale -1", "flatten"], &["expected a positive factor"]),
         (
             &["conv 8"],

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
+use burn::tensor::module::{avg_pool2d, conv_transpose2d};
+use burn::tensor::ops::{AvgPoolOptions, ConvTransposeOptions};
 
 use super::max_pool::pooled_shape;
 use crate::model::builder::Builder;
@@ -93,26 +93,19 @@ impl Recorded for AvgPoolRecord {
     ) -> Option<Tensor<4>> {
         need_input.then(|| {
             // Each window's gradient, divided by its size, spread over the window; zero for
-            // the rows and columns the pooling dropped.
-            let [n, c, h, w] = self.input_dims;
+            // the rows and columns the pooling dropped. A transposed convolution per channel
+            // with a kernel of 1/(kh kw) does it (`padding_out` restores the dropped edge):
+            // spreading by expand and padding by concatenation instead made the f64 Hessian
+            // asymmetric by 1e-9 where rows were dropped (measured), under Burn's second
+            // differentiation of the concatenation.
+            let [_, c, h, w] = self.input_dims;
             let [kh, kw] = self.layer.kernel;
             let [_, _, oh, ow] = dy.dims();
-            let spread = dy
-                .div_scalar((kh * kw) as f64)
-                .reshape([n, c, oh, 1, ow, 1])
-                .expand([n, c, oh, kh, ow, kw])
-                .reshape([n, c, oh * kh, ow * kw]);
-            let device = spread.device();
-            let mut dx = spread;
-            if w > ow * kw {
-                let right = Tensor::zeros([n, c, oh * kh, w - ow * kw], &device);
-                dx = Tensor::cat(vec![dx, right], 3);
-            }
-            if h > oh * kh {
-                let bottom = Tensor::zeros([n, c, h - oh * kh, w], &device);
-                dx = Tensor::cat(vec![dx, bottom], 2);
-            }
-            dx
+            let weight =
+                Tensor::<4>::ones([c, 1, kh, kw], &dy.device()).div_scalar((kh * kw) as f64);
+            let options =
+                ConvTransposeOptions::new([kh, kw], [0, 0], [h - oh * kh, w - ow * kw], [1, 1], c);
+            conv_transpose2d(dy, weight, None, options)
         })
     }
 

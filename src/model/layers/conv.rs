@@ -36,7 +36,24 @@ pub fn build(
     let out_channels: usize = spec.required("output channels")?;
     let kernel: usize = spec.number("kernel", 3)?;
     let stride: usize = spec.number("stride", 1)?;
-    let padding = match spec.option("padding") {
+    let padding = spec.option("padding");
+    let followed_by_batch_norm = b.next_kind.as_deref() == Some("batch-norm");
+    let bias = spec.flag("bias", !followed_by_batch_norm)?;
+    spec.finish(USAGE)?;
+    if !(1..=8192).contains(&out_channels) {
+        return Err(format!(
+            "{out_channels} output channels: expected 1 to 8192"
+        ));
+    }
+    // Bounded before any arithmetic on them: a kernel wider than the map padded on both
+    // sides, or a stride longer than the map, cannot be meant.
+    let side = input.height.max(input.width);
+    for (name, value, most) in [("kernel", kernel, 2 * side + 1), ("stride", stride, side)] {
+        if value == 0 || value > most {
+            return Err(format!("{name}={value}: expected 1 to {most} on {input}"));
+        }
+    }
+    let padding = match padding {
         None | Some("same") => {
             if kernel.is_multiple_of(2) {
                 return Err(format!(
@@ -46,21 +63,16 @@ pub fn build(
             kernel / 2
         }
         Some("none") => 0,
-        Some(text) => text
-            .parse()
-            .map_err(|_| format!("padding={text}: expected same, none or a number"))?,
+        Some(text) => match text.parse::<usize>() {
+            Ok(p) if p < kernel => p,
+            Ok(p) => {
+                return Err(format!(
+                    "padding={p}: expected less than the kernel ({kernel})"
+                ));
+            }
+            Err(_) => return Err(format!("padding={text}: expected same, none or a number")),
+        },
     };
-    let followed_by_batch_norm = b.next_kind.as_deref() == Some("batch-norm");
-    let bias = spec.flag("bias", !followed_by_batch_norm)?;
-    spec.finish(USAGE)?;
-    if !(1..=8192).contains(&out_channels) {
-        return Err(format!(
-            "{out_channels} output channels: expected 1 to 8192"
-        ));
-    }
-    if kernel == 0 || stride == 0 {
-        return Err("kernel and stride must be at least 1".into());
-    }
     let conv = Conv::declare(b, input, out_channels, kernel, stride, padding, bias)?;
     let output = conv.output_shape(input);
     b.kept_per_image += output.elements();

@@ -53,7 +53,10 @@ pub fn build_global(
 /// The shape after pooling `input` over `kernel` windows at stride `kernel` (also used by
 /// average pooling).
 pub fn pooled_shape(input: Shape, kernel: [usize; 2]) -> Result<Shape, String> {
-    if kernel[0] == 0 || input.height < kernel[0] || input.width < kernel[1] {
+    if kernel[0] == 0 || kernel[1] == 0 {
+        return Err("a pooling window of 0: expected at least 1 (2 by default)".into());
+    }
+    if input.height < kernel[0] || input.width < kernel[1] {
         return Err(format!(
             "{}x{} windows do not fit {input}: remove a pooling layer or pool less",
             kernel[0], kernel[1]

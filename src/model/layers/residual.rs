@@ -30,11 +30,18 @@ impl Residual {
                 shortcut: None,
             });
         }
-        let stride = input.height / output.height;
-        if output.height * stride != input.height || output.width * stride != input.width {
+        // A 1x1 convolution at stride s maps a side of n to (n - 1) / s + 1: the stride is
+        // the one that gives the branch's sides (15 -> 8 at stride 2, as a strided 3x3 does).
+        let stride = input.height.div_ceil(output.height.max(1));
+        let side = |n: usize| (n - 1) / stride + 1;
+        if output.is_vector() && !input.is_vector()
+            || side(input.height) != output.height
+            || side(input.width) != output.width
+        {
             return Err(format!(
-                "the residual branch turns {input} into {output}: a shortcut can only \
-                 project by a whole stride"
+                "the residual branch turns {input} into {output}: a shortcut (a 1x1 \
+                 convolution at a stride) cannot do that; end the branch with a feature map of \
+                 the input's sides divided by a stride"
             ));
         }
         let conv = b.scoped("shortcut", |b| {

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Every GPU figure of the project in one prepared script (BENCHMARKS.md, "The GPU campaign"),
+# for a machine lent for a few minutes: no Rust there, so it runs the stripped release binary
+# and the data archive carried beside it in .campaign/ (see BENCHMARKS.md for how to make them,
+# the Vulkan loader and VK_DRIVER_FILES).
+#
+#   scripts/gpu-campaign.sh OUT_DIR part1     # under 9 minutes
+#   scripts/gpu-campaign.sh OUT_DIR part2     # under 9 minutes, after part1 (same OUT_DIR
+#                                             # on the same machine, or its results carried)
+#   scripts/gpu-campaign.sh OUT_DIR quick     # both parts with tiny settings on this CPU
+#                                             # (flex and the software Vulkan adapter)
+#
+# part1: 1. the GPU, driver and the hftrain devices that come up; 2. SGD on ResNet-9
+#        (configs/cifar10-resnet9-sgd.toml) for PART1_TRAIN_MINUTES, stopped by Ctrl-C (a
+#        checkpoint); 3. the curvature products' time on that checkpoint beside PyTorch's
+#        (scripts/torch_reference.py --curvature, f32 with TF32 off).
+# part2: 4. the SGD run continued for SGD_MORE_MINUTES; 5. Hessian-free (configs/cifar10.toml's
+#        optimizer on the same network) for HF_MINUTES; 6. `hftrain compare` of the two.
+# Every step writes its log under OUT_DIR as it goes, so a step cut short still leaves its
+# part; `pack` at the end of each part gathers the results into at most 8 files.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:?usage: scripts/gpu-campaign.sh OUT_DIR part1|part2|quick}
+part=${2:?usage: scripts/gpu-campaign.sh OUT_DIR part1|part2|quick}
+mkdir -p "$out"
+work=${WORK:-/tmp/hftrain-campaign}
+mkdir -p "$work"
+# The stripped binary travels xz-compressed (82 MB stripped, over the 64 MiB carry limit).
+bin=${HFTRAIN:-$work/hftrain}
+if [ ! -x "$bin" ] && [ -f .campaign/hftrain.xz ]; then
+    xz -dc .campaign/hftrain.xz > "$bin" && chmod +x "$bin"
+fi
+started=$(date +%s)
+log() { echo "[$(( $(date +%s) - started ))s] $*" | tee -a "$out/campaign.log"; }
+
+quick=false
+if [ "$part" = quick ]; then
+    quick=true
+    device=${DEVICE:-flex}
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
+    if [ ! -x "$bin" ]; then
+        cargo build --release --quiet && bin="$CARGO_TARGET_DIR/release/hftrain"
+    fi
+    data=$work/synthetic
+    [ -d "$data" ] || "$bin" data synthetic --out "$data" --format folder \
+        --train-per-class 30 --test-per-class 10 >/dev/null
+    train_minutes=0.4; more_minutes=0.2; hf_minutes=0.4
+else
+    device=${DEVICE:-wgpu}
+    data=$work/cifar10
+    if [ ! -d "$data" ]; then
+        mkdir -p "$work" && tar -xJf .campaign/cifar10.tar.xz -C "$work" || exit 1
+    fi
+    train_minutes=${PART1_TRAIN_MINUTES:-6}
+    more_minutes=${SGD_MORE_MINUTES:-3}
+    hf_minutes=${HF_MINUTES:-4.5}
+fi
+
+# A config made for this machine: the quick mode shrinks the data and the network's batch.
+prepare() { # CONFIG NAME
+    local config=$1 name=$2
+    if $quick; then
+        sed -e "s/^train_limit = .*/train_limit = 200/" -e "s/^test_limit = .*/test_limit = 100/" \
+            -e "s/^batch_size = .*/batch_size = 50/" -e "s/^eval_batch_size = .*/eval_batch_size = 100/" \
+            -e "s/^epochs = .*/epochs = 4/" -e "s/^curvature_batch_size = .*/curvature_batch_size = 25/" \
+            -e "s/^cg_max_iterations = .*/cg_max_iterations = 5/" "$config" > "$work/$name.toml"
+    else
+        cp "$config" "$work/$name.toml"
+    fi
+}
+
+# Runs `hftrain train` for at most MINUTES, stopping it with Ctrl-C (it checkpoints).
+train_for() { # MINUTES RUN [ARGS...]
+    local minutes=$1 run=$2; shift 2
+    local seconds; seconds=$(python3 -c "print(int($minutes * 60))")
+    log "train $run for ${minutes} min: $*"
+    timeout --signal=INT --kill-after=90 "$seconds" \
+        "$bin" train "$@" --data "$data" --device "$device" --out "$run" --quiet \
+        >> "$out/$(basename "$run").log" 2>&1
+    local status=$?
+    log "train $run ended with status $status (0 done, 124/130 stopped and checkpointed)"
+    cp "$run/metrics.csv" "$out/$(basename "$run")-metrics.csv" 2>/dev/null
+    [ -f "$run/steps.csv" ] && cp "$run/steps.csv" "$out/$(basename "$run")-steps.csv"
+    return 0
+}
+
+pack() { # gathers the results into one archive beside the log (the 8-file limit)
+    tar -czf "$out/results-$part.tar.gz" -C "$out" --exclude='results-*.tar.gz' . 2>/dev/null
+    log "packed $out/results-$part.tar.gz"
+}
+
+sgd=$work/resnet9-sgd
+hf=$work/resnet9-hf
+
+if [ "$part" = part1 ] || $quick; then
+    log "1. machine and devices"
+    { nvidia-smi 2>&1 | head -15; vulkaninfo --summary 2>&1 | grep -E 'deviceName|driverVersion' ;
+      true; } >> "$out/machine.txt"
+    prepare configs/cifar10-resnet9-sgd.toml resnet9-sgd
+    log "2. SGD on ResNet-9"
+    rm -rf "$sgd"
+    train_for "$train_minutes" "$sgd" --config "$work/resnet9-sgd.toml"
+    grep -m1 -i 'device' "$out/resnet9-sgd.log" >> "$out/machine.txt"
+    log "3. curvature products on its checkpoint, then PyTorch's"
+    "$bin" curvature --checkpoint "$sgd/checkpoints/latest" --data "$data" --device "$device" \
+        --batch 64 --repeats 5 --out "$work/products.safetensors" >> "$out/curvature.log" 2>&1
+    if ! $quick; then
+        timeout 120 python3 scripts/torch_reference.py --config "$work/resnet9-sgd.toml" \
+            --data "$data" --curvature 64 >> "$out/curvature.log" 2>&1
+    fi
+    $quick || { pack; exit 0; }
+fi
+
+if [ "$part" = part2 ] || $quick; then
+    log "4. the SGD run continued"
+    train_for "$more_minutes" "$sgd" --resume latest
+    log "5. Hessian-free on the same network"
+    # configs/cifar10.toml's optimizer on ResNet-9: the SGD config's network and data, the
+    # Hessian-free config's [train] batch and [optimizer] sections.
+    python3 - "$work/resnet9-sgd.toml" configs/cifar10.toml "$work/resnet9-hf.toml" <<'PY'
+import re, sys
+sgd, hf, out = open(sys.argv[1]).read(), open(sys.argv[2]).read(), sys.argv[3]
+def section(text, name):
+    found = re.search(r"^\[" + name + r"\]\n(?:[^\[\n].*\n?|\n)*", text, re.M)
+    return found.group(0) if found else ""
+text = sgd.replace(section(sgd, "optimizer"), "")
+text += "\n" + section(hf, "optimizer") + "\n" + section(hf, r"optimizer\.hessian_free")
+hf_batch = re.search(r"^batch_size = .*$", hf, re.M).group(0)
+text = re.sub(r"^batch_size = .*$", hf_batch, text, count=1, flags=re.M)
+open(out, "w").write(text)
+PY
+    $quick && sed -i -e "s/^batch_size = .*/batch_size = 50/" -e "s/^curvature_batch_size = .*/curvature_batch_size = 25/" \
+        -e "s/^cg_max_iterations = .*/cg_max_iterations = 5/" "$work/resnet9-hf.toml"
+    rm -rf "$hf"
+    train_for "$hf_minutes" "$hf" --config "$work/resnet9-hf.toml"
+    log "6. compare"
+    "$bin" compare "$sgd" "$hf" --out "$out/compare.png" >> "$out/compare.md" 2>&1
+    cat "$out/compare.md" | tee -a "$out/campaign.log"
+    pack
+fi
