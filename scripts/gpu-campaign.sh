@@ -17,7 +17,7 @@
 # part2: 4. the SGD run continued for SGD_MORE_MINUTES; 5. Hessian-free (configs/cifar10.toml's
 #        optimizer on the same network) for HF_MINUTES; 6. `hftrain compare` of the two.
 # Every step writes its log under OUT_DIR as it goes, so a step cut short still leaves its
-# part; `pack` at the end of each part gathers the results into at most 8 files.
+# part.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/gpu-campaign.sh OUT_DIR part1|part2|quick}
@@ -44,7 +44,7 @@ if [ "$part" = quick ]; then
     data=$work/synthetic
     [ -d "$data" ] || "$bin" data synthetic --out "$data" --format folder \
         --train-per-class 30 --test-per-class 10 >/dev/null
-    train_minutes=0.4; more_minutes=0.2; hf_minutes=0.4
+    train_minutes=0.4; more_minutes=0.2; hf_minutes=1.0; products=(--batch 8 --repeats 1)
 else
     device=${DEVICE:-wgpu}
     data=$work/cifar10
@@ -54,6 +54,7 @@ else
     train_minutes=${PART1_TRAIN_MINUTES:-6}
     more_minutes=${SGD_MORE_MINUTES:-3}
     hf_minutes=${HF_MINUTES:-4.5}
+    products=(--batch 64 --repeats 5)
 fi
 
 # A config made for this machine: the quick mode shrinks the data and the network's batch.
@@ -76,18 +77,17 @@ train_for() { # MINUTES RUN [ARGS...]
     log "train $run for ${minutes} min: $*"
     timeout --signal=INT --kill-after=90 "$seconds" \
         "$bin" train "$@" --data "$data" --device "$device" --out "$run" --quiet \
-        >> "$out/$(basename "$run").log" 2>&1
-    local status=$?
+        2>&1 | grep -v XDG_RUNTIME_DIR >> "$out/campaign.log"
+    local status=${PIPESTATUS[0]}
     log "train $run ended with status $status (0 done, 124/130 stopped and checkpointed)"
     cp "$run/metrics.csv" "$out/$(basename "$run")-metrics.csv" 2>/dev/null
     [ -f "$run/steps.csv" ] && cp "$run/steps.csv" "$out/$(basename "$run")-steps.csv"
     return 0
 }
 
-pack() { # gathers the results into one archive beside the log (the 8-file limit)
-    tar -czf "$out/results-$part.tar.gz" -C "$out" --exclude='results-*.tar.gz' . 2>/dev/null
-    log "packed $out/results-$part.tar.gz"
-}
+# What comes back from the device is at most 8 files: campaign.log (every step's lines, the
+# training runs' output, the machine), curvature.log, the runs' metrics.csv and steps.csv,
+# compare.md and compare.png.
 
 sgd=$work/resnet9-sgd
 hf=$work/resnet9-hf
@@ -95,20 +95,20 @@ hf=$work/resnet9-hf
 if [ "$part" = part1 ] || $quick; then
     log "1. machine and devices"
     { nvidia-smi 2>&1 | head -15; vulkaninfo --summary 2>&1 | grep -E 'deviceName|driverVersion' ;
-      true; } >> "$out/machine.txt"
+      true; } >> "$out/campaign.log"
     prepare configs/cifar10-resnet9-sgd.toml resnet9-sgd
     log "2. SGD on ResNet-9"
     rm -rf "$sgd"
     train_for "$train_minutes" "$sgd" --config "$work/resnet9-sgd.toml"
-    grep -m1 -i 'device' "$out/resnet9-sgd.log" >> "$out/machine.txt"
     log "3. curvature products on its checkpoint, then PyTorch's"
     "$bin" curvature --checkpoint "$sgd/checkpoints/latest" --data "$data" --device "$device" \
-        --batch 64 --repeats 5 --out "$work/products.safetensors" >> "$out/curvature.log" 2>&1
+        "${products[@]}" --out "$work/products.safetensors" 2>&1 | grep -v XDG_RUNTIME_DIR \
+        >> "$out/curvature.log"
     if ! $quick; then
         timeout 120 python3 scripts/torch_reference.py --config "$work/resnet9-sgd.toml" \
             --data "$data" --curvature 64 >> "$out/curvature.log" 2>&1
     fi
-    $quick || { pack; exit 0; }
+    $quick || exit 0
 fi
 
 if [ "$part" = part2 ] || $quick; then
@@ -135,6 +135,5 @@ PY
     train_for "$hf_minutes" "$hf" --config "$work/resnet9-hf.toml"
     log "6. compare"
     "$bin" compare "$sgd" "$hf" --out "$out/compare.png" >> "$out/compare.md" 2>&1
-    cat "$out/compare.md" | tee -a "$out/campaign.log"
-    pack
+    tee -a "$out/campaign.log" < "$out/compare.md"
 fi
