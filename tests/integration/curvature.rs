@@ -212,7 +212,8 @@ fn model(stages: Vec<StageConfig>, logit_scale: f32) -> ModelConfig {
     }
 }
 
-/// Networks that together hold every layer kind and both composites: ReLU and max-pool
+/// Networks that together hold every layer kind and both composites (the fourth all but
+/// global average pooling in one chain, which a chain cannot hold beside global max-pooling): ReLU and max-pool
 /// (kinks), GELU and average pooling (smooth, so the exact Hessian has second-derivative
 /// terms the Gauss-Newton matrix leaves out), residual blocks with and without projection,
 /// unpadded convolutions, flatten and a hidden linear layer.
@@ -246,6 +247,35 @@ fn networks() -> Vec<(&'static str, ModelConfig)> {
                         .with_residual(&["conv 6 stride=2", "gelu"]),
                     // 8x8 in 3x3 windows: rows and columns left over, under double backprop.
                     StageConfig::new(&["avg-pool 3", "global-avg-pool"]),
+                ],
+                1.0,
+            ),
+        ),
+        (
+            "one network with (nearly) every kind in one chain",
+            model(
+                vec![
+                    StageConfig::new(&[
+                        "conv 4 kernel=5 stride=2 padding=2",
+                        "batch-norm",
+                        "gelu",
+                        "max-pool",
+                    ])
+                    .with_residual(&[
+                        "conv 4",
+                        "batch-norm",
+                        "relu",
+                        "conv 4",
+                    ]),
+                    StageConfig::new(&["conv 6 padding=none", "relu", "avg-pool 2"])
+                        .with_residual(&["conv 8 stride=2", "gelu"]),
+                    StageConfig::new(&[
+                        "global-max-pool",
+                        "flatten",
+                        "linear 5 bias=false",
+                        "gelu",
+                        "scale 0.5",
+                    ]),
                 ],
                 1.0,
             ),
