@@ -171,6 +171,10 @@ pub struct HessianFreeConfig {
     pub curvature: CurvatureChoice,
     /// Images of each training batch the curvature products use.
     pub curvature_batch_size: usize,
+    /// Images of each training batch the backtracking over CG's iterates compares them on
+    /// (0: the whole batch). Only the chosen iterate's objective is then taken on the whole
+    /// batch, for rho and the line search (Martens 2010 backtracks on a subset).
+    pub backtracking_batch_size: usize,
     /// Starting damping lambda.
     pub initial_damping: f64,
     /// Lambda stays within these bounds.
@@ -203,6 +207,7 @@ impl Default for HessianFreeConfig {
         Self {
             curvature: CurvatureChoice::GaussNewton,
             curvature_batch_size: 128,
+            backtracking_batch_size: 0,
             initial_damping: 1.0,
             min_damping: 1e-6,
             max_damping: 1e6,

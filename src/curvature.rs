@@ -301,6 +301,8 @@ pub struct BatchProblem<'a> {
     pub objective: &'a Objective<'a>,
     pub batch: &'a Batch,
     pub curvature_batch: Batch,
+    /// The images backtracking compares CG's iterates on, where not the whole batch.
+    pub backtracking_batch: Option<Batch>,
     pub kind: CurvatureKind,
 }
 
@@ -309,6 +311,11 @@ impl crate::optim::hessian_free::Problem for BatchProblem<'_> {
         self.objective
             .value(params, self.batch)
             .into_scalar::<f64>()
+    }
+
+    fn backtracking_value(&self, params: &Tensor<1>) -> Option<f64> {
+        let batch = self.backtracking_batch.as_ref()?;
+        Some(self.objective.value(params, batch).into_scalar::<f64>())
     }
 
     fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {

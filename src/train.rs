@@ -748,6 +748,8 @@ impl Session {
                     objective: &objective,
                     batch: &batch,
                     curvature_batch: batch.head(settings.curvature_batch_size),
+                    backtracking_batch: (settings.backtracking_batch_size > 0)
+                        .then(|| batch.head(settings.backtracking_batch_size)),
                     kind: match settings.curvature {
                         CurvatureChoice::Hessian => CurvatureKind::Hessian,
                         CurvatureChoice::GaussNewton => CurvatureKind::GaussNewton,

@@ -26,6 +26,11 @@ use crate::config::HessianFreeConfig;
 pub trait Problem {
     /// The objective at `params` (read back to the host).
     fn value(&self, params: &Tensor<1>) -> f64;
+    /// The objective on the subset the backtracking over CG's iterates compares them on,
+    /// where that is not the whole batch (cheaper; the chosen iterate's `value` follows).
+    fn backtracking_value(&self, _params: &Tensor<1>) -> Option<f64> {
+        None
+    }
     /// The curvature operator at `params`.
     fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_>;
 }
@@ -215,20 +220,29 @@ impl HessianFree {
             let v = problem.value(&(params.clone() + p.clone()));
             if v.is_finite() { v } else { f64::INFINITY }
         };
+        // Backtracking compares the iterates on the problem's subset where it has one
+        // (`on_subset`); the chosen one's value on the whole batch then decides the rest.
+        let compare_at =
+            |p: &Tensor<1>| match problem.backtracking_value(&(params.clone() + p.clone())) {
+                Some(v) if v.is_finite() => (v, true),
+                Some(_) => (f64::INFINITY, true),
+                None => (value_at(p), false),
+            };
         let mut candidates = solved.iterates.iter().filter(|it| it.iteration > 0).rev();
-        let mut chosen = candidates.next().map(|it| (it, value_at(&it.x)));
-        if let Some((_, mut best)) = chosen {
+        let mut chosen = candidates.next().map(|it| (it, compare_at(&it.x)));
+        if let Some((_, (mut best, _))) = chosen {
             for it in candidates {
-                let v = value_at(&it.x);
+                let (v, on_subset) = compare_at(&it.x);
                 if v >= best {
                     break;
                 }
                 best = v;
-                chosen = Some((it, v));
+                chosen = Some((it, (v, on_subset)));
             }
         }
         let (direction, predicted, trial_value, chosen_iteration) = match chosen {
-            Some((it, v)) => (it.x.clone(), it.model_value, v, it.iteration),
+            Some((it, (_, true))) => (it.x.clone(), it.model_value, value_at(&it.x), it.iteration),
+            Some((it, (v, false))) => (it.x.clone(), it.model_value, v, it.iteration),
             // CG made no iteration (negative curvature or a non-finite product at once):
             // fall back to the damped gradient step -g / lambda, whose model change (with
             // lambda I alone) is -|g|^2 / (2 lambda).

@@ -217,6 +217,7 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
         objective: &objective,
         batch: &batch,
         curvature_batch: batch.clone(),
+        backtracking_batch: None,
         kind: CurvatureKind::GaussNewton,
     };
     let norm = |g: &Tensor<1>| g.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt();

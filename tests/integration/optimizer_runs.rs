@@ -290,3 +290,29 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
         assert!(count(rgb) > 200, "the {run} run's colour is missing");
     }
 }
+
+/// Backtracking on a subset of the batch (`backtracking_batch_size`) still takes only steps
+/// that lower the objective on the whole batch: the chosen iterate's full value decides.
+#[test]
+fn backtracking_on_a_subset_takes_steps_that_lower_the_whole_batch_objective() {
+    let mut config = hessian_free("flex");
+    config.optimizer.hessian_free.backtracking_batch_size = 10;
+    config.validate().unwrap();
+    let dir = TempDir::new();
+    let out = train_run(&config, dir.path());
+    let text = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
+    let columns = hftrain::metrics::step_columns();
+    let at = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+    let mut accepted = 0;
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        if f[at("accepted")] == "true" {
+            let before: f64 = f[at("objective_before")].parse().unwrap();
+            let after: f64 = f[at("objective_after")].parse().unwrap();
+            assert!(after < before, "an accepted step raised f: {line}");
+            accepted += 1;
+        }
+    }
+    assert!(accepted >= 3, "only {accepted} of 4 steps taken:\n{text}");
+    assert!(out.metrics[1].train_loss < out.metrics[0].train_loss);
+}
