@@ -153,6 +153,11 @@ pub fn step_columns() -> Vec<&'static str> {
     STEP_HEADER.split(',').collect()
 }
 
+/// The position of column `name` in `steps.csv`.
+pub fn step_column(name: &str) -> Option<usize> {
+    STEP_HEADER.split(',').position(|c| c == name)
+}
+
 /// The step log of a run, `steps.csv`, rewritten atomically with the epoch metrics.
 pub struct StepLog {
     path: std::path::PathBuf,

@@ -6,31 +6,18 @@ use burn::prelude::*;
 use hftrain::config::{Config, OptimizerKind, StageConfig};
 use hftrain::metrics::EpochMetrics;
 use hftrain::model::{Mode, Network};
-use hftrain::train::{self, TrainRequest};
+use hftrain::train;
 
 use crate::common::{TempDir, flex_f64, random_tensor, small_config, synthetic_binary};
 
 fn train_run(config: &Config, out: &std::path::Path) -> train::TrainOutcome {
-    train::run(TrainRequest {
-        config: Some(config.clone()),
-        out_dir: Some(out.to_path_buf()),
-        ..Default::default()
-    })
-    .unwrap()
+    crate::training::train(config, out, None, None).unwrap()
 }
 
-/// The small config with Hessian-free on 100 images without augmentation.
+/// The training tests' Hessian-free config (100 images, no augmentation), for 2 epochs.
 fn hessian_free(device: &str) -> Config {
-    let mut config = small_config(&synthetic_binary(), device);
-    config.data.train_limit = 100;
-    config.data.test_limit = 100;
-    config.data.crop_padding = 0;
-    config.data.flip = false;
-    config.train.batch_size = 50;
+    let mut config = crate::training::hessian_free_config(&synthetic_binary(), device);
     config.train.epochs = 2;
-    config.optimizer.kind = OptimizerKind::HessianFree;
-    config.optimizer.hessian_free.curvature_batch_size = 25;
-    config.optimizer.hessian_free.cg_max_iterations = 10;
     config.validate().unwrap();
     config
 }
@@ -122,8 +109,7 @@ fn the_step_time_breakdown_adds_up_to_the_step() {
     let dir = TempDir::new();
     train_run(&hessian_free("flex"), dir.path());
     let text = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
-    let columns = hftrain::metrics::step_columns();
-    let at = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+    let at = |name: &str| hftrain::metrics::step_column(name).unwrap();
     let mut rows = 0;
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -167,8 +153,7 @@ fn a_full_batch_convex_run_ends_cleanly_at_its_optimum() {
     let out = train_run(&config, dir.path());
     assert_eq!(out.metrics.len(), 150);
     let text = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
-    let columns = hftrain::metrics::step_columns();
-    let converged_at = columns.iter().position(|c| *c == "converged").unwrap();
+    let converged_at = hftrain::metrics::step_column("converged").unwrap();
     let converged = text
         .lines()
         .skip(1)
@@ -301,8 +286,7 @@ fn backtracking_on_a_subset_takes_steps_that_lower_the_whole_batch_objective() {
     let dir = TempDir::new();
     let out = train_run(&config, dir.path());
     let text = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
-    let columns = hftrain::metrics::step_columns();
-    let at = |name: &str| columns.iter().position(|c| *c == name).unwrap();
+    let at = |name: &str| hftrain::metrics::step_column(name).unwrap();
     let mut accepted = 0;
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();

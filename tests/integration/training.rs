@@ -8,7 +8,7 @@ use hftrain::train::{self, TrainOutcome, TrainRequest};
 use crate::common::{TempDir, assert_error, small_config, synthetic_binary, synthetic_folder};
 use crate::tensorboard::Logged;
 
-fn train(
+pub(crate) fn train(
     config: &Config,
     out: &std::path::Path,
     resume: Option<&str>,
@@ -287,7 +287,7 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
 
 /// The small config trained by Hessian-free, without augmentation (each step's objective is
 /// then a fixed function of the batch, so the loss must fall).
-fn hessian_free_config(data: &std::path::Path, device: &str) -> Config {
+pub(crate) fn hessian_free_config(data: &std::path::Path, device: &str) -> Config {
     let mut config = small_config(data, device);
     config.data.train_limit = 100;
     config.data.test_limit = 100;
@@ -318,10 +318,7 @@ fn wgpu_hessian_free_training_lowers_the_loss() {
     assert_eq!(rows.len(), 6, "one row per step:\n{log}");
     // Early in training a step changes the loss by 1e-2 or more, far above f32's noise in
     // it (about 1e-6), so accepting is not a matter of rounding; most steps must be taken.
-    let accepted_at = hftrain::metrics::step_columns()
-        .iter()
-        .position(|c| *c == "accepted")
-        .unwrap();
+    let accepted_at = hftrain::metrics::step_column("accepted").unwrap();
     let accepted = rows
         .iter()
         .filter(|r| r.split(',').nth(accepted_at) == Some("true"))
