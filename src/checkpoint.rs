@@ -19,8 +19,9 @@ use crate::optim::OptimizerState;
 use crate::params::Layout;
 
 pub const FORMAT: &str = "hftrain-checkpoint";
-/// Version 2 added `manifest.crc32`; version 1 checkpoints (without it) still load.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 2 added `manifest.crc32`; version 3 stores each optimizer's own settings and
+/// typed scalars (`migrate_to_v3` reads versions 1 and 2).
+pub const FORMAT_VERSION: u32 = 3;
 pub const MANIFEST: &str = "manifest.json";
 /// The CRC-32 of `manifest.json`'s bytes, as 8 hexadecimal digits.
 pub const MANIFEST_CHECKSUM: &str = "manifest.crc32";
@@ -30,32 +31,69 @@ const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// The data files a checkpoint holds: the only names a manifest may list.
 pub const DATA_FILES: [&str; 3] = ["params.bin", "buffers.bin", "optimizer.bin"];
 
-/// A checkpoint that is damaged (truncated, bit-flipped, edited, cut short by a crash): the
-/// only failure `--resume latest` skips for an older checkpoint. A newer format or a file
-/// that cannot be read is an error instead (the checkpoint is fine; something else is wrong).
+/// Why a checkpoint could not be loaded: the caller branches on it (`--resume latest` skips
+/// only damage, for an older checkpoint; the others are not the checkpoint's fault, and
+/// falling back would hide them).
 #[derive(Debug)]
-pub struct Damaged(pub String);
+pub enum LoadError {
+    /// No checkpoint there: no directory, or no manifest in it.
+    Missing(String),
+    /// Truncated, bit-flipped, edited, cut short by a crash.
+    Damaged(String),
+    /// Written by a newer hftrain, in a format this one cannot read.
+    NewerFormat(String),
+    /// Made for another network than the config builds.
+    LayoutMismatch(String),
+    /// A file that is there but cannot be read (permissions, I/O).
+    Io {
+        message: String,
+        source: std::io::Error,
+    },
+}
 
-impl std::fmt::Display for Damaged {
+impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        match self {
+            LoadError::Missing(m)
+            | LoadError::Damaged(m)
+            | LoadError::NewerFormat(m)
+            | LoadError::LayoutMismatch(m) => f.write_str(m),
+            LoadError::Io { message, source } => write!(f, "{message}: {source}"),
+        }
     }
 }
 
-impl std::error::Error for Damaged {}
+impl std::error::Error for LoadError {}
 
-fn damaged(message: String) -> anyhow::Error {
-    anyhow::Error::new(Damaged(message))
+impl LoadError {
+    pub fn is_damage(&self) -> bool {
+        matches!(self, LoadError::Damaged(_))
+    }
+
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        LoadError::Io {
+            message: format!("cannot read {}", path.display()),
+            source,
+        }
+    }
 }
 
-/// Whether `error` says a checkpoint is damaged.
+/// Whether `error` says a checkpoint is damaged (for errors that went through anyhow).
 pub fn is_damage(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| cause.is::<Damaged>())
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<LoadError>()
+            .is_some_and(LoadError::is_damage)
+    })
+}
+
+fn damaged(message: String) -> LoadError {
+    LoadError::Damaged(message)
 }
 
 /// Where training stands: the next step to run is `step_in_epoch` of epoch `epoch`
 /// (both 0-based); `global_step` steps have been taken in all.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Position {
     pub epoch: usize,
     pub step_in_epoch: usize,
@@ -226,7 +264,7 @@ impl Checkpoint {
     }
 
     /// Reads and verifies a checkpoint directory (or the `latest` link).
-    pub fn load(dir: &Path) -> Result<Checkpoint> {
+    pub fn load(dir: &Path) -> Result<Checkpoint, LoadError> {
         let manifest = read_manifest(dir)?;
         let mut contents = Vec::new();
         for entry in &manifest.files {
@@ -259,9 +297,7 @@ impl Checkpoint {
                         entry.name
                     )));
                 }
-                Err(e) => {
-                    return Err(e).with_context(|| format!("cannot read {}", path.display()));
-                }
+                Err(e) => return Err(LoadError::io(&path, e)),
             };
             if size != entry.bytes {
                 return Err(damaged(format!(
@@ -272,8 +308,7 @@ impl Checkpoint {
                     entry.bytes
                 )));
             }
-            let bytes =
-                fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let bytes = fs::read(&path).map_err(|e| LoadError::io(&path, e))?;
             if bytes.len() as u64 != entry.bytes || crc32fast::hash(&bytes) != entry.crc32 {
                 return Err(damaged(format!(
                     "checkpoint {} is damaged: {} fails its CRC-32 checksum; use another \
@@ -284,7 +319,7 @@ impl Checkpoint {
             }
             contents.push((entry.name.clone(), bytes));
         }
-        let file = |name: &str| -> Result<Vec<f32>> {
+        let file = |name: &str| -> Result<Vec<f32>, LoadError> {
             contents
                 .iter()
                 .find(|(n, _)| n == name)
@@ -333,28 +368,33 @@ impl Checkpoint {
     }
 
     /// Refuses a checkpoint whose layouts are not those of the model the config builds.
-    pub fn check_layout(&self, dir: &Path, params: &Layout, buffers: &Layout) -> Result<()> {
+    pub fn check_layout(
+        &self,
+        dir: &Path,
+        params: &Layout,
+        buffers: &Layout,
+    ) -> Result<(), LoadError> {
         if let Some(why) = params
             .mismatch(&self.params_layout)
             .or_else(|| buffers.mismatch(&self.buffers_layout))
         {
-            bail!(
+            return Err(LoadError::LayoutMismatch(format!(
                 "checkpoint {} was made for a different model: {why}; use the config the \
                  checkpoint was trained with",
                 dir.display()
-            );
+            )));
         }
         Ok(())
     }
 }
 
 /// Reads and checks a checkpoint's manifest.
-pub fn read_manifest(dir: &Path) -> Result<Manifest> {
+pub fn read_manifest(dir: &Path) -> Result<Manifest, LoadError> {
     if !dir.is_dir() {
-        bail!(
+        return Err(LoadError::Missing(format!(
             "checkpoint {} does not exist or is not a directory",
             dir.display()
-        );
+        )));
     }
     let path = dir.join(MANIFEST);
     // A regular file of a sensible size before it is read (not a link to /dev/zero).
@@ -365,16 +405,17 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
                 path.display()
             )));
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(LoadError::Missing(format!(
+                "{} is not a checkpoint: it has no {MANIFEST}",
+                dir.display()
+            )));
+        }
         _ => {}
     }
-    let text = fs::read(&path).with_context(|| {
-        format!(
-            "{} is not a checkpoint: it has no readable {MANIFEST}",
-            dir.display()
-        )
-    })?;
+    let text = fs::read(&path).map_err(|e| LoadError::io(&path, e))?;
     let damaged_manifest = |why: String| damaged(format!("{} is damaged: {why}", path.display()));
-    let value: serde_json::Value = serde_json::from_slice(&text)
+    let mut value: serde_json::Value = serde_json::from_slice(&text)
         .map_err(|e| damaged_manifest(format!("not valid JSON ({e})")))?;
     let format = value.get("format").and_then(|v| v.as_str()).unwrap_or("");
     let version = value
@@ -387,12 +428,12 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         ));
     }
     if version > FORMAT_VERSION as u64 {
-        bail!(
+        return Err(LoadError::NewerFormat(format!(
             "{} has checkpoint format version {version}, written by a newer hftrain; this one \
              ({}) reads versions up to {FORMAT_VERSION}: use the newer hftrain",
             path.display(),
             env!("CARGO_PKG_VERSION")
-        );
+        )));
     }
     if version >= 2 {
         let expected = fs::read_to_string(dir.join(MANIFEST_CHECKSUM)).map_err(|e| {
@@ -406,6 +447,9 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
             )));
         }
     }
+    if version < 3 {
+        migrate_to_v3(&mut value);
+    }
     let manifest: Manifest =
         serde_json::from_value(value).map_err(|e| damaged_manifest(format!("{e}")))?;
     // The stored values must be usable; the run name is not checked (names that are paths
@@ -417,6 +461,41 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest> {
         .map_err(|e| damaged_manifest(format!("its config is not valid:\n{e:#}")))?;
     check_position(&manifest).map_err(damaged_manifest)?;
     Ok(manifest)
+}
+
+/// Versions 1 and 2 stored every optimizer's settings whatever the kind (SGD's `beta1`,
+/// Adam's `momentum`, the Hessian-free table) and the optimizer's scalars as floats. Version
+/// 3 keeps the settings of the configured optimizer only, and typed scalars (counts are
+/// integers).
+fn migrate_to_v3(manifest: &mut serde_json::Value) {
+    use serde_json::Value;
+    if let Some(optimizer) = manifest
+        .pointer_mut("/config/optimizer")
+        .and_then(Value::as_object_mut)
+    {
+        let kind = optimizer
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or("sgd")
+            .to_string();
+        if let Some((_, keys)) = crate::optim::KEYS.iter().find(|(name, _)| *name == kind) {
+            optimizer.retain(|key, _| key == "kind" || keys.contains(&key.as_str()));
+        }
+    }
+    if let Some(scalars) = manifest
+        .pointer_mut("/optimizer/scalars")
+        .and_then(Value::as_object_mut)
+    {
+        for value in scalars.values_mut() {
+            if let Some(x) = value.as_f64()
+                && x >= 0.0
+                && x.fract() == 0.0
+                && x < 2f64.powi(53)
+            {
+                *value = Value::from(x as u64);
+            }
+        }
+    }
 }
 
 /// The position agrees with the metrics: one row per complete epoch, in order, and the global

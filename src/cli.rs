@@ -6,15 +6,12 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
-use crate::checkpoint::Checkpoint;
 use crate::config::Config;
+use crate::data::Split;
 use crate::data::batcher::Transform;
-use crate::data::{Source, Split};
-use crate::device::{self, DeviceChoice};
+use crate::device::DeviceChoice;
 use crate::eval::{EvalOptions, evaluate_with};
 use crate::fsutil::write_atomic;
-use crate::model::Network;
-use crate::params::from_host;
 use crate::train::{self, TrainRequest};
 
 #[derive(Debug, Parser)]
@@ -58,7 +55,7 @@ pub enum Command {
         /// Device: auto, wgpu, wgpu-cpu or flex [default: the config's `device`, itself
         /// `auto` (a GPU through wgpu, else the CPU) unless set].
         #[arg(long)]
-        device: Option<String>,
+        device: Option<DeviceChoice>,
         /// Start afresh in a run directory that already holds a run, deleting its
         /// checkpoints and metrics.
         #[arg(long)]
@@ -79,7 +76,7 @@ pub enum Command {
         data: Option<PathBuf>,
         /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
         #[arg(long)]
-        device: Option<String>,
+        device: Option<DeviceChoice>,
         /// Evaluate on at most this many test images, balanced over classes [default: all].
         #[arg(long, default_value_t = 0, hide_default_value = true)]
         limit: usize,
@@ -132,7 +129,7 @@ pub enum Command {
         data: Option<PathBuf>,
         /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
         #[arg(long)]
-        device: Option<String>,
+        device: Option<DeviceChoice>,
         /// Timed runs of each product after one warm-up; the median is printed.
         #[arg(long, default_value_t = 5)]
         repeats: usize,
@@ -313,8 +310,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let steps_path = run.join("steps.csv");
             let steps = steps_path
                 .exists()
-                .then(|| crate::metrics::StepLog::open(&steps_path, usize::MAX).series());
-            for path in crate::plots::write_all(&run, &metrics, steps.as_ref())? {
+                .then(|| crate::metrics::StepLog::open(&steps_path, usize::MAX));
+            let steps = steps.as_ref().map(crate::metrics::StepLog::rows);
+            for path in crate::plots::write_all(&run, &metrics, steps)? {
                 println!("{}", path.display());
             }
             Ok(ExitCode::SUCCESS)
@@ -348,71 +346,15 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// A checkpoint opened for inspection: its config (with the data directory and device the
-/// user gave), the network, parameters and buffers on the device, and one split of the data.
-pub struct OpenedCheckpoint {
-    pub config: Config,
-    pub network: Network,
-    pub device: burn::prelude::Device,
-    pub params: burn::prelude::Tensor<1>,
-    pub buffers: burn::prelude::Tensor<1>,
-    pub data: crate::data::Dataset,
-}
-
-pub fn open_checkpoint(
-    dir: &Path,
-    data: Option<PathBuf>,
-    device: Option<String>,
-    split: Split,
-    limit: usize,
-) -> Result<OpenedCheckpoint> {
-    let ckpt = Checkpoint::load(dir)?;
-    let mut config = ckpt.config.clone();
-    if let Some(d) = data {
-        config.data.dir = d;
-    }
-    let choice = DeviceChoice::parse(device.as_deref().unwrap_or(&config.device))?;
-    let selected = device::select(choice)?;
-    log::info!("device: {}", selected.description);
-    let source = Source::prepare(&config.data.dir)?;
-    let images = source.load(split, limit)?;
-    let network = Network::new(&config.model, images.classes.len()).map_err(anyhow::Error::msg)?;
-    ckpt.check_layout(dir, &network.params, &network.buffers)?;
-    if !ckpt.classes.is_empty() && ckpt.classes != images.classes {
-        log::warn!(
-            "the data's classes ({}) are not those the checkpoint was trained on ({}); \
-             label numbers may mean other classes, so accuracy may not mean what it says",
-            images.classes.join(", "),
-            ckpt.classes.join(", ")
-        );
-    }
-    let device = selected.device;
-    log::info!(
-        "checkpoint {} (epoch {}), {} {} images",
-        dir.display(),
-        ckpt.position.epoch,
-        images.len(),
-        split.name()
-    );
-    Ok(OpenedCheckpoint {
-        params: from_host(ckpt.params.clone(), &device),
-        buffers: from_host(ckpt.buffers.clone(), &device),
-        config,
-        network,
-        device,
-        data: images,
-    })
-}
-
 fn eval_command(
     dir: &Path,
     data: Option<PathBuf>,
-    device: Option<String>,
+    device: Option<DeviceChoice>,
     limit: usize,
     json: Option<PathBuf>,
     show_mistakes: usize,
 ) -> Result<()> {
-    let opened = open_checkpoint(dir, data, device, Split::Test, limit)?;
+    let opened = crate::session::open_checkpoint(dir, data, device, Split::Test, limit)?;
     let options = EvalOptions {
         flip_tta: true,
         mistakes: show_mistakes,

@@ -31,7 +31,7 @@ impl Run {
             bail!("{} has no finished epoch yet", dir.display());
         }
         let optimizer = Config::load(&dir.join("config.toml"))
-            .map(|c| c.optimizer.kind.name().to_string())
+            .map(|c| c.optimizer.name().to_string())
             .unwrap_or_else(|_| "optimizer unknown".into());
         let name = dir
             .canonicalize()

@@ -8,11 +8,15 @@
 //! product possible: built on autodiff leaves, that gradient is itself a tracked expression,
 //! and Burn's autodiff of `<g(theta), v>` is `H v` (Burn has first-order autodiff only: the first backprop is ours).
 
+use std::cell::{OnceCell, RefCell};
+
 use burn::prelude::*;
 
 use crate::model::loss::{cross_entropy_gradient, cross_entropy_hessian_product};
 use crate::model::{BatchStats, Mode, Network, Tape, correct_count, cross_entropy};
+pub use crate::optim::CurvatureKind;
 use crate::optim::cg::LinearOperator;
+use crate::optim::{self, Gradient, OptimizerConfig, Problem};
 
 /// One batch's loss and gradient, with what the training loop reports and updates.
 pub struct LossAndGradient {
@@ -104,15 +108,6 @@ impl Batch {
             labels: self.labels.clone().slice(0..n),
         }
     }
-}
-
-/// Which curvature matrix the Hessian-free optimizer's CG solves with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CurvatureKind {
-    /// The exact Hessian, by double backprop (indefinite away from a minimum).
-    Hessian,
-    /// The generalised Gauss-Newton matrix `J^T H_L J` (positive semi-definite).
-    GaussNewton,
 }
 
 /// What one gradient evaluation of an `Objective` gives.
@@ -295,31 +290,146 @@ impl LinearOperator for HessianOperator<'_> {
     }
 }
 
-/// The Hessian-free optimizer's view of one training step: the objective on the gradient
-/// batch, curvature products on its sub-batch.
-pub struct BatchProblem<'a> {
-    pub objective: &'a Objective<'a>,
-    pub batch: &'a Batch,
-    pub curvature_batch: Batch,
-    /// The images backtracking compares CG's iterates on, where not the whole batch.
-    pub backtracking_batch: Option<Batch>,
+/// How a batch's curvature products and backtracking values are taken: on the first
+/// `curvature_batch_size` (and `backtracking_batch_size`, 0: all) images of the batch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CurvatureSampling {
     pub kind: CurvatureKind,
+    pub curvature_batch_size: usize,
+    pub backtracking_batch_size: usize,
 }
 
-impl crate::optim::hessian_free::Problem for BatchProblem<'_> {
+impl CurvatureSampling {
+    /// The optimizer's settings; for one that asks for no curvature, Gauss-Newton on the
+    /// whole batch (which it will not use).
+    pub fn of(optimizer: &OptimizerConfig) -> Self {
+        match optimizer.hessian_free() {
+            Some(h) => Self {
+                kind: h.curvature,
+                curvature_batch_size: h.curvature_batch_size,
+                backtracking_batch_size: h.backtracking_batch_size,
+            },
+            None => Self {
+                kind: CurvatureKind::GaussNewton,
+                curvature_batch_size: usize::MAX,
+                backtracking_batch_size: 0,
+            },
+        }
+    }
+}
+
+/// What the training loop reports of a batch after a step: from the first forward pass at
+/// the step's starting parameters, whichever gradient the optimizer asked for.
+pub struct BatchOutcome {
+    /// Mean data loss of the batch (one element).
+    pub loss: Tensor<1>,
+    pub correct: Tensor<1, Int>,
+    /// Batch-norm statistics, for the running-statistics update.
+    pub stats: Vec<BatchStats>,
+}
+
+/// The objective on one training batch, as every optimizer sees it (`optim::Objective`):
+/// Burn's autodiff gradient of the loss for first-order rules, our backprop's gradient and
+/// curvature products on sub-batches for Hessian-free.
+pub struct BatchObjective<'a> {
+    objective: &'a Objective<'a>,
+    buffers: &'a Tensor<1>,
+    batch: Batch,
+    sampling: CurvatureSampling,
+    /// The sub-batches, sliced on first use.
+    curvature_batch: OnceCell<Batch>,
+    backtracking_batch: OnceCell<Batch>,
+    outcome: RefCell<Option<BatchOutcome>>,
+}
+
+impl<'a> BatchObjective<'a> {
+    pub fn new(
+        objective: &'a Objective<'a>,
+        buffers: &'a Tensor<1>,
+        batch: Batch,
+        sampling: CurvatureSampling,
+    ) -> Self {
+        Self {
+            objective,
+            buffers,
+            batch,
+            sampling,
+            curvature_batch: OnceCell::new(),
+            backtracking_batch: OnceCell::new(),
+            outcome: RefCell::new(None),
+        }
+    }
+
+    /// The batch's loss, accuracy and statistics at the step's starting point (None when
+    /// the optimizer asked for no gradient).
+    pub fn into_outcome(self) -> Option<BatchOutcome> {
+        self.outcome.into_inner()
+    }
+
+    /// Keeps the first evaluation's outcome: later ones are at trial points.
+    fn keep(&self, outcome: impl FnOnce() -> BatchOutcome) {
+        let mut kept = self.outcome.borrow_mut();
+        if kept.is_none() {
+            *kept = Some(outcome());
+        }
+    }
+}
+
+impl Problem for BatchObjective<'_> {
     fn value(&self, params: &Tensor<1>) -> f64 {
         self.objective
-            .value(params, self.batch)
+            .value(params, &self.batch)
             .into_scalar::<f64>()
     }
 
     fn backtracking_value(&self, params: &Tensor<1>) -> Option<f64> {
-        let batch = self.backtracking_batch.as_ref()?;
+        let size = self.sampling.backtracking_batch_size;
+        if size == 0 {
+            return None;
+        }
+        let batch = self
+            .backtracking_batch
+            .get_or_init(|| self.batch.head(size));
         Some(self.objective.value(params, batch).into_scalar::<f64>())
     }
 
     fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {
-        self.objective
-            .curvature(self.kind, params, &self.curvature_batch)
+        let size = self.sampling.curvature_batch_size;
+        let batch = self.curvature_batch.get_or_init(|| self.batch.head(size));
+        self.objective.curvature(self.sampling.kind, params, batch)
+    }
+}
+
+impl optim::Objective for BatchObjective<'_> {
+    fn loss_gradient(&self, params: &Tensor<1>) -> Tensor<1> {
+        let out = loss_and_gradient(
+            self.objective.network,
+            params,
+            self.buffers,
+            self.batch.images.clone(),
+            self.batch.labels.clone(),
+            self.objective.label_smoothing,
+        );
+        self.keep(|| BatchOutcome {
+            loss: out.loss,
+            correct: out.correct,
+            stats: out.stats,
+        });
+        out.gradient
+    }
+
+    fn gradient(&self, params: &Tensor<1>, squared: bool) -> Gradient {
+        let out = self.objective.gradient(params, &self.batch, squared);
+        let value = out.value.into_scalar::<f64>();
+        self.keep(|| BatchOutcome {
+            loss: out.loss,
+            correct: out.correct,
+            stats: out.stats,
+        });
+        Gradient {
+            value,
+            gradient: out.gradient,
+            squared: out.squared_gradients,
+        }
     }
 }

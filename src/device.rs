@@ -13,21 +13,36 @@ use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind};
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `device` in a config and `--device` on the command line.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum DeviceChoice {
     /// wgpu on a hardware GPU; Burn's CPU backend where there is none.
+    #[default]
     Auto,
     /// wgpu on the best adapter, GPU first, a software adapter last.
     Wgpu,
     /// wgpu on a CPU (software) adapter only.
     WgpuCpu,
     /// Burn's pure-Rust CPU backend.
+    #[serde(alias = "cpu")]
     Flex,
 }
 
 impl DeviceChoice {
     pub const NAMES: &'static str = "auto, wgpu, wgpu-cpu, flex";
+
+    /// The name a config writes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Wgpu => "wgpu",
+            Self::WgpuCpu => "wgpu-cpu",
+            Self::Flex => "flex",
+        }
+    }
 
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
@@ -37,6 +52,20 @@ impl DeviceChoice {
             "flex" | "cpu" => Self::Flex,
             other => bail!("unknown device {other:?}: expected one of {}", Self::NAMES),
         })
+    }
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = anyhow::Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Self::parse(name)
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -34,7 +34,7 @@ pub struct CurvatureRequest {
     pub seed: u64,
     pub out: Option<PathBuf>,
     pub data: Option<PathBuf>,
-    pub device: Option<String>,
+    pub device: Option<crate::device::DeviceChoice>,
     pub repeats: usize,
     pub products: Products,
 }
@@ -92,7 +92,7 @@ fn add_split(file: &mut SafeTensors, prefix: &str, layout: &Layout, flat: &Tenso
 }
 
 pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
-    let opened = crate::cli::open_checkpoint(
+    let opened = crate::session::open_checkpoint(
         &request.checkpoint,
         request.data.clone(),
         request.device.clone(),

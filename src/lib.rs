@@ -26,5 +26,7 @@ pub mod report;
 pub mod rng;
 pub mod run_dir;
 pub mod safetensors;
+pub mod session;
 pub mod tensorboard;
 pub mod train;
+pub mod validate;

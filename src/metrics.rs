@@ -7,6 +7,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::fsutil::write_atomic;
+use crate::optim::cg::CgStop;
+use crate::optim::hessian_free::{StepReport, StepTiming};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
@@ -105,7 +107,7 @@ pub struct StepMetrics {
     pub epoch: usize,
     /// Mean data loss of the batch before the step.
     pub loss: f64,
-    pub report: crate::optim::hessian_free::StepReport,
+    pub report: StepReport,
 }
 
 /// The TensorBoard scalars of a Hessian-free step.
@@ -158,11 +160,85 @@ pub fn step_column(name: &str) -> Option<usize> {
     STEP_HEADER.split(',').position(|c| c == name)
 }
 
+/// One `steps.csv` line.
+fn format_step(row: &StepMetrics) -> String {
+    let r = &row.report;
+    format!(
+        "{},{},{:.6},{:.8e},{:.8e},{:.6e},{:.6e},{:.6},{:.6e},{:.6e},{},{},{},{:.6},{:.6e},{},\
+         {},{},{:.4},{:.4},{:.4},{:.4},{:.4}",
+        row.step,
+        row.epoch,
+        row.loss,
+        r.value_before,
+        r.value_after,
+        r.predicted,
+        r.actual,
+        r.rho,
+        r.damping_used,
+        r.damping,
+        r.cg_iterations,
+        r.cg_stop.label(),
+        r.chosen_iteration,
+        r.step_size,
+        r.step_norm,
+        r.accepted,
+        r.converged,
+        r.timing.products,
+        r.timing.gradient,
+        r.timing.cg,
+        r.timing.backtracking,
+        r.timing.line_search,
+        r.timing.total,
+    )
+}
+
+/// A `steps.csv` line read back (None for a line of another format, such as an older
+/// hftrain's, or a damaged one). The numbers are those `format_step` wrote, so writing the
+/// row again gives the same line.
+fn parse_step(line: &str) -> Option<StepMetrics> {
+    let fields: Vec<&str> = line.split(',').collect();
+    if fields.len() != step_columns().len() {
+        return None;
+    }
+    let field = |name: &str| fields[step_column(name).expect("a step column")];
+    let number = |name: &str| field(name).parse::<f64>().ok();
+    let count = |name: &str| field(name).parse::<usize>().ok();
+    let flag = |name: &str| field(name).parse::<bool>().ok();
+    Some(StepMetrics {
+        step: count("step")?,
+        epoch: count("epoch")?,
+        loss: number("loss")?,
+        report: StepReport {
+            value_before: number("objective_before")?,
+            value_after: number("objective_after")?,
+            predicted: number("predicted")?,
+            actual: number("actual")?,
+            rho: number("rho")?,
+            damping_used: number("damping_used")?,
+            damping: number("damping")?,
+            cg_iterations: count("cg_iterations")?,
+            cg_stop: CgStop::from_label(field("cg_stop"))?,
+            chosen_iteration: count("chosen_iteration")?,
+            step_size: number("step_size")?,
+            step_norm: number("step_norm")?,
+            accepted: flag("accepted")?,
+            converged: flag("converged")?,
+            timing: StepTiming {
+                products: count("curvature_products")?,
+                gradient: number("seconds_gradient")?,
+                cg: number("seconds_cg")?,
+                backtracking: number("seconds_backtracking")?,
+                line_search: number("seconds_line_search")?,
+                total: number("seconds_step")?,
+            },
+        },
+    })
+}
+
 /// The step log of a run, `steps.csv`, rewritten atomically with the epoch metrics.
 pub struct StepLog {
     path: std::path::PathBuf,
-    /// CSV rows without the header.
-    lines: Vec<String>,
+    rows: Vec<StepMetrics>,
 }
 
 impl StepLog {
@@ -171,87 +247,42 @@ impl StepLog {
     /// not parse, or has other columns than this version writes (a log of an older hftrain),
     /// ends what is kept.
     pub fn open(path: &Path, last_step: usize) -> Self {
-        let columns = step_columns().len();
-        let lines = std::fs::read_to_string(path)
+        let rows = std::fs::read_to_string(path)
             .map(|text| {
                 text.lines()
                     .skip(1)
-                    .take_while(|line| {
-                        line.split(',').count() == columns
-                            && line
-                                .split(',')
-                                .next()
-                                .and_then(|s| s.parse::<usize>().ok())
-                                .is_some_and(|step| step <= last_step)
-                    })
-                    .map(str::to_owned)
+                    .map_while(parse_step)
+                    .take_while(|row| row.step <= last_step)
                     .collect()
             })
             .unwrap_or_default();
         Self {
             path: path.to_path_buf(),
-            lines,
+            rows,
         }
     }
 
-    pub fn push(&mut self, row: &StepMetrics) {
-        let r = &row.report;
-        self.lines.push(format!(
-            "{},{},{:.6},{:.8e},{:.8e},{:.6e},{:.6e},{:.6},{:.6e},{:.6e},{},{},{},{:.6},{:.6e},{},\
-             {},{},{:.4},{:.4},{:.4},{:.4},{:.4}",
-            row.step,
-            row.epoch,
-            row.loss,
-            r.value_before,
-            r.value_after,
-            r.predicted,
-            r.actual,
-            r.rho,
-            r.damping_used,
-            r.damping,
-            r.cg_iterations,
-            r.cg_stop.label(),
-            r.chosen_iteration,
-            r.step_size,
-            r.step_norm,
-            r.accepted,
-            r.converged,
-            r.timing.products,
-            r.timing.gradient,
-            r.timing.cg,
-            r.timing.backtracking,
-            r.timing.line_search,
-            r.timing.total,
-        ));
+    pub fn push(&mut self, row: StepMetrics) {
+        self.rows.push(row);
+    }
+
+    pub fn rows(&self) -> &[StepMetrics] {
+        &self.rows
     }
 
     pub fn len(&self) -> usize {
-        self.lines.len()
-    }
-
-    /// (step, damping used, CG iterations, rho) of every row, for the plots.
-    pub fn series(&self) -> crate::plots::StepSeries {
-        self.lines
-            .iter()
-            .filter_map(|line| {
-                let f: Vec<f64> = line
-                    .split(',')
-                    .map(|x| x.parse::<f64>().unwrap_or(f64::NAN))
-                    .collect();
-                (f.len() > 10).then(|| (f[0], f[8], f[10], f[7]))
-            })
-            .collect()
+        self.rows.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.lines.is_empty()
+        self.rows.is_empty()
     }
 
     pub fn write(&self) -> Result<()> {
         let mut out = String::from(STEP_HEADER);
         out.push('\n');
-        for line in &self.lines {
-            out.push_str(line);
+        for row in &self.rows {
+            out.push_str(&format_step(row));
             out.push('\n');
         }
         write_atomic(&self.path, out.as_bytes())

@@ -13,7 +13,7 @@ use image::RgbImage;
 use plotters::prelude::*;
 
 use crate::fsutil::write_atomic;
-use crate::metrics::EpochMetrics;
+use crate::metrics::{EpochMetrics, StepMetrics};
 use crate::mistakes::draw_text;
 
 const WIDTH: u32 = 640;
@@ -169,14 +169,11 @@ pub fn save(image: &RgbImage, path: &Path) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
-/// Per-step Hessian-free figures: (step, damping, CG iterations, rho).
-pub type StepSeries = Vec<(f64, f64, f64, f64)>;
-
 /// Writes every plot of a run into `<run>/plots/` and returns the files written.
 pub fn write_all(
     run_dir: &Path,
     metrics: &[EpochMetrics],
-    steps: Option<&StepSeries>,
+    steps: Option<&[StepMetrics]>,
 ) -> Result<Vec<PathBuf>> {
     let dir = run_dir.join("plots");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -223,15 +220,21 @@ pub fn write_all(
         ),
     ];
     if let Some(steps) = steps.filter(|s| !s.is_empty()) {
-        let pick = |f: fn(&(f64, f64, f64, f64)) -> f64| {
-            steps.iter().map(|s| (s.0, f(s))).collect::<Vec<_>>()
+        let pick = |f: fn(&StepMetrics) -> f64| {
+            steps
+                .iter()
+                .map(|s| (s.step as f64, f(s)))
+                .collect::<Vec<_>>()
         };
         charts.push((
             "damping.png",
             line_chart(
                 "Hessian-free damping (log10 lambda) per step",
                 "step",
-                &[series("log10 lambda", pick(|s| s.1.log10()))],
+                &[series(
+                    "log10 lambda",
+                    pick(|s| s.report.damping_used.log10()),
+                )],
             )?,
         ));
         charts.push((
@@ -239,7 +242,10 @@ pub fn write_all(
             line_chart(
                 "CG iterations per step",
                 "step",
-                &[series("iterations", pick(|s| s.2))],
+                &[series(
+                    "iterations",
+                    pick(|s| s.report.cg_iterations as f64),
+                )],
             )?,
         ));
         charts.push((
@@ -247,7 +253,7 @@ pub fn write_all(
             line_chart(
                 "reduction ratio rho per step",
                 "step",
-                &[series("rho", pick(|s| s.3.clamp(-2.0, 3.0)))],
+                &[series("rho", pick(|s| s.report.rho.clamp(-2.0, 3.0)))],
             )?,
         ));
     }

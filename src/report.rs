@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::config::{Config, CurvatureChoice, OptimizerKind};
+use crate::config::{Config, CurvatureKind};
 use crate::fsutil::write_atomic;
 use crate::metrics::EpochMetrics;
 
@@ -22,24 +22,26 @@ pub struct RunFacts<'a> {
 
 fn optimizer_line(config: &Config) -> String {
     let o = &config.optimizer;
-    match o.kind {
-        OptimizerKind::HessianFree => {
-            let h = &o.hessian_free;
+    match o.hessian_free() {
+        Some(h) => {
             let curvature = match h.curvature {
-                CurvatureChoice::GaussNewton => "Gauss-Newton",
-                CurvatureChoice::Hessian => "exact Hessian",
+                CurvatureKind::GaussNewton => "Gauss-Newton",
+                CurvatureKind::Hessian => "exact Hessian",
             };
             format!(
-                "Hessian-free ({curvature} curvature on {} images per batch, CG at most {} iterations, initial damping {}, weight decay {})",
-                h.curvature_batch_size, h.cg_max_iterations, h.initial_damping, o.weight_decay
+                "hessian-free ({curvature} curvature on {} images per batch, CG at most {} \
+                 iterations, initial damping {}, weight decay {})",
+                h.curvature_batch_size,
+                h.cg_max_iterations,
+                h.initial_damping,
+                o.weight_decay()
             )
         }
-        kind => format!(
-            "{} (peak lr {}, {} schedule, weight decay {})",
-            format!("{kind:?}").to_uppercase(),
-            o.lr,
-            format!("{:?}", config.schedule.kind).to_lowercase(),
-            o.weight_decay
+        None => format!(
+            "{o} (peak lr {}, {} schedule, weight decay {})",
+            o.lr().unwrap_or_default(),
+            config.schedule.kind,
+            o.weight_decay()
         ),
     }
 }

@@ -4,12 +4,48 @@
 //! wrote, so a user's own files are never overwritten or deleted.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
 use crate::checkpoint;
 use crate::fsutil;
+
+/// The files of a run directory that training writes.
+#[derive(Debug, Clone)]
+pub struct RunPaths {
+    pub run_dir: PathBuf,
+    pub checkpoints: PathBuf,
+    pub metrics: PathBuf,
+    /// Per-step log of the Hessian-free optimizer.
+    pub steps: PathBuf,
+    /// TensorBoard's event file.
+    pub events: PathBuf,
+    pub report: PathBuf,
+}
+
+impl RunPaths {
+    pub fn new(run_dir: PathBuf) -> Self {
+        Self {
+            checkpoints: run_dir.join("checkpoints"),
+            metrics: run_dir.join("metrics.csv"),
+            steps: run_dir.join("steps.csv"),
+            events: run_dir.join(crate::tensorboard::FILE_NAME),
+            report: run_dir.join("report.md"),
+            run_dir,
+        }
+    }
+
+    /// Whether the directory holds a run to protect: a checkpoint, or a metrics row. A run
+    /// killed before its first epoch ended left only the header: nothing to lose, so it may
+    /// start again without --force.
+    pub fn holds_a_run(&self) -> bool {
+        let has_rows = fs::read_to_string(&self.metrics)
+            .map(|text| text.lines().skip(1).any(|line| !line.trim().is_empty()))
+            .unwrap_or_else(|_| self.metrics.exists());
+        has_rows || !checkpoint::list(&self.checkpoints).is_empty()
+    }
+}
 
 /// The files hftrain writes at the top of a run directory (`eval/` is written by `eval`).
 pub const FILES: [&str; 6] = [

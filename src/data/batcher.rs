@@ -12,8 +12,8 @@ use std::thread::JoinHandle;
 use burn::prelude::*;
 use burn::tensor::TensorData;
 
+use super::DataConfig;
 use super::{CHANNELS, Dataset, IMAGE_BYTES, IMAGE_SIDE};
-use crate::config::DataConfig;
 use crate::rng::Rng;
 
 /// Labels of the random streams, so that order and augmentation never share one.

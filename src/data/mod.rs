@@ -5,6 +5,7 @@
 
 pub mod batcher;
 pub mod binary;
+mod config;
 pub mod download;
 pub mod folder;
 pub mod synthetic;
@@ -13,6 +14,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
+
+pub use config::DataConfig;
 
 pub const IMAGE_SIDE: usize = 32;
 pub const CHANNELS: usize = 3;
@@ -121,7 +124,7 @@ impl Source {
     pub fn prepare(dir: &Path) -> Result<Source> {
         // The default folder is fetched into on first use; a folder named by the user that
         // does not exist is more likely a mistyped path than a wish to download 163 MB there.
-        let default = crate::config::DataConfig::default().dir;
+        let default = DataConfig::default().dir;
         if !dir.exists() && dir.strip_prefix(".").unwrap_or(dir) != default {
             bail!(
                 "data directory {} does not exist; check the path (--data, HFTRAIN_DATA or \

@@ -10,6 +10,8 @@
 
 use burn::prelude::*;
 
+use super::{dot, read_scalars};
+
 /// A symmetric linear map on flat parameter vectors: a curvature product.
 pub trait LinearOperator {
     fn apply(&self, v: &Tensor<1>) -> Tensor<1>;
@@ -62,6 +64,19 @@ impl CgStop {
             CgStop::NonFinite => "non-finite",
         }
     }
+
+    /// The stop a `label` names.
+    pub fn from_label(label: &str) -> Option<Self> {
+        [
+            CgStop::Progress,
+            CgStop::MaxIterations,
+            CgStop::NegativeCurvature,
+            CgStop::Converged,
+            CgStop::NonFinite,
+        ]
+        .into_iter()
+        .find(|stop| stop.label() == label)
+    }
 }
 
 /// A kept CG iterate.
@@ -85,15 +100,6 @@ pub struct CgResult {
     pub iterates: Vec<Iterate>,
     /// `phi` after each iteration, starting with the starting point's.
     pub model_values: Vec<f64>,
-}
-
-fn dot(a: &Tensor<1>, b: &Tensor<1>) -> Tensor<1> {
-    (a.clone() * b.clone()).sum()
-}
-
-/// Reads one-element tensors back together (one device sync).
-fn read(scalars: Vec<Tensor<1>>) -> Vec<f64> {
-    Tensor::cat(scalars, 0).to_data().iter::<f64>().collect()
 }
 
 /// Solves `(C + damping I) x = b` approximately. `x0` is the warm start (zero if None),
@@ -122,13 +128,11 @@ pub fn solve(
         None => (b.zeros_like(), b.clone()),
     };
     let y = precondition(&r);
-    let [mut ry, mut phi] = read(vec![dot(&r, &y), model(&x, &r)])[..] else {
-        unreachable!("two scalars were read")
-    };
+    let [mut ry, mut phi] = read_scalars([dot(&r, &y), model(&x, &r)]);
     let mut p = y;
     // Converged: the residual small against the right-hand side (not against the warm
     // start's residual, which may already be tiny).
-    let b_norm_sq = read(vec![dot(b, &precondition(b))])[0];
+    let [b_norm_sq] = read_scalars([dot(b, &precondition(b))]);
     let converged_below = b_norm_sq * settings.residual_tolerance.powi(2);
     let mut history = vec![phi];
     let mut iterates = vec![Iterate {
@@ -147,7 +151,7 @@ pub fn solve(
     } else {
         while iterations < settings.max_iterations {
             let ap = apply(&p);
-            let pap = read(vec![dot(&p, &ap)])[0];
+            let [pap] = read_scalars([dot(&p, &ap)]);
             if !pap.is_finite() {
                 stop = CgStop::NonFinite;
                 break;
@@ -161,10 +165,7 @@ pub fn solve(
             let r_next = r.clone() - ap.mul_scalar(alpha);
             let y_next = precondition(&r_next);
             let [ry_next, phi_next] =
-                read(vec![dot(&r_next, &y_next), model(&x_next, &r_next)])[..]
-            else {
-                unreachable!("two scalars were read")
-            };
+                read_scalars([dot(&r_next, &y_next), model(&x_next, &r_next)]);
             if !(ry_next.is_finite() && phi_next.is_finite()) {
                 stop = CgStop::NonFinite;
                 break;

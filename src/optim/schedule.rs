@@ -1,7 +1,75 @@
 //! The learning-rate schedule: linear warm-up, then cosine, linear (one-cycle) or constant,
 //! as a pure function of the global step so that a resumed run lands at the same place.
 
-use crate::config::{ScheduleConfig, ScheduleKind};
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{Problems, fraction};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleKind {
+    /// Linear warm-up, then cosine decay to `final_lr_fraction`.
+    Cosine,
+    /// Linear warm-up, then linear decay to `final_lr_fraction` (the one-cycle shape).
+    OneCycle,
+    /// Linear warm-up, then constant.
+    Constant,
+}
+
+impl std::fmt::Display for ScheduleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScheduleKind::Cosine => "cosine",
+            ScheduleKind::OneCycle => "one-cycle",
+            ScheduleKind::Constant => "constant",
+        })
+    }
+}
+
+/// `[schedule]`: the shape of the learning rate over the run (first-order optimizers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScheduleConfig {
+    pub kind: ScheduleKind,
+    /// Length of the linear warm-up, in epochs (fractions allowed).
+    pub warmup_epochs: f64,
+    /// The warm-up starts at this fraction of the peak learning rate.
+    pub initial_lr_fraction: f64,
+    /// The decay ends at this fraction of the peak learning rate.
+    pub final_lr_fraction: f64,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::OneCycle,
+            warmup_epochs: 2.0,
+            initial_lr_fraction: 0.1,
+            final_lr_fraction: 0.0,
+        }
+    }
+}
+
+impl ScheduleConfig {
+    pub fn validate(&self, problems: &mut Problems) {
+        problems.check(
+            self.warmup_epochs.is_finite() && self.warmup_epochs >= 0.0,
+            format!(
+                "schedule.warmup_epochs = {}: expected zero or a positive number",
+                self.warmup_epochs
+            ),
+        );
+        for (key, value) in [
+            ("initial_lr_fraction", self.initial_lr_fraction),
+            ("final_lr_fraction", self.final_lr_fraction),
+        ] {
+            problems.check(
+                fraction(value),
+                format!("schedule.{key} = {value}: expected a number in [0, 1]"),
+            );
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct Schedule {

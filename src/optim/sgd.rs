@@ -3,50 +3,93 @@
 
 use anyhow::Result;
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use super::{Optimizer, OptimizerState, check_kind};
-use crate::config::OptimizerConfig;
+use super::{Objective, Optimizer, OptimizerState, Step, StepInfo, check_lr, check_weight_decay};
+use crate::validate::Problems;
+
+/// `kind = "sgd"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SgdConfig {
+    /// Peak learning rate (the schedule scales it).
+    pub lr: f64,
+    /// Momentum (0: plain SGD).
+    pub momentum: f64,
+    pub nesterov: bool,
+    /// L2 weight decay added to the gradient, on convolution and linear weights (not on
+    /// biases or batch-norm parameters).
+    pub weight_decay: f64,
+}
+
+impl Default for SgdConfig {
+    fn default() -> Self {
+        Self {
+            lr: 0.1,
+            momentum: 0.9,
+            nesterov: true,
+            weight_decay: 5e-4,
+        }
+    }
+}
+
+impl SgdConfig {
+    pub fn validate(&self, problems: &mut Problems) {
+        check_lr(self.lr, problems);
+        problems.check(
+            self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum),
+            format!(
+                "optimizer.momentum = {}: expected a number in [0, 1)",
+                self.momentum
+            ),
+        );
+        check_weight_decay(self.weight_decay, problems);
+    }
+}
 
 pub struct Sgd {
-    momentum: f64,
-    nesterov: bool,
-    weight_decay: f64,
+    config: SgdConfig,
     decay_mask: Tensor<1>,
     len: usize,
     velocity: Option<Tensor<1>>,
 }
 
+/// SGD keeps no scalars.
+#[derive(Serialize, Deserialize)]
+struct NoScalars {}
+
+const KIND: &str = "sgd";
+const VELOCITY: &str = "velocity";
+
 impl Sgd {
-    pub fn new(config: &OptimizerConfig, decay_mask: Tensor<1>, len: usize) -> Self {
+    pub fn new(config: &SgdConfig, decay_mask: Tensor<1>, len: usize) -> Self {
         Self {
-            momentum: config.momentum,
-            nesterov: config.nesterov,
-            weight_decay: config.weight_decay,
+            config: config.clone(),
             decay_mask,
             len,
             velocity: None,
         }
     }
-}
 
-impl Optimizer for Sgd {
-    fn step(&mut self, params: Tensor<1>, gradient: Tensor<1>, lr: f64) -> Tensor<1> {
+    /// The update rule: new parameters from the parameters and the loss gradient.
+    pub fn update(&mut self, params: Tensor<1>, gradient: Tensor<1>, lr: f64) -> Tensor<1> {
+        let c = &self.config;
         let mut g = gradient;
-        if self.weight_decay > 0.0 {
+        if c.weight_decay > 0.0 {
             g = g + params
                 .clone()
                 .mul(self.decay_mask.clone())
-                .mul_scalar(self.weight_decay);
+                .mul_scalar(c.weight_decay);
         }
-        let direction = if self.momentum > 0.0 {
+        let direction = if c.momentum > 0.0 {
             let v = match self.velocity.take() {
-                Some(v) => v.mul_scalar(self.momentum) + g.clone(),
+                Some(v) => v.mul_scalar(c.momentum) + g.clone(),
                 // PyTorch starts the buffer at the first gradient.
                 None => g.clone(),
             };
             self.velocity = Some(v.clone());
-            if self.nesterov {
-                g + v.mul_scalar(self.momentum)
+            if c.nesterov {
+                g + v.mul_scalar(c.momentum)
             } else {
                 v
             }
@@ -55,16 +98,29 @@ impl Optimizer for Sgd {
         };
         params - direction.mul_scalar(lr)
     }
+}
+
+impl Optimizer for Sgd {
+    fn step(&mut self, objective: &dyn Objective, params: &Tensor<1>, lr: f64) -> Result<Step> {
+        let gradient = objective.loss_gradient(params);
+        Ok(Step {
+            params: self.update(params.clone(), gradient, lr),
+            info: StepInfo {
+                step_length: lr,
+                report: None,
+            },
+        })
+    }
 
     fn state(&self) -> OptimizerState {
-        let mut state = OptimizerState::new("sgd");
-        state.put_vector("velocity", &self.velocity);
+        let mut state = OptimizerState::new(KIND, &NoScalars {});
+        state.put_vector(VELOCITY, &self.velocity);
         state
     }
 
     fn load_state(&mut self, state: &OptimizerState, device: &Device) -> Result<()> {
-        check_kind(state, "sgd")?;
-        self.velocity = state.take_vector("velocity", self.len, device)?;
+        let NoScalars {} = state.scalars(KIND)?;
+        self.velocity = state.take_vector(VELOCITY, self.len, device)?;
         Ok(())
     }
 }

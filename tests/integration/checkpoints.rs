@@ -16,7 +16,7 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
     config.validate().unwrap();
     let network = Network::new(&config.model, 10).unwrap();
     let p = network.params.total();
-    let mut optimizer = OptimizerState::new("sgd");
+    let mut optimizer = OptimizerState::new("sgd", &serde_json::json!({}));
     optimizer
         .vectors
         .insert("velocity".into(), (0..p).map(|i| i as f32 * 0.5).collect());
@@ -148,13 +148,16 @@ fn other_format_version_is_refused() {
     let path = ckpt.join("manifest.json");
     let text = std::fs::read_to_string(&path)
         .unwrap()
-        .replace("\"format_version\": 2", "\"format_version\": 99");
+        .replace("\"format_version\": 3", "\"format_version\": 99");
     std::fs::write(&path, text).unwrap();
     let error = Checkpoint::load(&ckpt);
-    let message = assert_error(error, &["format version 99", "newer hftrain", "up to 2"]);
+    let message = assert_error(error, &["format version 99", "newer hftrain", "up to 3"]);
     // Not damage: `--resume latest` reports it instead of falling back to an older one.
     let error = Checkpoint::load(&ckpt).unwrap_err();
-    assert!(!checkpoint::is_damage(&error), "{message}");
+    assert!(
+        matches!(error, checkpoint::LoadError::NewerFormat(_)),
+        "{message}"
+    );
 }
 
 /// The manifest is checksummed and its values checked: an edited position, or metrics that
@@ -173,7 +176,7 @@ fn an_edited_manifest_is_damage() {
         &["manifest.json", "CRC-32", "edited"],
     );
     assert!(
-        checkpoint::is_damage(&Checkpoint::load(&ckpt).unwrap_err()),
+        Checkpoint::load(&ckpt).unwrap_err().is_damage(),
         "{message}"
     );
     // The same edit with a checksum that matches it: the values themselves are checked.

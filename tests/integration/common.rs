@@ -92,7 +92,7 @@ pub fn small_config(data: &Path, device: &str) -> Config {
     let mut c = Config::parse("").unwrap();
     c.name = "test".into();
     c.seed = 7;
-    c.device = device.into();
+    c.device = device.parse().unwrap();
     c.data.dir = data.to_path_buf();
     c.data.train_limit = 300;
     c.data.test_limit = 200;
@@ -113,7 +113,7 @@ pub fn small_config(data: &Path, device: &str) -> Config {
     c.train.batch_size = 50;
     c.train.eval_batch_size = 100;
     c.train.log_every = 3;
-    c.optimizer.lr = 0.05;
+    sgd(&mut c).lr = 0.05;
     c.schedule.warmup_epochs = 0.5;
     c.validate().unwrap();
     c
@@ -130,8 +130,14 @@ pub fn binary_records(labels: &[u8]) -> Vec<u8> {
 }
 
 /// Asserts that `result` failed with a message containing every one of `needles`.
-pub fn assert_error<T: std::fmt::Debug>(result: anyhow::Result<T>, needles: &[&str]) -> String {
-    let message = format!("{:#}", result.expect_err("expected an error"));
+pub fn assert_error<T: std::fmt::Debug, E: Into<anyhow::Error>>(
+    result: Result<T, E>,
+    needles: &[&str],
+) -> String {
+    let message = format!(
+        "{:#}",
+        result.map_err(Into::into).expect_err("expected an error")
+    );
     for needle in needles {
         assert!(
             message.contains(needle),
@@ -286,4 +292,32 @@ pub fn relative_error<const D: usize>(
         .sqrt();
     let norm = b.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt();
     diff / norm.max(f64::MIN_POSITIVE)
+}
+
+/// The SGD settings of a config that trains with SGD (the default optimizer).
+pub fn sgd(config: &mut Config) -> &mut hftrain::config::SgdConfig {
+    match &mut config.optimizer {
+        hftrain::config::OptimizerConfig::Sgd(settings) => settings,
+        other => panic!("the config trains with {other}, not SGD"),
+    }
+}
+
+/// Switches a config to Hessian-free (with the weight decay it had) and returns its
+/// settings, at their defaults.
+pub fn use_hessian_free(config: &mut Config) -> &mut hftrain::config::HessianFreeConfig {
+    config.optimizer =
+        hftrain::config::OptimizerConfig::HessianFree(hftrain::config::HessianFreeSettings {
+            weight_decay: config.optimizer.weight_decay(),
+            hessian_free: Default::default(),
+        });
+    hessian_free(config)
+}
+
+/// The Hessian-free settings of a config that trains with Hessian-free.
+pub fn hessian_free(config: &mut Config) -> &mut hftrain::config::HessianFreeConfig {
+    let name = config.optimizer.name();
+    config
+        .optimizer
+        .hessian_free_mut()
+        .unwrap_or_else(|| panic!("the config trains with {name}, not Hessian-free"))
 }

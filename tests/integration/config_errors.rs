@@ -99,11 +99,11 @@ fn missing_config_file_is_named() {
 fn run_differences_list_each_changed_key() {
     let a = Config::parse("").unwrap();
     let mut b = a.clone();
-    b.optimizer.lr = 0.3;
+    crate::common::sgd(&mut b).lr = 0.3;
     b.train.batch_size = 64;
     // Where things are and how often to report do not change the run.
     b.data.dir = "elsewhere".into();
-    b.device = "flex".into();
+    b.device = hftrain::config::DeviceChoice::Flex;
     b.checkpoint.keep = 9;
     let diffs = a.run_differences(&b);
     assert_eq!(diffs.len(), 2, "{diffs:?}");
@@ -130,8 +130,8 @@ fn hessian_free_settings_are_checked() {
     };
     let config = hf("curvature = \"hessian\"").unwrap();
     assert_eq!(
-        config.optimizer.hessian_free.curvature,
-        hftrain::config::CurvatureChoice::Hessian
+        config.optimizer.hessian_free().unwrap().curvature,
+        hftrain::config::CurvatureKind::Hessian
     );
     assert_error(
         hf("curvature = \"newton\""),
@@ -219,7 +219,7 @@ fn a_run_too_large_for_memory_is_refused_with_the_setting_to_change() {
     hftrain::memory::check_fits(&default, &network, 4 << 30).unwrap();
     // And `train` refuses the large one before allocating anything.
     let dir = crate::common::TempDir::new();
-    config.device = "flex".into();
+    config.device = hftrain::config::DeviceChoice::Flex;
     config.data.dir = crate::common::synthetic_binary();
     let refused = hftrain::train::run(hftrain::train::TrainRequest {
         config: Some(config),

@@ -3,12 +3,13 @@
 
 use burn::prelude::*;
 use hftrain::config::{HessianFreeConfig, ModelConfig, StageConfig};
-use hftrain::curvature::{Batch, BatchProblem, CurvatureKind, Objective};
+use hftrain::curvature::{Batch, BatchObjective, CurvatureKind, CurvatureSampling, Objective};
 use hftrain::data::batcher::{HostBatch, Transform};
 use hftrain::data::{Source, Split};
 use hftrain::model::Network;
 use hftrain::optim::cg::{self, CgSettings, CgStop, LinearOperator};
-use hftrain::optim::hessian_free::HessianFree;
+use hftrain::optim::hessian_free::{self, HessianFree, damping};
+use hftrain::optim::{Optimizer, Problem};
 use hftrain::params::from_host;
 
 use crate::common::{flex_f64, random_tensor, relative_error, synthetic_binary};
@@ -206,19 +207,17 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
         logit_scale: 1.0,
     };
     let network = Network::new(&model, 10).unwrap();
-    let (mut params, _) = network.init(0, &d);
+    let (mut params, buffers) = network.init(0, &d);
     let objective = Objective::new(&network, 0.0, 1e-2, &d);
     let settings = HessianFreeConfig {
         cg_max_iterations: 100,
         ..HessianFreeConfig::default()
     };
     let mut hf = HessianFree::new(&settings, network.params.total());
-    let problem = BatchProblem {
-        objective: &objective,
-        batch: &batch,
-        curvature_batch: batch.clone(),
-        backtracking_batch: None,
+    let sampling = CurvatureSampling {
         kind: CurvatureKind::GaussNewton,
+        curvature_batch_size: usize::MAX,
+        backtracking_batch_size: 0,
     };
     let norm = |g: &Tensor<1>| g.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt();
     let start = objective.gradient(&params, &batch, false);
@@ -231,10 +230,12 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
         if ratio < 1e-4 {
             break;
         }
-        let value = out.value.into_scalar::<f64>();
-        let (next, report) = hf
-            .step(&problem, &params, value, &out.gradient, None)
-            .unwrap();
+        // Through the interface the training loop uses: the optimizer asks the batch's
+        // objective for its gradient and curvature products.
+        let on_batch = BatchObjective::new(&objective, &buffers, batch.clone(), sampling);
+        let step = hf.step(&on_batch, &params, 0.0).unwrap();
+        let report = step.info.report.expect("Hessian-free reports every step");
+        let next = step.params;
         println!(
             "measured: HF step {:>2}: f {:.8} -> {:.8}, |g|/|g0| {ratio:.2e}, lambda {:.2e}, cg {} ({}), rho {:.3}",
             steps + 1,
@@ -324,7 +325,7 @@ impl Quadratic {
     }
 }
 
-impl hftrain::optim::hessian_free::Problem for Quadratic {
+impl Problem for Quadratic {
     fn value(&self, params: &Tensor<1>) -> f64 {
         if self.poisoned {
             f64::NAN
@@ -362,7 +363,7 @@ fn hessian_free_minimises_a_quadratic_with_rho_near_one() {
         .sqrt();
     for step in 0..3 {
         let (next, report) = hf
-            .step(
+            .step_from(
                 &problem,
                 &x,
                 problem.value_at(&x),
@@ -434,7 +435,7 @@ fn hessian_free_rejects_non_finite_steps_raises_damping_and_then_stops() {
     let x = random_tensor(5, [n], &d);
     let (value, gradient) = (problem.value_at(&x), problem.gradient(&x));
     for k in 1..=2 {
-        let (next, report) = hf.step(&problem, &x, value, &gradient, None).unwrap();
+        let (next, report) = hf.step_from(&problem, &x, value, &gradient, None).unwrap();
         assert!(!report.accepted);
         assert_eq!(
             hftrain::params::to_host(&next),
@@ -450,15 +451,99 @@ fn hessian_free_rejects_non_finite_steps_raises_damping_and_then_stops() {
     }
     let error = format!(
         "{:#}",
-        hf.step(&problem, &x, value, &gradient, None).unwrap_err()
+        hf.step_from(&problem, &x, value, &gradient, None)
+            .unwrap_err()
     );
     assert!(error.contains("rejected 3 steps in a row"), "{error}");
     // The objective itself not finite: a clear error at once.
     let error = format!(
         "{:#}",
         HessianFree::new(&settings, n)
-            .step(&problem, &x, f64::NAN, &gradient, None)
+            .step_from(&problem, &x, f64::NAN, &gradient, None)
             .unwrap_err()
     );
     assert!(error.contains("not finite"), "{error}");
+}
+
+// ---- Hessian-free's parts, each alone ----
+
+#[test]
+fn levenberg_marquardt_raises_on_poor_rho_lowers_on_good_and_stays_in_bounds() {
+    use damping::Verdict;
+    let c = HessianFreeConfig::default();
+    assert_eq!(damping::verdict(0.1, false, &c), Verdict::Raise);
+    assert_eq!(damping::verdict(f64::NAN, false, &c), Verdict::Raise);
+    assert_eq!(damping::verdict(0.5, false, &c), Verdict::Keep);
+    assert_eq!(damping::verdict(0.9, false, &c), Verdict::Lower);
+    // Too small a step for f32 to judge: lowered whatever rho says.
+    assert_eq!(damping::verdict(f64::NAN, true, &c), Verdict::Lower);
+    assert_eq!(damping::apply(2.0, Verdict::Raise, &c), 3.0);
+    assert_eq!(
+        damping::apply(3.0, Verdict::Lower, &c),
+        3.0 * c.damping_lower
+    );
+    assert_eq!(damping::apply(2.0, Verdict::Keep, &c), 2.0);
+    assert_eq!(
+        damping::apply(c.max_damping, Verdict::Raise, &c),
+        c.max_damping
+    );
+    assert_eq!(
+        damping::apply(c.min_damping, Verdict::Lower, &c),
+        c.min_damping
+    );
+}
+
+#[test]
+fn backtracking_walks_back_from_the_last_iterate_while_values_fall() {
+    let d = Device::flex();
+    let iterate = |iteration: usize| cg::Iterate {
+        iteration,
+        x: Tensor::<1>::from_floats([iteration as f32], &d),
+        model_value: -(iteration as f64),
+    };
+    let iterates: Vec<cg::Iterate> = (0..5).map(iterate).collect();
+    // Values by iteration: the starting point is never compared; from the last (4) back,
+    // 3 is lower, 2 lower still, 1 is not: 2 is chosen.
+    let values = [0.0, 5.0, 1.0, 2.0, 3.0];
+    let mut asked = Vec::new();
+    let (chosen, value) = hessian_free::backtrack(&iterates, |it| {
+        asked.push(it.iteration);
+        values[it.iteration]
+    })
+    .unwrap();
+    assert_eq!((chosen.iteration, value), (2, 1.0));
+    assert_eq!(asked, [4, 3, 2, 1], "stops at the first rise");
+    // The last iterate the lowest: no walk back beyond one comparison.
+    let mut asked = 0;
+    let (chosen, _) = hessian_free::backtrack(&iterates, |it| {
+        asked += 1;
+        -(it.iteration as f64)
+    })
+    .unwrap();
+    assert_eq!((chosen.iteration, asked), (4, 2));
+    // Only the starting point: nothing to choose.
+    assert!(hessian_free::backtrack(&iterates[..1], |_| 0.0).is_none());
+}
+
+#[test]
+fn armijo_takes_the_first_length_with_sufficient_decrease() {
+    // f(alpha) = (alpha - 0.3)^2 along a direction with slope -0.6 at 0 (f0 = 0.09): alpha
+    // = 1 gives 0.49 (no decrease), 0.5 gives 0.04 <= 0.09 - 0.1 * 0.5 * 0.6 = 0.06.
+    let f = |alpha: f64| (alpha - 0.3) * (alpha - 0.3);
+    let mut tried = Vec::new();
+    let accepted = hessian_free::armijo(f(0.0), -0.6, f(1.0), 0.1, 0.5, 10, |alpha| {
+        tried.push(alpha);
+        f(alpha)
+    });
+    assert_eq!(accepted, Some((0.5, f(0.5))));
+    assert_eq!(tried, [0.5]);
+    // Not a descent direction, or never enough decrease: None.
+    assert_eq!(
+        hessian_free::armijo(0.0, 0.1, 0.0, 0.1, 0.5, 10, |_| 0.0),
+        None
+    );
+    assert_eq!(
+        hessian_free::armijo(0.0, -1.0, 1.0, 0.1, 0.5, 3, |_| 1.0),
+        None
+    );
 }

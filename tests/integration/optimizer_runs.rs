@@ -3,7 +3,7 @@
 //! `hftrain compare`.
 
 use burn::prelude::*;
-use hftrain::config::{Config, OptimizerKind, StageConfig};
+use hftrain::config::{Config, OptimizerConfig, StageConfig};
 use hftrain::metrics::EpochMetrics;
 use hftrain::model::{Mode, Network};
 use hftrain::train;
@@ -145,9 +145,11 @@ fn a_full_batch_convex_run_ends_cleanly_at_its_optimum() {
     config.train.label_smoothing = 0.0;
     // Strongly convex enough to reach the optimum in a few steps (with little weight decay
     // the separable data lets the loss creep towards zero for hundreds of steps).
-    config.optimizer.weight_decay = 0.1;
-    config.optimizer.hessian_free.curvature_batch_size = 100;
-    config.optimizer.hessian_free.cg_max_iterations = 100;
+    if let hftrain::config::OptimizerConfig::HessianFree(settings) = &mut config.optimizer {
+        settings.weight_decay = 0.1;
+    }
+    crate::common::hessian_free(&mut config).curvature_batch_size = 100;
+    crate::common::hessian_free(&mut config).cg_max_iterations = 100;
     config.validate().unwrap();
     let dir = TempDir::new();
     let out = train_run(&config, dir.path());
@@ -219,10 +221,15 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
     let dir = TempDir::new();
     let mut paths = Vec::new();
     for (name, kind, accuracies, seconds) in [
-        ("fast", OptimizerKind::Sgd, vec![0.45, 0.62, 0.71], 30.0),
+        (
+            "fast",
+            OptimizerConfig::default(),
+            vec![0.45, 0.62, 0.71],
+            30.0,
+        ),
         (
             "slow",
-            OptimizerKind::HessianFree,
+            OptimizerConfig::HessianFree(Default::default()),
             vec![0.3, 0.52, 0.58],
             90.0,
         ),
@@ -231,7 +238,7 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
         std::fs::create_dir_all(&run).unwrap();
         hftrain::metrics::write(&run.join("metrics.csv"), &rows(&accuracies, seconds)).unwrap();
         let mut config = Config::parse("").unwrap();
-        config.optimizer.kind = kind;
+        config.optimizer = kind;
         std::fs::write(run.join("config.toml"), config.to_toml()).unwrap();
         paths.push(run);
     }
@@ -281,7 +288,7 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
 #[test]
 fn backtracking_on_a_subset_takes_steps_that_lower_the_whole_batch_objective() {
     let mut config = hessian_free("flex");
-    config.optimizer.hessian_free.backtracking_batch_size = 10;
+    crate::common::hessian_free(&mut config).backtracking_batch_size = 10;
     config.validate().unwrap();
     let dir = TempDir::new();
     let out = train_run(&config, dir.path());

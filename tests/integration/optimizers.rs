@@ -1,9 +1,11 @@
 //! The update rules against hand computation, on a tiny vector (f32 on Burn's CPU backend).
 
 use burn::prelude::*;
-use hftrain::config::{OptimizerConfig, OptimizerKind, ScheduleConfig, ScheduleKind};
+use hftrain::config::{AdamConfig, OptimizerConfig, ScheduleConfig, ScheduleKind, SgdConfig};
+use hftrain::optim::Optimizer;
+use hftrain::optim::adam::Adam;
 use hftrain::optim::schedule::Schedule;
-use hftrain::optim::{self};
+use hftrain::optim::sgd::Sgd;
 use hftrain::params::{from_host, to_host};
 
 fn device() -> Device {
@@ -22,20 +24,19 @@ fn close(a: &[f32], b: &[f64]) {
 #[test]
 fn sgd_nesterov_with_decay_matches_pytorch_rule() {
     let d = device();
-    let config = OptimizerConfig {
-        kind: OptimizerKind::Sgd,
+    let config = SgdConfig {
         momentum: 0.9,
         nesterov: true,
         weight_decay: 0.1,
         ..Default::default()
     };
     let mask = from_host(vec![1.0, 0.0], &d);
-    let mut opt = optim::build_first_order(&config, mask, 2).unwrap();
+    let mut opt = Sgd::new(&config, mask, 2);
     let (mut theta, g) = ([1.0f64, 2.0], [0.5f64, -1.0]);
     let mut velocity = [0.0f64; 2];
     let mut params = from_host(theta.map(|x| x as f32).to_vec(), &d);
     for step in 0..3 {
-        params = opt.step(params, from_host(g.map(|x| x as f32).to_vec(), &d), 0.1);
+        params = opt.update(params, from_host(g.map(|x| x as f32).to_vec(), &d), 0.1);
         for i in 0..2 {
             let gi = g[i] + if i == 0 { 0.1 * theta[i] } else { 0.0 };
             velocity[i] = if step == 0 {
@@ -49,10 +50,10 @@ fn sgd_nesterov_with_decay_matches_pytorch_rule() {
     }
     // The state round-trips through its plain-data form.
     let state = opt.state();
-    let mut fresh = optim::build_first_order(&config, from_host(vec![1.0, 0.0], &d), 2).unwrap();
+    let mut fresh = Sgd::new(&config, from_host(vec![1.0, 0.0], &d), 2);
     fresh.load_state(&state, &d).unwrap();
-    let a = to_host(&opt.step(params.clone(), from_host(vec![0.1, 0.2], &d), 0.1));
-    let b = to_host(&fresh.step(params, from_host(vec![0.1, 0.2], &d), 0.1));
+    let a = to_host(&opt.update(params.clone(), from_host(vec![0.1, 0.2], &d), 0.1));
+    let b = to_host(&fresh.update(params, from_host(vec![0.1, 0.2], &d), 0.1));
     assert_eq!(a, b);
 }
 
@@ -60,23 +61,17 @@ fn sgd_nesterov_with_decay_matches_pytorch_rule() {
 fn adam_and_adamw_match_their_rules() {
     let d = device();
     for decoupled in [false, true] {
-        let kind = if decoupled {
-            OptimizerKind::Adamw
-        } else {
-            OptimizerKind::Adam
-        };
-        let config = OptimizerConfig {
-            kind,
+        let config = AdamConfig {
             weight_decay: 0.01,
             ..Default::default()
         };
-        let mut opt = optim::build_first_order(&config, from_host(vec![1.0], &d), 1).unwrap();
+        let mut opt = Adam::new(&config, from_host(vec![1.0], &d), 1, decoupled);
         let mut params = from_host(vec![1.0], &d);
         let (mut theta, mut m, mut v) = (1.0f64, 0.0f64, 0.0f64);
         let lr = 0.01;
         for t in 1..=3 {
             let g0 = 0.3 * t as f64;
-            params = opt.step(params, from_host(vec![g0 as f32], &d), lr);
+            params = opt.update(params, from_host(vec![g0 as f32], &d), lr);
             let mut g = g0;
             if decoupled {
                 theta -= lr * 0.01 * theta
@@ -96,13 +91,8 @@ fn adam_and_adamw_match_their_rules() {
 #[test]
 fn loading_another_optimizers_state_is_refused() {
     let d = device();
-    let sgd =
-        optim::build_first_order(&OptimizerConfig::default(), from_host(vec![1.0], &d), 1).unwrap();
-    let config = OptimizerConfig {
-        kind: OptimizerKind::Adam,
-        ..Default::default()
-    };
-    let mut adam = optim::build_first_order(&config, from_host(vec![1.0], &d), 1).unwrap();
+    let sgd = OptimizerConfig::default().build(from_host(vec![1.0], &d), 1);
+    let mut adam = OptimizerConfig::Adam(AdamConfig::default()).build(from_host(vec![1.0], &d), 1);
     let message = format!("{:#}", adam.load_state(&sgd.state(), &d).unwrap_err());
     assert!(
         message.contains("`sgd`") && message.contains("`adam`"),

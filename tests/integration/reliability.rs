@@ -194,11 +194,11 @@ fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
     let data = synthetic_binary();
     let mut config = config(&data, 20);
     // Slow steps (Hessian-free with long CG solves), so that both signals land in one step.
-    config.optimizer.kind = hftrain::config::OptimizerKind::HessianFree;
-    config.optimizer.hessian_free.cg_max_iterations = 200;
-    config.optimizer.hessian_free.cg_tolerance = 1e-12;
+    crate::common::use_hessian_free(&mut config);
+    crate::common::hessian_free(&mut config).cg_max_iterations = 200;
+    crate::common::hessian_free(&mut config).cg_tolerance = 1e-12;
     config.train.batch_size = 100;
-    config.optimizer.hessian_free.curvature_batch_size = 100;
+    crate::common::hessian_free(&mut config).curvature_batch_size = 100;
     let dir = TempDir::new();
     let run = dir.path().join("run");
     let mut child = spawn(&config, &run, &[]);
@@ -477,7 +477,7 @@ fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
     let data = synthetic_binary();
     let mut config = config(&data, 3);
     let dir = TempDir::new();
-    config.optimizer.lr = 1e30;
+    crate::common::sgd(&mut config).lr = 1e30;
     config.schedule.warmup_epochs = 0.0;
     let blown = train::run(TrainRequest {
         config: Some(config),

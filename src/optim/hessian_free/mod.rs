@@ -14,26 +14,29 @@
 //!    a row stop the run with a message. A step whose predicted decrease is below what f32
 //!    resolves in the objective is not judged: taken if it lowers f, else `converged` (theta
 //!    kept, lambda lowered, not counted as a rejection).
+//!
+//! The parts, each testable alone: `damping` (the Levenberg-Marquardt rule), `backtracking`
+//! (over CG's iterates) and `line_search` (Armijo); this file composes them into a step.
+
+mod backtracking;
+mod config;
+pub mod damping;
+mod line_search;
+
+use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use super::OptimizerState;
+pub use backtracking::choose as backtrack;
+pub use config::{CurvatureKind, HessianFreeConfig};
+pub use line_search::armijo;
+
 use super::cg::{self, CgSettings, CgStop, LinearOperator};
-use crate::config::HessianFreeConfig;
-
-/// What the optimizer needs of the objective on the current batch besides its gradient.
-pub trait Problem {
-    /// The objective at `params` (read back to the host).
-    fn value(&self, params: &Tensor<1>) -> f64;
-    /// The objective on the subset the backtracking over CG's iterates compares them on,
-    /// where that is not the whole batch (cheaper; the chosen iterate's `value` follows).
-    fn backtracking_value(&self, _params: &Tensor<1>) -> Option<f64> {
-        None
-    }
-    /// The curvature operator at `params`.
-    fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_>;
-}
+use super::objective::{Objective, Problem};
+use super::{Optimizer, OptimizerState, Step, StepInfo, dot, read_scalars};
+use damping::Verdict;
 
 /// What one step did, for the progress line and the per-step log.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,8 +69,30 @@ pub struct StepReport {
     pub timing: StepTiming,
 }
 
+impl StepReport {
+    /// The Hessian-free part of the progress line.
+    pub fn summary(&self) -> String {
+        format!(
+            "λ {:.2e} cg {} ({}) ρ {:.2} α {:.2} |Δθ| {:.2e} Δf {:.2e} (model {:.2e}){}",
+            self.damping_used,
+            self.cg_iterations,
+            self.cg_stop.label(),
+            self.rho,
+            self.step_size,
+            self.step_norm,
+            self.actual,
+            self.predicted,
+            match (self.accepted, self.converged) {
+                (true, _) => "",
+                (false, true) => " converged (below f32 resolution)",
+                (false, false) => " rejected",
+            }
+        )
+    }
+}
+
 /// Where a step's time went, in seconds (each part ends with a read of its result, so on a
-/// GPU the device's work is in it). `gradient` and `total` are the caller's to fill.
+/// GPU the device's work is in it).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct StepTiming {
     pub gradient: f64,
@@ -99,38 +124,40 @@ impl LinearOperator for Counted<'_> {
 pub struct HessianFree {
     config: HessianFreeConfig,
     len: usize,
-    damping: f64,
+    counters: Counters,
+    /// The previous step's CG solution, CG's next warm start.
     previous: Option<Tensor<1>>,
+}
+
+/// Hessian-free's scalar state, as checkpoints keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Counters {
+    damping: f64,
     steps: u64,
     rejected_in_a_row: u64,
     rejected_total: u64,
 }
 
 pub const KIND: &str = "hessian-free";
-
-fn read(scalars: Vec<Tensor<1>>) -> Vec<f64> {
-    Tensor::cat(scalars, 0).to_data().iter::<f64>().collect()
-}
-
-fn dot(a: &Tensor<1>, b: &Tensor<1>) -> Tensor<1> {
-    (a.clone() * b.clone()).sum()
-}
+const PREVIOUS_SOLUTION: &str = "previous_solution";
 
 impl HessianFree {
     pub fn new(config: &HessianFreeConfig, len: usize) -> Self {
         Self {
             config: config.clone(),
             len,
-            damping: config.initial_damping,
+            counters: Counters {
+                damping: config.initial_damping,
+                steps: 0,
+                rejected_in_a_row: 0,
+                rejected_total: 0,
+            },
             previous: None,
-            steps: 0,
-            rejected_in_a_row: 0,
-            rejected_total: 0,
         }
     }
 
     pub fn damping(&self) -> f64 {
-        self.damping
+        self.counters.damping
     }
 
     fn cg_settings(&self) -> CgSettings {
@@ -141,13 +168,13 @@ impl HessianFree {
         }
     }
 
-    fn raise_damping(&mut self) {
-        self.damping = (self.damping * self.config.damping_raise).min(self.config.max_damping);
+    fn judge(&mut self, verdict: Verdict) {
+        self.counters.damping = damping::apply(self.counters.damping, verdict, &self.config);
     }
 
-    /// One step. `value` and `gradient` are the objective and its gradient at `params` on
-    /// the batch; `squared_gradients` feeds the preconditioner when it is on.
-    pub fn step(
+    /// One step from `params`, where the objective has `value` and `gradient`;
+    /// `squared_gradients` feeds the preconditioner when it is on.
+    pub fn step_from(
         &mut self,
         problem: &dyn Problem,
         params: &Tensor<1>,
@@ -156,14 +183,14 @@ impl HessianFree {
         squared_gradients: Option<&Tensor<1>>,
     ) -> Result<(Tensor<1>, StepReport)> {
         let c = self.config.clone();
-        let gradient_norm_sq = read(vec![dot(gradient, gradient)])[0];
+        let [gradient_norm_sq] = read_scalars([dot(gradient, gradient)]);
         if !value.is_finite() || !gradient_norm_sq.is_finite() {
             bail!(
                 "the objective ({value}) or its gradient (squared norm {gradient_norm_sq}) is not \
                  finite at the current parameters; no damping can repair that"
             );
         }
-        let damping_used = self.damping;
+        let damping_used = self.counters.damping;
         let preconditioner = match (c.preconditioner, squared_gradients) {
             (true, Some(sq)) => Some(
                 sq.clone()
@@ -178,7 +205,7 @@ impl HessianFree {
             .filter(|_| c.warm_start_decay > 0.0)
             .map(|p| p.mul_scalar(c.warm_start_decay));
         let mut timing = StepTiming::default();
-        let clock = std::time::Instant::now();
+        let clock = Instant::now();
         let curvature = problem.curvature(params);
         let counted = Counted {
             inner: curvature.as_ref(),
@@ -195,7 +222,7 @@ impl HessianFree {
         timing.products = counted.products.get();
         drop(curvature);
         timing.cg = clock.elapsed().as_secs_f64();
-        self.steps += 1;
+        self.counters.steps += 1;
         let mut report = StepReport {
             value_before: value,
             value_after: value,
@@ -203,7 +230,7 @@ impl HessianFree {
             actual: 0.0,
             rho: f64::NAN,
             damping_used,
-            damping: self.damping,
+            damping: damping_used,
             cg_iterations: solved.iterations,
             cg_stop: solved.stop,
             chosen_iteration: 0,
@@ -213,47 +240,44 @@ impl HessianFree {
             converged: false,
             timing,
         };
-        let clock = std::time::Instant::now();
+        let clock = Instant::now();
 
-        // Backtracking over the iterates CG made (not its starting point), last first.
+        // The objective at theta + p on the whole batch (infinite where not finite, so that
+        // such a point is never chosen).
         let value_at = |p: &Tensor<1>| {
             let v = problem.value(&(params.clone() + p.clone()));
             if v.is_finite() { v } else { f64::INFINITY }
         };
         // Backtracking compares the iterates on the problem's subset where it has one
-        // (`on_subset`); the chosen one's value on the whole batch then decides the rest.
+        // (`on_subset` stays true); the chosen one's value on the whole batch then decides
+        // the rest.
+        let on_subset = std::cell::Cell::new(true);
         let compare_at =
-            |p: &Tensor<1>| match problem.backtracking_value(&(params.clone() + p.clone())) {
-                Some(v) if v.is_finite() => (v, true),
-                Some(_) => (f64::INFINITY, true),
-                None => (value_at(p), false),
-            };
-        let mut candidates = solved.iterates.iter().filter(|it| it.iteration > 0).rev();
-        let mut chosen = candidates.next().map(|it| (it, compare_at(&it.x)));
-        if let Some((_, (mut best, _))) = chosen {
-            for it in candidates {
-                let (v, on_subset) = compare_at(&it.x);
-                if v >= best {
-                    break;
+            |it: &cg::Iterate| match problem.backtracking_value(&(params.clone() + it.x.clone())) {
+                Some(v) if v.is_finite() => v,
+                Some(_) => f64::INFINITY,
+                None => {
+                    on_subset.set(false);
+                    value_at(&it.x)
                 }
-                best = v;
-                chosen = Some((it, (v, on_subset)));
-            }
-        }
-        let (direction, predicted, trial_value, chosen_iteration) = match chosen {
-            Some((it, (_, true))) => (it.x.clone(), it.model_value, value_at(&it.x), it.iteration),
-            Some((it, (v, false))) => (it.x.clone(), it.model_value, v, it.iteration),
-            // CG made no iteration (negative curvature or a non-finite product at once):
-            // fall back to the damped gradient step -g / lambda, whose model change (with
-            // lambda I alone) is -|g|^2 / (2 lambda).
-            None => {
-                let p = gradient.clone().neg().div_scalar(damping_used);
-                let v = value_at(&p);
-                (p, -gradient_norm_sq / (2.0 * damping_used), v, 0)
-            }
-        };
+            };
+        let (direction, predicted, trial_value, chosen_iteration) =
+            match backtrack(&solved.iterates, compare_at) {
+                Some((it, _)) if on_subset.get() => {
+                    (it.x.clone(), it.model_value, value_at(&it.x), it.iteration)
+                }
+                Some((it, v)) => (it.x.clone(), it.model_value, v, it.iteration),
+                // CG made no iteration (negative curvature or a non-finite product at once):
+                // fall back to the damped gradient step -g / lambda, whose model change (with
+                // lambda I alone) is -|g|^2 / (2 lambda).
+                None => {
+                    let p = gradient.clone().neg().div_scalar(damping_used);
+                    let v = value_at(&p);
+                    (p, -gradient_norm_sq / (2.0 * damping_used), v, 0)
+                }
+            };
         report.timing.backtracking = clock.elapsed().as_secs_f64();
-        let clock = std::time::Instant::now();
+        let clock = Instant::now();
         let actual = trial_value - value;
         let rho = if predicted < 0.0 {
             actual / predicted
@@ -262,109 +286,112 @@ impl HessianFree {
         };
 
         // A predicted change below what f32 resolves in f makes rho rounding noise, and a
-        // step that does not lower f is then no failure. Either the batch's optimum is
-        // reached or lambda damps the step to nothing: lowering lambda is right in both.
+        // step that does not lower f is then no failure.
         let unresolvable =
             trial_value.is_finite() && predicted <= 0.0 && -predicted < RESOLUTION * value.abs();
+        let verdict = damping::verdict(rho, unresolvable, &c);
+        self.judge(verdict);
 
-        // Levenberg-Marquardt damping.
-        let raised = !unresolvable && (!rho.is_finite() || rho < c.damping_raise_below);
-        if raised {
-            self.raise_damping();
-        } else if unresolvable || rho > c.damping_lower_above {
-            self.damping = (self.damping * c.damping_lower).max(c.min_damping);
-        }
-
-        // Armijo line search along the chosen direction.
         let [slope, direction_norm_sq] =
-            read(vec![dot(gradient, &direction), dot(&direction, &direction)])[..]
-        else {
-            unreachable!("two scalars were read")
-        };
-        let mut accepted = None;
-        if slope.is_finite() && slope < 0.0 && direction_norm_sq.is_finite() {
-            let mut alpha = 1.0;
-            let mut trial = trial_value;
-            for _ in 0..c.line_search_max_tries.max(1) {
-                if trial <= value + c.armijo_c * alpha * slope {
-                    accepted = Some((alpha, trial));
-                    break;
-                }
-                alpha *= c.line_search_shrink;
-                trial = value_at(&direction.clone().mul_scalar(alpha));
-            }
-        }
+            read_scalars([dot(gradient, &direction), dot(&direction, &direction)]);
+        let accepted = armijo(
+            value,
+            if direction_norm_sq.is_finite() {
+                slope
+            } else {
+                f64::NAN
+            },
+            trial_value,
+            c.armijo_c,
+            c.line_search_shrink,
+            c.line_search_max_tries,
+            |alpha| value_at(&direction.clone().mul_scalar(alpha)),
+        );
         report.timing.line_search = clock.elapsed().as_secs_f64();
         report.predicted = predicted;
         report.actual = actual;
         report.rho = rho;
-        report.damping = self.damping;
         report.chosen_iteration = chosen_iteration;
         let Some((alpha, new_value)) = accepted else {
             if unresolvable {
                 // Converged on this batch to f32's resolution: keep theta and the warm start.
                 report.converged = true;
-                report.damping = self.damping;
+                report.damping = self.counters.damping;
                 self.previous = Some(solved.solution);
                 return Ok((params.clone(), report));
             }
             // Rejected: keep theta, raise lambda (unless rho already did), forget the warm
             // start that led here.
-            if !raised {
-                self.raise_damping();
+            if verdict != Verdict::Raise {
+                self.judge(Verdict::Raise);
             }
-            report.damping = self.damping;
-            self.rejected_in_a_row += 1;
-            self.rejected_total += 1;
-            if self.rejected_in_a_row as usize >= c.max_rejected_steps {
+            report.damping = self.counters.damping;
+            self.counters.rejected_in_a_row += 1;
+            self.counters.rejected_total += 1;
+            if self.counters.rejected_in_a_row as usize >= c.max_rejected_steps {
                 bail!(
                     "Hessian-free rejected {} steps in a row (no decrease of the objective; \
                      damping now {:.3e}, last rho {rho:.3}); the parameters are those of the \
                      last accepted step. Try a larger optimizer.hessian_free.initial_damping or \
                      curvature_batch_size",
-                    self.rejected_in_a_row,
-                    self.damping
+                    self.counters.rejected_in_a_row,
+                    self.counters.damping
                 );
             }
             return Ok((params.clone(), report));
         };
-        self.rejected_in_a_row = 0;
+        self.counters.rejected_in_a_row = 0;
         self.previous = Some(solved.solution);
+        report.damping = self.counters.damping;
         report.value_after = new_value;
         report.step_size = alpha;
         report.step_norm = alpha * direction_norm_sq.sqrt();
         report.accepted = true;
         Ok((params.clone() + direction.mul_scalar(alpha), report))
     }
+}
 
-    pub fn state(&self) -> OptimizerState {
-        let mut state = OptimizerState::new(KIND);
-        state.scalars.insert("damping".into(), self.damping);
-        state.scalars.insert("steps".into(), self.steps as f64);
-        state
-            .scalars
-            .insert("rejected_in_a_row".into(), self.rejected_in_a_row as f64);
-        state
-            .scalars
-            .insert("rejected_total".into(), self.rejected_total as f64);
-        state.put_vector("previous_solution", &self.previous);
+impl Optimizer for HessianFree {
+    /// The gradient of the regularised objective (with squared per-example gradients where
+    /// the preconditioner needs them), then `step_from`. The learning rate does not apply.
+    fn step(&mut self, objective: &dyn Objective, params: &Tensor<1>, _lr: f64) -> Result<Step> {
+        let clock = Instant::now();
+        let gradient = objective.gradient(params, self.config.preconditioner);
+        let gradient_seconds = clock.elapsed().as_secs_f64();
+        let (params, mut report) = self.step_from(
+            objective,
+            params,
+            gradient.value,
+            &gradient.gradient,
+            gradient.squared.as_ref(),
+        )?;
+        report.timing.gradient = gradient_seconds;
+        report.timing.total = clock.elapsed().as_secs_f64();
+        Ok(Step {
+            params,
+            info: StepInfo {
+                step_length: report.step_size,
+                report: Some(report),
+            },
+        })
+    }
+
+    fn state(&self) -> OptimizerState {
+        let mut state = OptimizerState::new(KIND, &self.counters);
+        state.put_vector(PREVIOUS_SOLUTION, &self.previous);
         state
     }
 
-    pub fn load_state(&mut self, state: &OptimizerState, device: &Device) -> Result<()> {
-        super::check_kind(state, KIND)?;
-        let scalar = |name: &str| -> Result<f64> {
-            match state.scalars.get(name) {
-                Some(v) if v.is_finite() && *v >= 0.0 => Ok(*v),
-                Some(v) => bail!("optimizer state `{name}` = {v} is not a valid count or damping"),
-                None => bail!("optimizer state has no `{name}`"),
-            }
-        };
-        self.damping = scalar("damping")?;
-        self.steps = scalar("steps")? as u64;
-        self.rejected_in_a_row = scalar("rejected_in_a_row")? as u64;
-        self.rejected_total = scalar("rejected_total")? as u64;
-        self.previous = state.take_vector("previous_solution", self.len, device)?;
+    fn load_state(&mut self, state: &OptimizerState, device: &Device) -> Result<()> {
+        let counters: Counters = state.scalars(KIND)?;
+        if !counters.damping.is_finite() || counters.damping <= 0.0 {
+            bail!(
+                "the checkpoint's Hessian-free damping is {}: not a valid damping",
+                counters.damping
+            );
+        }
+        self.counters = counters;
+        self.previous = state.take_vector(PREVIOUS_SOLUTION, self.len, device)?;
         Ok(())
     }
 }

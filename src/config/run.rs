@@ -1,0 +1,97 @@
+//! `[train]` and `[checkpoint]`: the settings of the training loop itself.
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{Problems, fraction};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    /// Batch norm running-statistics momentum (PyTorch's convention: new = (1-m) old + m batch).
+    pub bn_momentum: f32,
+    /// Label smoothing of the cross-entropy loss (0: none).
+    pub label_smoothing: f32,
+    /// Read the loss back from the device (and refresh the progress bar) every this many steps.
+    pub log_every: usize,
+    /// Before each end-of-epoch evaluation and checkpoint, recompute batch norm's running
+    /// statistics with the current weights over this many training batches (0: keep the
+    /// running averages; see `bn_statistics.rs`). Unset: 10 for Hessian-free, whose few large
+    /// steps leave the running averages behind, 0 for SGD and Adam.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bn_recompute_batches: Option<usize>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 16,
+            batch_size: 512,
+            eval_batch_size: 1000,
+            bn_momentum: 0.1,
+            label_smoothing: 0.0,
+            log_every: 10,
+            bn_recompute_batches: None,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self, problems: &mut Problems) {
+        for (key, value) in [
+            ("epochs", self.epochs),
+            ("batch_size", self.batch_size),
+            ("eval_batch_size", self.eval_batch_size),
+            ("log_every", self.log_every),
+        ] {
+            problems.check(value > 0, format!("train.{key} = 0: expected at least 1"));
+        }
+        problems.check(
+            fraction(self.bn_momentum as f64),
+            format!(
+                "train.bn_momentum = {}: expected a number in [0, 1]",
+                self.bn_momentum
+            ),
+        );
+        problems.check(
+            (0.0..1.0).contains(&self.label_smoothing),
+            format!(
+                "train.label_smoothing = {}: expected a number in [0, 1)",
+                self.label_smoothing
+            ),
+        );
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointConfig {
+    /// Write a checkpoint every this many epochs (the last epoch is always written).
+    pub every_epochs: usize,
+    /// Keep this many most recent checkpoints.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            every_epochs: 1,
+            keep: 3,
+        }
+    }
+}
+
+impl CheckpointConfig {
+    pub fn validate(&self, problems: &mut Problems) {
+        problems.check(
+            self.every_epochs > 0,
+            "checkpoint.every_epochs = 0: expected at least 1".into(),
+        );
+        problems.check(
+            self.keep > 0,
+            "checkpoint.keep = 0: expected at least 1".into(),
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! `[optimizer.hessian_free]`: the settings of the Hessian-free optimizer.
+
+use serde::{Deserialize, Serialize};
+
+use crate::validate::{Problems, fraction, positive};
+
+/// Which curvature matrix CG solves with (also `hftrain curvature`'s and the spectrum's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CurvatureKind {
+    /// The exact Hessian, by double backprop (indefinite away from a minimum); CG stops on
+    /// negative curvature.
+    Hessian,
+    /// The generalised Gauss-Newton matrix `J^T H_L J` (positive semi-definite; Martens'
+    /// choice).
+    GaussNewton,
+}
+
+impl std::fmt::Display for CurvatureKind {
+    /// The name a config writes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CurvatureKind::Hessian => "hessian",
+            CurvatureKind::GaussNewton => "gauss-newton",
+        })
+    }
+}
+
+/// The Hessian-free optimizer (Martens 2010). Every step: the gradient on the training
+/// batch; CG on `(C + damping I) p = -g` with curvature products on the first
+/// `curvature_batch_size` images of that batch; backtracking over CG iterates; Levenberg-
+/// Marquardt damping from the reduction ratio; an Armijo line search. The learning rate and
+/// its schedule do not apply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HessianFreeConfig {
+    pub curvature: CurvatureKind,
+    /// Images of each training batch the curvature products use.
+    pub curvature_batch_size: usize,
+    /// Images of each training batch the backtracking over CG's iterates compares them on
+    /// (0: the whole batch). Only the chosen iterate's objective is then taken on the whole
+    /// batch, for rho and the line search (Martens 2010 backtracks on a subset).
+    pub backtracking_batch_size: usize,
+    /// Starting damping lambda.
+    pub initial_damping: f64,
+    /// Lambda stays within these bounds.
+    pub min_damping: f64,
+    pub max_damping: f64,
+    /// rho below `damping_raise_below` multiplies lambda by `damping_raise`; rho above
+    /// `damping_lower_above` multiplies it by `damping_lower`.
+    pub damping_raise_below: f64,
+    pub damping_lower_above: f64,
+    pub damping_raise: f64,
+    pub damping_lower: f64,
+    pub cg_max_iterations: usize,
+    /// Martens' relative-progress tolerance.
+    pub cg_tolerance: f64,
+    /// CG starts from this multiple of the previous step's solution.
+    pub warm_start_decay: f64,
+    /// Diagonal preconditioner `(diag(sum of squared gradients) + lambda)^exponent`.
+    pub preconditioner: bool,
+    pub preconditioner_exponent: f64,
+    /// Armijo sufficient-decrease constant and the line search's shrink factor.
+    pub armijo_c: f64,
+    pub line_search_shrink: f64,
+    pub line_search_max_tries: usize,
+    /// Stop the run after this many consecutive rejected steps.
+    pub max_rejected_steps: usize,
+}
+
+impl Default for HessianFreeConfig {
+    fn default() -> Self {
+        Self {
+            curvature: CurvatureKind::GaussNewton,
+            curvature_batch_size: 128,
+            backtracking_batch_size: 0,
+            initial_damping: 1.0,
+            min_damping: 1e-6,
+            max_damping: 1e6,
+            damping_raise_below: 0.25,
+            damping_lower_above: 0.75,
+            damping_raise: 1.5,
+            damping_lower: 2.0 / 3.0,
+            cg_max_iterations: 50,
+            cg_tolerance: 5e-4,
+            warm_start_decay: 0.95,
+            preconditioner: false,
+            preconditioner_exponent: 0.75,
+            armijo_c: 1e-2,
+            line_search_shrink: 0.8,
+            line_search_max_tries: 10,
+            max_rejected_steps: 20,
+        }
+    }
+}
+
+impl HessianFreeConfig {
+    pub fn validate(&self, problems: &mut Problems) {
+        let h = self;
+        let key = "optimizer.hessian_free";
+        problems.check(
+            h.curvature_batch_size > 0,
+            format!("{key}.curvature_batch_size = 0: expected at least 1"),
+        );
+        problems.check(
+            positive(h.min_damping) && h.min_damping <= h.max_damping && h.max_damping.is_finite(),
+            format!(
+                "{key}.min_damping = {}, max_damping = {}: expected 0 < min_damping <= max_damping",
+                h.min_damping, h.max_damping
+            ),
+        );
+        problems.check(
+            positive(h.initial_damping)
+                && (h.min_damping..=h.max_damping).contains(&h.initial_damping),
+            format!(
+                "{key}.initial_damping = {}: expected a number between min_damping and max_damping",
+                h.initial_damping
+            ),
+        );
+        problems.check(
+            fraction(h.damping_raise_below)
+                && fraction(h.damping_lower_above)
+                && h.damping_raise_below <= h.damping_lower_above,
+            format!(
+                "{key}.damping_raise_below = {}, damping_lower_above = {}: expected \
+                 0 <= damping_raise_below <= damping_lower_above <= 1",
+                h.damping_raise_below, h.damping_lower_above
+            ),
+        );
+        problems.check(
+            h.damping_raise.is_finite() && h.damping_raise > 1.0,
+            format!(
+                "{key}.damping_raise = {}: expected a number above 1",
+                h.damping_raise
+            ),
+        );
+        problems.check(
+            h.damping_lower > 0.0 && h.damping_lower < 1.0,
+            format!(
+                "{key}.damping_lower = {}: expected a number in (0, 1)",
+                h.damping_lower
+            ),
+        );
+        problems.check(
+            h.cg_max_iterations > 0,
+            format!("{key}.cg_max_iterations = 0: expected at least 1"),
+        );
+        problems.check(
+            positive(h.cg_tolerance),
+            format!(
+                "{key}.cg_tolerance = {}: expected a positive number",
+                h.cg_tolerance
+            ),
+        );
+        problems.check(
+            fraction(h.warm_start_decay),
+            format!(
+                "{key}.warm_start_decay = {}: expected a number in [0, 1]",
+                h.warm_start_decay
+            ),
+        );
+        problems.check(
+            fraction(h.preconditioner_exponent),
+            format!(
+                "{key}.preconditioner_exponent = {}: expected a number in [0, 1]",
+                h.preconditioner_exponent
+            ),
+        );
+        problems.check(
+            h.armijo_c > 0.0 && h.armijo_c < 1.0,
+            format!(
+                "{key}.armijo_c = {}: expected a number in (0, 1)",
+                h.armijo_c
+            ),
+        );
+        problems.check(
+            h.line_search_shrink > 0.0 && h.line_search_shrink < 1.0,
+            format!(
+                "{key}.line_search_shrink = {}: expected a number in (0, 1)",
+                h.line_search_shrink
+            ),
+        );
+        problems.check(
+            h.max_rejected_steps > 0,
+            format!("{key}.max_rejected_steps = 0: expected at least 1"),
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! What every command that runs a network starts with: the device, the data, and (for
+//! `eval`, `curvature` and the like) a checkpoint with its network, on that device. `train`
+//! uses the same pieces for its set-up.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use burn::prelude::*;
+
+use crate::checkpoint::Checkpoint;
+use crate::config::{Config, DataConfig};
+use crate::data::{self, Dataset, Source, Split};
+use crate::device::{self, DeviceChoice, SelectedDevice};
+use crate::model::Network;
+use crate::params::from_host;
+
+/// Opens the device a command runs on and says which it is.
+pub fn open_device(choice: DeviceChoice) -> Result<SelectedDevice> {
+    let selected = device::select(choice)?;
+    log::info!("device: {}", selected.description);
+    Ok(selected)
+}
+
+/// The training and test sets of a run, with the description the log and `report.md` give.
+pub struct TrainingData {
+    pub train: Dataset,
+    pub test: Dataset,
+    pub summary: String,
+}
+
+/// Loads both splits of `data.dir` (fetching CIFAR-10 into the default folder on first use)
+/// and checks that they have the same classes.
+pub fn load_training_data(config: &DataConfig) -> Result<TrainingData> {
+    let source = Source::prepare(&config.dir)?;
+    let train = source.load(Split::Train, config.train_limit)?;
+    let test = source.load(Split::Test, config.test_limit)?;
+    data::folder::check_same_classes(&source.root, &train, &test)?;
+    let summary = data::describe(&source, &train, &test);
+    log::info!("{summary}");
+    Ok(TrainingData {
+        train,
+        test,
+        summary,
+    })
+}
+
+/// A checkpoint opened for inspection: its config (with the data directory and device the
+/// user gave), the network, parameters and buffers on the device, and one split of the data.
+pub struct OpenedCheckpoint {
+    pub config: Config,
+    pub network: Network,
+    pub device: Device,
+    pub params: Tensor<1>,
+    pub buffers: Tensor<1>,
+    pub data: Dataset,
+}
+
+pub fn open_checkpoint(
+    dir: &Path,
+    data: Option<PathBuf>,
+    device: Option<DeviceChoice>,
+    split: Split,
+    limit: usize,
+) -> Result<OpenedCheckpoint> {
+    let ckpt = Checkpoint::load(dir)?;
+    let mut config = ckpt.config.clone();
+    if let Some(d) = data {
+        config.data.dir = d;
+    }
+    let selected = open_device(device.unwrap_or(config.device))?;
+    let source = Source::prepare(&config.data.dir)?;
+    let images = source.load(split, limit)?;
+    let network = Network::new(&config.model, images.classes.len()).map_err(anyhow::Error::msg)?;
+    ckpt.check_layout(dir, &network.params, &network.buffers)?;
+    if !ckpt.classes.is_empty() && ckpt.classes != images.classes {
+        log::warn!(
+            "the data's classes ({}) are not those the checkpoint was trained on ({}); \
+             label numbers may mean other classes, so accuracy may not mean what it says",
+            images.classes.join(", "),
+            ckpt.classes.join(", ")
+        );
+    }
+    let device = selected.device;
+    log::info!(
+        "checkpoint {} (epoch {}), {} {} images",
+        dir.display(),
+        ckpt.position.epoch,
+        images.len(),
+        split.name()
+    );
+    Ok(OpenedCheckpoint {
+        params: from_host(ckpt.params.clone(), &device),
+        buffers: from_host(ckpt.buffers.clone(), &device),
+        config,
+        network,
+        device,
+        data: images,
+    })
+}

@@ -1,0 +1,363 @@
+//! The training loop. `setup.rs` prepares a `Session` (config, run directory, device, data,
+//! network, optimizer, or all of it from a checkpoint); here are the epochs of steps, each
+//! epoch's evaluation, and when to checkpoint. What is recorded and where (CSV, TensorBoard,
+//! report, plots) is `recorder.rs`; the epoch's running sums are `totals.rs`.
+
+mod progress;
+mod recorder;
+mod setup;
+mod totals;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+
+use crate::checkpoint::{self, Checkpoint, EpochProgress, Position};
+use crate::config::Config;
+use crate::curvature::{Batch, BatchObjective, BatchOutcome, CurvatureSampling, Objective};
+use crate::data::Dataset;
+use crate::data::batcher::{EpochPlan, Prefetcher, Transform};
+use crate::device::DeviceChoice;
+use crate::eval::evaluate;
+use crate::interrupt;
+use crate::lock::RunLock;
+use crate::metrics::EpochMetrics;
+use crate::model::Network;
+use crate::optim::schedule::Schedule;
+use crate::optim::{Optimizer, StepInfo};
+use crate::params::to_host;
+use crate::run_dir::RunPaths;
+use progress::Progress;
+use recorder::Recorder;
+use totals::EpochTotals;
+
+pub use setup::default_run_dir;
+
+/// What `hftrain train` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct TrainRequest {
+    /// The config given with `--config` (None when resuming from a checkpoint's own config).
+    pub config: Option<Config>,
+    /// `--out`: the run directory (default `runs/<config name>`).
+    pub out_dir: Option<PathBuf>,
+    /// `--data` (or HFTRAIN_DATA, resolved by the caller): overrides `data.dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--device`: overrides the config's device.
+    pub device: Option<DeviceChoice>,
+    /// `--resume latest` or `--resume <checkpoint dir>`.
+    pub resume: Option<String>,
+    /// `--force`: start afresh in a run directory that already holds a run.
+    pub force: bool,
+    /// Stop (after checkpointing) once this many epochs are complete, as an interruption
+    /// would; the run can be resumed. None: train to `train.epochs`.
+    pub stop_after_epoch: Option<usize>,
+}
+
+/// What a training run left behind.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub run_dir: PathBuf,
+    pub metrics: Vec<EpochMetrics>,
+    /// Final parameters and buffers on the host.
+    pub params: Vec<f32>,
+    pub buffers: Vec<f32>,
+    pub last_checkpoint: Option<PathBuf>,
+    pub position: Position,
+    /// Stopped by Ctrl-C (after writing a checkpoint of the current state).
+    pub interrupted: bool,
+}
+
+pub fn run(request: TrainRequest) -> Result<TrainOutcome> {
+    let mut session = setup::set_up(&request)?;
+    session.train_epochs(request.stop_after_epoch)
+}
+
+/// Everything needed to run the epochs, after set-up.
+struct Session {
+    config: Config,
+    paths: RunPaths,
+    device: Device,
+    network: Network,
+    train: Arc<Dataset>,
+    test: Dataset,
+    params: Tensor<1>,
+    buffers: Tensor<1>,
+    optimizer: Box<dyn Optimizer>,
+    /// 1 where weight decay applies.
+    decay_mask: Tensor<1>,
+    schedule: Schedule,
+    recorder: Recorder,
+    position: Position,
+    /// The sums of the epoch's steps before a mid-epoch checkpoint this session resumed from.
+    epoch_progress: EpochProgress,
+    metrics: Vec<EpochMetrics>,
+    /// Held while the session lives: one training process per run directory.
+    _lock: RunLock,
+}
+
+/// How an epoch's steps ended.
+enum EpochEnd {
+    /// All steps done: the epoch's sums, and the last step's report.
+    Done(EpochTotals, Option<StepInfo>),
+    /// Ctrl-C inside the epoch: the position was checkpointed there.
+    Interrupted(PathBuf),
+}
+
+impl Session {
+    fn train_epochs(&mut self, stop_after_epoch: Option<usize>) -> Result<TrainOutcome> {
+        let epochs = self.config.train.epochs;
+        if self.position.epoch >= epochs {
+            log::info!("the run is already complete ({epochs} epochs); nothing to train");
+        }
+        let mut last_checkpoint = None;
+        while self.position.epoch < epochs {
+            let (totals, last_step) = match self.train_epoch()? {
+                EpochEnd::Done(totals, last_step) => (totals, last_step),
+                EpochEnd::Interrupted(dir) => return Ok(self.outcome(Some(dir), true)),
+            };
+            self.end_epoch(&totals, last_step.as_ref())?;
+            let done = self.position.epoch;
+            let stopping = stop_after_epoch.is_some_and(|s| done >= s);
+            let interrupted = interrupt::requested();
+            // Every `every_epochs`, the last epoch, and wherever the run stops.
+            if done.is_multiple_of(self.config.checkpoint.every_epochs)
+                || done == epochs
+                || stopping
+                || interrupted
+            {
+                let dir = self.save_checkpoint(EpochProgress::default())?;
+                log::info!("checkpoint: {}", dir.display());
+                last_checkpoint = Some(dir);
+            }
+            if interrupted && done < epochs {
+                log::info!("interrupted after epoch {done}; continue with --resume latest");
+                return Ok(self.outcome(last_checkpoint, true));
+            }
+            if stopping && done < epochs {
+                log::info!("stopping after epoch {done} as asked; continue with --resume latest");
+                break;
+            }
+        }
+        Ok(self.outcome(last_checkpoint, false))
+    }
+
+    /// The steps of the current epoch, from where the position stands.
+    fn train_epoch(&mut self) -> Result<EpochEnd> {
+        let (epoch, epochs) = (self.position.epoch, self.config.train.epochs);
+        let (seed, batch_size) = (self.config.seed, self.config.train.batch_size);
+        let plan = EpochPlan::new(seed, epoch, self.train.len(), batch_size);
+        let first = self.position.step_in_epoch;
+        let progress = Progress::start(epoch, epochs, plan.steps(), first);
+        let mut totals =
+            EpochTotals::resume(std::mem::take(&mut self.epoch_progress), &self.device);
+        let transform = Transform::train(&self.config.data);
+        let batches = Prefetcher::start(self.train.clone(), plan.clone(), first, seed, transform);
+        let mut last_step = None;
+        for (step, batch) in batches {
+            let n = batch.len();
+            let (images, labels) = batch.to_device(&self.device);
+            let lr = self.schedule.lr(self.position.global_step);
+            let (outcome, info) = match self.step(Batch { images, labels }, lr) {
+                Ok(done) => done,
+                Err(e) => {
+                    progress.abandon();
+                    return Err(e.context(format!(
+                        "training stopped at epoch {} step {}; the last checkpoint is {}",
+                        epoch + 1,
+                        step + 1,
+                        last_good_checkpoint(&self.paths)
+                    )));
+                }
+            };
+            totals.add(&outcome.loss, outcome.correct, n);
+            self.position.global_step += 1;
+            self.position.step_in_epoch = step + 1;
+            self.recorder.step(self.position, &outcome.loss, &info);
+
+            let last = step + 1 == plan.steps();
+            if (step + 1).is_multiple_of(self.config.train.log_every) || last {
+                let (loss, accuracy) = totals.read();
+                self.recorder.scalars(
+                    self.position.global_step,
+                    &[
+                        ("loss/train_running", loss as f32),
+                        ("accuracy/train_running", accuracy as f32),
+                    ],
+                );
+                let speed = totals.images() as f64 / totals.seconds().max(1e-9);
+                progress.show(step + 1, loss, accuracy, &info.summary(), speed);
+            }
+            last_step = Some(info);
+            // After the step's line and events, so that they are kept for the resumed run.
+            if interrupt::requested() && !last {
+                // Mid-epoch: checkpoint this exact position (the data order and
+                // augmentation of the rest of the epoch follow from it).
+                progress.abandon();
+                self.recorder.write_steps()?;
+                let dir = self.save_checkpoint(totals.progress())?;
+                log::info!(
+                    "interrupted at epoch {} step {}/{}: checkpoint {}; continue with --resume latest",
+                    epoch + 1,
+                    step + 1,
+                    plan.steps(),
+                    dir.display()
+                );
+                return Ok(EpochEnd::Interrupted(dir));
+            }
+        }
+        progress.finish();
+        Ok(EpochEnd::Done(totals, last_step))
+    }
+
+    /// One optimizer step on a batch: the parameters and batch-norm buffers move; the batch's
+    /// loss, accuracy and the optimizer's report are returned.
+    fn step(&mut self, batch: Batch, lr: f64) -> Result<(BatchOutcome, StepInfo)> {
+        let objective = Objective {
+            network: &self.network,
+            label_smoothing: self.config.train.label_smoothing,
+            weight_decay: self.config.optimizer.weight_decay(),
+            decay_mask: self.decay_mask.clone(),
+        };
+        let on_batch = BatchObjective::new(
+            &objective,
+            &self.buffers,
+            batch,
+            CurvatureSampling::of(&self.config.optimizer),
+        );
+        let step = self.optimizer.step(&on_batch, &self.params, lr)?;
+        let outcome = on_batch
+            .into_outcome()
+            .expect("every optimizer takes a gradient at the step's start");
+        // Divergence is caught at the step where it happens, before anything of it is saved:
+        // one scalar read per step (the loss plus the parameters' sum, which is not finite as
+        // soon as one parameter is not).
+        let health = outcome.loss.clone() + step.params.clone().sum();
+        if !health.into_scalar::<f64>().is_finite() {
+            let loss = outcome.loss.clone().into_scalar::<f64>();
+            let what = if loss.is_finite() {
+                "a parameter became NaN or infinite".to_string()
+            } else {
+                format!("the loss became {loss}")
+            };
+            bail!(
+                "training diverged: {what} at global step {} (learning rate {lr:.3e}); nothing \
+                 of this step was saved; lower optimizer.lr or lengthen schedule.warmup_epochs",
+                self.position.global_step + 1,
+            );
+        }
+        self.params = step.params;
+        self.buffers = self.network.update_buffers(
+            self.buffers.clone(),
+            &outcome.stats,
+            self.config.train.bn_momentum,
+        );
+        Ok((outcome, step.info))
+    }
+
+    /// The epoch's end: batch-norm statistics recomputed where asked, the test set evaluated,
+    /// the row recorded, the position moved to the next epoch.
+    fn end_epoch(&mut self, totals: &EpochTotals, last_step: Option<&StepInfo>) -> Result<()> {
+        let train_seconds = totals.seconds();
+        let (train_loss, train_accuracy) = totals.read();
+        let epoch = self.position.epoch;
+        let plan = EpochPlan::new(
+            self.config.seed,
+            epoch,
+            self.train.len(),
+            self.config.train.batch_size,
+        );
+        let eval_transform = Transform::eval(&self.config.data);
+        self.buffers = crate::bn_statistics::recompute(
+            &self.network,
+            &self.params,
+            self.buffers.clone(),
+            &self.train,
+            &plan,
+            self.config.bn_recompute_batches(),
+            &eval_transform,
+            &self.device,
+        );
+        let eval = evaluate(
+            &self.network,
+            &self.params,
+            &self.buffers,
+            &self.test,
+            self.config.train.eval_batch_size,
+            &eval_transform,
+            &self.device,
+        );
+        let row = EpochMetrics {
+            epoch: epoch + 1,
+            step: self.position.global_step,
+            lr: last_step.map_or(self.schedule.lr(self.position.global_step), |s| {
+                s.step_length
+            }),
+            train_loss,
+            train_accuracy,
+            test_loss: eval.loss,
+            test_accuracy: eval.accuracy,
+            epoch_seconds: totals.seconds(),
+            images_per_second: totals.images() as f64 / train_seconds.max(1e-9),
+        };
+        log::info!(
+            "epoch {:>3}/{}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  \
+             lr {:.2e}  {:.1}s  {:.1} img/s",
+            row.epoch,
+            self.config.train.epochs,
+            row.train_loss,
+            100.0 * row.train_accuracy,
+            row.test_loss,
+            100.0 * row.test_accuracy,
+            row.lr,
+            row.epoch_seconds,
+            row.images_per_second
+        );
+        if let Some(report) = last_step.and_then(|s| s.report.as_ref()) {
+            log::info!("          hessian-free: {}", report.summary());
+        }
+        self.metrics.push(row);
+        self.recorder.epoch(&self.metrics)?;
+        self.position.epoch += 1;
+        self.position.step_in_epoch = 0;
+        Ok(())
+    }
+
+    fn outcome(&self, last_checkpoint: Option<PathBuf>, interrupted: bool) -> TrainOutcome {
+        TrainOutcome {
+            run_dir: self.paths.run_dir.clone(),
+            metrics: self.metrics.clone(),
+            params: to_host(&self.params),
+            buffers: to_host(&self.buffers),
+            last_checkpoint,
+            position: self.position,
+            interrupted,
+        }
+    }
+
+    /// Checkpoints the current position; `progress` holds the sums of the epoch so far when
+    /// the position is inside an epoch.
+    fn save_checkpoint(&self, progress: EpochProgress) -> Result<PathBuf> {
+        let ckpt = Checkpoint {
+            position: self.position,
+            config: self.config.clone(),
+            params_layout: self.network.params.clone(),
+            buffers_layout: self.network.buffers.clone(),
+            params: to_host(&self.params),
+            buffers: to_host(&self.buffers),
+            optimizer: self.optimizer.state(),
+            metrics: self.metrics.clone(),
+            epoch_progress: progress,
+            classes: self.train.classes.clone(),
+        };
+        ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
+    }
+}
+
+fn last_good_checkpoint(paths: &RunPaths) -> String {
+    match checkpoint::list(&paths.checkpoints).pop() {
+        Some(p) => p.display().to_string(),
+        None => "none (no checkpoint was written yet)".into(),
+    }
+}

@@ -1,0 +1,288 @@
+//! A training run's set-up: the config (given, or the checkpoint's), the run directory
+//! (never one that would mix or overwrite runs, or hold the user's own files), the device,
+//! data, network and optimizer, and, when resuming, everything from the checkpoint.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+
+use super::recorder::{Recorder, ReportFacts};
+use super::{Session, TrainRequest};
+use crate::checkpoint::{self, Checkpoint, EpochProgress, Position};
+use crate::config::Config;
+use crate::data::batcher::EpochPlan;
+use crate::lock::RunLock;
+use crate::memory;
+use crate::model::Network;
+use crate::optim::schedule::Schedule;
+use crate::params::from_host;
+use crate::run_dir::{self, RunPaths};
+use crate::session;
+
+/// Where a resumed run's checkpoint is, and the checkpoint itself.
+fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf, Checkpoint)> {
+    let checkpoints_dir = match (&request.out_dir, &request.config) {
+        (Some(out), _) => RunPaths::new(out.clone()).checkpoints,
+        (None, Some(config)) => RunPaths::new(default_run_dir(config)).checkpoints,
+        (None, None) if spec != checkpoint::LATEST => PathBuf::new(),
+        (None, None) => bail!(
+            "--resume latest needs --config or --out to find the run; or give the checkpoint \
+             directory itself: --resume runs/<name>/checkpoints/epoch-0003"
+        ),
+    };
+    let dir = checkpoint::resolve(spec, &checkpoints_dir)?;
+    if spec != checkpoint::LATEST {
+        let loaded = Checkpoint::load(&dir)?;
+        return Ok((dir, loaded));
+    }
+    // `latest`: the newest checkpoint that loads; a damaged one (truncated, bit-flipped, cut
+    // short by a crash) is reported and the next newest tried.
+    let mut candidates = vec![dir];
+    candidates.extend(checkpoint::list(&checkpoints_dir).into_iter().rev());
+    let mut seen = Vec::new();
+    let mut refused = Vec::new();
+    for candidate in candidates {
+        let real = std::fs::canonicalize(&candidate).unwrap_or_else(|_| candidate.clone());
+        if seen.contains(&real) {
+            continue;
+        }
+        seen.push(real.clone());
+        match Checkpoint::load(&candidate) {
+            Ok(loaded) => {
+                if !refused.is_empty() {
+                    log::info!(
+                        "resuming from the newest valid checkpoint, {}",
+                        real.display()
+                    );
+                }
+                return Ok((real, loaded));
+            }
+            // Only damage is skipped: a newer format or an unreadable file is not the
+            // checkpoint's fault, and falling back to an older one would hide it.
+            Err(e) if !e.is_damage() => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("checkpoint {} cannot be resumed", real.display())));
+            }
+            Err(e) => {
+                log::warn!(
+                    "checkpoint {} is unusable and is skipped: {e:#}",
+                    real.display()
+                );
+                refused.push(format!("{}: {e:#}", real.display()));
+            }
+        }
+    }
+    bail!(
+        "no checkpoint in {} can be resumed:\n  {}",
+        checkpoints_dir.display(),
+        refused.join("\n  ")
+    )
+}
+
+/// Refuses to start or resume where that would overwrite or mix what is in the run
+/// directory: a folder of the user's that is not empty, a run (without --force), another run
+/// than the checkpoint's. With --force, removes only what hftrain wrote.
+fn protect_run_dir(paths: &RunPaths, request: &TrainRequest, resumed: Option<&Path>) -> Result<()> {
+    let dir = &paths.run_dir;
+    if run_dir::is_empty(dir) {
+        return Ok(());
+    }
+    refuse_a_folder_that_is_not_a_run(dir)?;
+    match resumed {
+        // Resuming another run's checkpoint into one with checkpoints of its own would mix
+        // two runs' metrics, events and checkpoints. (Without checkpoints, as after a fork
+        // killed before its first one, there is nothing to mix: it is taken over.)
+        Some(checkpoint) if !checkpoint::list(&paths.checkpoints).is_empty() => {
+            // The checkpoint's folder is this run's checkpoints folder, wherever links lead.
+            let its_folder = std::fs::canonicalize(checkpoint)
+                .ok()
+                .and_then(|c| c.parent().map(Path::to_path_buf));
+            let ours = std::fs::canonicalize(&paths.checkpoints).ok();
+            if its_folder.is_none() || its_folder != ours {
+                bail!(
+                    "{} holds another run than the checkpoint {}; resuming into it would mix \
+                     the two: resume into the checkpoint's own run, or into a new directory \
+                     with --out",
+                    dir.display(),
+                    checkpoint.display()
+                );
+            }
+            Ok(())
+        }
+        Some(_) => Ok(()),
+        None if !paths.holds_a_run() => Ok(()),
+        None if request.force => run_dir::remove_run(dir),
+        None => bail!(
+            "run directory {} already holds a run (metrics.csv or checkpoints); continue it \
+             with --resume latest, choose another directory with --out, or pass --force to \
+             start over (removing only what hftrain wrote there)",
+            dir.display()
+        ),
+    }
+}
+
+/// A folder that is not empty and holds no run of hftrain's is the user's: nothing is written
+/// into it.
+fn refuse_a_folder_that_is_not_a_run(dir: &Path) -> Result<()> {
+    if dir.is_dir() && !run_dir::is_empty(dir) && !run_dir::was_started_by_hftrain(dir) {
+        bail!(
+            "{} is not empty and holds no hftrain run (it holds {}); hftrain writes only into a \
+             new or empty directory or its own run: choose one with --out",
+            dir.display(),
+            run_dir::describe_entries(dir)
+        );
+    }
+    Ok(())
+}
+
+pub fn default_run_dir(config: &Config) -> PathBuf {
+    PathBuf::from("runs").join(&config.name)
+}
+
+/// The config of the run: the given one (which must agree with a resumed checkpoint's in
+/// everything that changes the run) or the checkpoint's, with the command line's data
+/// directory and device.
+fn resolve_config(
+    request: &TrainRequest,
+    resumed: Option<&(PathBuf, Checkpoint)>,
+) -> Result<Config> {
+    let mut config = match (&request.config, resumed) {
+        (Some(given), Some((dir, ckpt))) => {
+            let differences = ckpt.config.run_differences(given);
+            if !differences.is_empty() {
+                bail!(
+                    "the config differs from the one checkpoint {} was trained with, in what \
+                     changes the run (checkpoint vs config):\n  {}\nresume without --config to \
+                     use the checkpoint's settings, or start a new run with --out",
+                    dir.display(),
+                    differences.join("\n  ")
+                );
+            }
+            given.clone()
+        }
+        (Some(given), None) => given.clone(),
+        (None, Some((_, ckpt))) => ckpt.config.clone(),
+        (None, None) => bail!("train needs --config FILE (or --resume with a checkpoint)"),
+    };
+    if let Some(dir) = &request.data_dir {
+        config.data.dir = dir.clone();
+    }
+    if let Some(device) = request.device {
+        config.device = device;
+    }
+    config.validate().context("invalid settings")?;
+    Ok(config)
+}
+
+pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
+    let resumed = match &request.resume {
+        Some(spec) => Some(find_resume_checkpoint(request, spec)?),
+        None => None,
+    };
+    let config = resolve_config(request, resumed.as_ref())?;
+    let run_dir = match (&request.out_dir, &resumed) {
+        (Some(out), _) => out.clone(),
+        (None, Some((dir, _))) if request.config.is_none() => {
+            run_dir_of_checkpoint(dir).unwrap_or_else(|| default_run_dir(&config))
+        }
+        _ => default_run_dir(&config),
+    };
+    let paths = RunPaths::new(run_dir);
+    // A folder of the user's is refused before the lock writes its `.lock` file there; the
+    // rest of the checks need the lock (another process may be writing the run).
+    refuse_a_folder_that_is_not_a_run(&paths.run_dir)?;
+    let lock = RunLock::acquire(&paths.run_dir)?;
+    protect_run_dir(
+        &paths,
+        request,
+        resumed.as_ref().map(|(dir, _)| dir.as_path()),
+    )?;
+
+    let selected = session::open_device(config.device)?;
+    let device = selected.device.clone();
+    let data = session::load_training_data(&config.data)?;
+    let network =
+        Network::new(&config.model, data.train.classes.len()).map_err(anyhow::Error::msg)?;
+    log::info!("{}", network.summary());
+    if let Some(available) = memory::available().filter(|_| selected.host_memory) {
+        memory::check_fits(&config, &network, available)?;
+    }
+
+    let decay_mask = network.params.decay_mask(&device);
+    let mut optimizer = config
+        .optimizer
+        .build(decay_mask.clone(), network.params.total());
+    let (params, buffers, position, metrics, epoch_progress) = match &resumed {
+        Some((dir, ckpt)) => {
+            ckpt.check_layout(dir, &network.params, &network.buffers)?;
+            optimizer
+                .load_state(&ckpt.optimizer, &device)
+                .with_context(|| format!("cannot restore the optimizer from {}", dir.display()))?;
+            log::info!(
+                "resuming from {} (epoch {}, step {} of the epoch, {} steps in all)",
+                dir.display(),
+                ckpt.position.epoch,
+                ckpt.position.step_in_epoch,
+                ckpt.position.global_step
+            );
+            (
+                from_host(ckpt.params.clone(), &device),
+                from_host(ckpt.buffers.clone(), &device),
+                ckpt.position,
+                ckpt.metrics.clone(),
+                ckpt.epoch_progress,
+            )
+        }
+        None => {
+            let (p, b) = network.init(config.seed, &device);
+            (
+                p,
+                b,
+                Position::default(),
+                Vec::new(),
+                EpochProgress::default(),
+            )
+        }
+    };
+    let facts = ReportFacts {
+        device: selected.description.clone(),
+        model: network.summary(),
+        data: data.summary.clone(),
+    };
+    let recorder = Recorder::open(&paths, &config, facts, position, &metrics)?;
+    let steps_per_epoch =
+        EpochPlan::new(config.seed, 0, data.train.len(), config.train.batch_size).steps();
+    // Hessian-free has no learning rate: its schedule (unused by it) peaks at 1.
+    let schedule = Schedule::new(
+        config.optimizer.lr().unwrap_or(1.0),
+        &config.schedule,
+        steps_per_epoch,
+        config.train.epochs,
+    );
+    Ok(Session {
+        config,
+        paths,
+        device,
+        network,
+        train: Arc::new(data.train),
+        test: data.test,
+        params,
+        buffers,
+        optimizer,
+        decay_mask,
+        schedule,
+        recorder,
+        position,
+        epoch_progress,
+        metrics,
+        _lock: lock,
+    })
+}
+
+/// `runs/<name>` for `runs/<name>/checkpoints/<checkpoint>`.
+fn run_dir_of_checkpoint(dir: &Path) -> Option<PathBuf> {
+    let checkpoints = dir.parent()?;
+    (checkpoints.file_name()? == "checkpoints")
+        .then(|| checkpoints.parent().map(Path::to_path_buf))?
+}
