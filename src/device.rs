@@ -16,8 +16,7 @@ use burn::tensor::{Device, DeviceKind};
 use serde::{Deserialize, Serialize};
 
 /// `device` in a config and `--device` on the command line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub enum DeviceChoice {
     /// wgpu on a hardware GPU; Burn's CPU backend where there is none.
     #[default]
@@ -26,8 +25,7 @@ pub enum DeviceChoice {
     Wgpu,
     /// wgpu on a CPU (software) adapter only.
     WgpuCpu,
-    /// Burn's pure-Rust CPU backend.
-    #[serde(alias = "cpu")]
+    /// Burn's pure-Rust CPU backend (`cpu` is read as `flex`).
     Flex,
 }
 
@@ -60,6 +58,24 @@ impl std::str::FromStr for DeviceChoice {
 
     fn from_str(name: &str) -> Result<Self> {
         Self::parse(name)
+    }
+}
+
+impl Serialize for DeviceChoice {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(deserializer)?;
+        Self::parse(&name).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "device = {name:?}: expected one of {}",
+                Self::NAMES
+            ))
+        })
     }
 }
 

@@ -95,7 +95,7 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
     let opened = crate::session::open_checkpoint(
         &request.checkpoint,
         request.data.clone(),
-        request.device.clone(),
+        request.device,
         Split::Test,
         0,
     )?;

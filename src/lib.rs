@@ -28,5 +28,6 @@ pub mod run_dir;
 pub mod safetensors;
 pub mod session;
 pub mod tensorboard;
+pub mod text;
 pub mod train;
 pub mod validate;

@@ -9,6 +9,7 @@ use image::{Rgb, RgbImage};
 use crate::data::{Dataset, IMAGE_SIDE};
 use crate::eval::Mistake;
 use crate::fsutil::write_atomic;
+use crate::text::draw_text;
 
 const SCALE: u32 = 3;
 const COLUMNS: usize = 6;
@@ -17,28 +18,6 @@ const LINE: u32 = 10;
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
 const RED: Rgb<u8> = Rgb([200, 0, 0]);
-
-/// Draws `text` with its top-left corner at (x, y) in the 8x8 font (ASCII; others as '?').
-pub fn draw_text(canvas: &mut RgbImage, text: &str, x: u32, y: u32, color: Rgb<u8>) {
-    for (i, c) in text.chars().enumerate() {
-        let glyph = font8x8::legacy::BASIC_LEGACY[if c.is_ascii() {
-            c as usize
-        } else {
-            '?' as usize
-        }];
-        for (row, bits) in glyph.iter().enumerate() {
-            for col in 0..8 {
-                // Bit 0 is the leftmost pixel.
-                if bits & (1 << col) != 0 {
-                    let (px, py) = (x + i as u32 * 8 + col, y + row as u32);
-                    if px < canvas.width() && py < canvas.height() {
-                        canvas.put_pixel(px, py, color);
-                    }
-                }
-            }
-        }
-    }
-}
 
 /// The grid as an image: one cell per mistake, `COLUMNS` to a row.
 pub fn grid(data: &Dataset, classes: &[String], mistakes: &[Mistake]) -> RgbImage {

@@ -3,7 +3,7 @@
 //! Rewritten after every epoch, and by `hftrain plot <run>` from the run's CSV files.
 //!
 //! plotters draws the axes, grid and lines into an RGB buffer; the text (title, legend, axis
-//! ranges) is drawn with the 8x8 bitmap font of `mistakes.rs`, because plotters' own text
+//! ranges) is drawn with the 8x8 bitmap font of `text.rs`, because plotters' own text
 //! needs a TrueType font from the system, which a headless machine may not have.
 
 use std::path::{Path, PathBuf};
@@ -14,7 +14,7 @@ use plotters::prelude::*;
 
 use crate::fsutil::write_atomic;
 use crate::metrics::{EpochMetrics, StepMetrics};
-use crate::mistakes::draw_text;
+use crate::text::draw_text;
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 400;

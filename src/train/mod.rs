@@ -99,8 +99,9 @@ struct Session {
 
 /// How an epoch's steps ended.
 enum EpochEnd {
-    /// All steps done: the epoch's sums, and the last step's report.
-    Done(EpochTotals, Option<StepInfo>),
+    /// All steps done: the epoch's sums, and the last step's report (boxed: it is large,
+    /// and there is one per epoch).
+    Done(Box<(EpochTotals, Option<StepInfo>)>),
     /// Ctrl-C inside the epoch: the position was checkpointed there.
     Interrupted(PathBuf),
 }
@@ -114,7 +115,7 @@ impl Session {
         let mut last_checkpoint = None;
         while self.position.epoch < epochs {
             let (totals, last_step) = match self.train_epoch()? {
-                EpochEnd::Done(totals, last_step) => (totals, last_step),
+                EpochEnd::Done(done) => *done,
                 EpochEnd::Interrupted(dir) => return Ok(self.outcome(Some(dir), true)),
             };
             self.end_epoch(&totals, last_step.as_ref())?;
@@ -208,7 +209,7 @@ impl Session {
             }
         }
         progress.finish();
-        Ok(EpochEnd::Done(totals, last_step))
+        Ok(EpochEnd::Done(Box::new((totals, last_step))))
     }
 
     /// One optimizer step on a batch: the parameters and batch-norm buffers move; the batch's

@@ -278,3 +278,82 @@ fn resume_latest_without_checkpoints_says_so() {
         &["nothing to resume"],
     );
 }
+
+/// Rewrites a saved checkpoint's manifest with `edit` and a checksum that matches.
+fn rewrite_manifest(ckpt: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = ckpt.join("manifest.json");
+    let mut value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut value);
+    let text = serde_json::to_string_pretty(&value).unwrap();
+    std::fs::write(&path, &text).unwrap();
+    std::fs::write(
+        ckpt.join("manifest.crc32"),
+        format!("{:08x}\n", crc32fast::hash(text.as_bytes())),
+    )
+    .unwrap();
+}
+
+/// A checkpoint of format 2 (every optimizer's settings in its config, scalars as floats)
+/// still loads and resumes: its optimizer's own settings are kept, counts become integers.
+#[test]
+fn a_format_2_checkpoint_still_loads() {
+    let dir = TempDir::new();
+    let ckpt = saved_copy(dir.path());
+    let hessian_free = serde_json::to_value(hftrain::config::HessianFreeConfig::default()).unwrap();
+    rewrite_manifest(&ckpt, |m| {
+        m["format_version"] = 2.into();
+        m["config"]["optimizer"] = serde_json::json!({
+            "kind": "hessian-free", "lr": 0.1, "momentum": 0.9, "nesterov": true,
+            "weight_decay": 0.002, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+            "hessian_free": hessian_free,
+        });
+        m["optimizer"] = serde_json::json!({
+            "kind": "hessian-free",
+            "scalars": {"damping": 0.5, "steps": 12.0, "rejected_in_a_row": 1.0,
+                        "rejected_total": 3.0},
+        });
+        m["optimizer_vectors"] = serde_json::json!(["previous_solution"]);
+    });
+    let loaded = Checkpoint::load(&ckpt).unwrap();
+    let optimizer = &loaded.config.optimizer;
+    assert_eq!(optimizer.name(), "hessian-free");
+    assert_eq!(optimizer.weight_decay(), 0.002);
+    assert_eq!(optimizer.lr(), None);
+    assert_eq!(loaded.optimizer.scalars["steps"], 12);
+    let d = burn::prelude::Device::flex();
+    let mut hf = hftrain::optim::hessian_free::HessianFree::new(
+        optimizer.hessian_free().unwrap(),
+        loaded.params.len(),
+    );
+    use hftrain::optim::Optimizer;
+    hf.load_state(&loaded.optimizer, &d).unwrap();
+    assert_eq!(hf.damping(), 0.5);
+}
+
+/// Load errors are typed where the caller branches on them.
+#[test]
+fn load_errors_say_what_kind_of_failure_they_are() {
+    use checkpoint::LoadError;
+    let dir = TempDir::new();
+    assert!(matches!(
+        Checkpoint::load(&dir.path().join("nothing")),
+        Err(LoadError::Missing(_))
+    ));
+    let ckpt = saved_copy(dir.path());
+    let loaded = Checkpoint::load(&ckpt).unwrap();
+    let other =
+        Config::parse("[[model.stages]]\nlayers = [\"conv 8\", \"global-max-pool\"]\n").unwrap();
+    let network = Network::new(&other.model, 10).unwrap();
+    assert!(matches!(
+        loaded.check_layout(&ckpt, &network.params, &network.buffers),
+        Err(LoadError::LayoutMismatch(_))
+    ));
+    std::fs::write(ckpt.join("buffers.bin"), b"short").unwrap();
+    let error = Checkpoint::load(&ckpt).unwrap_err();
+    assert!(error.is_damage(), "{error}");
+    // An anyhow chain keeps the kind.
+    assert!(checkpoint::is_damage(
+        &anyhow::Error::new(error).context("resuming")
+    ));
+}

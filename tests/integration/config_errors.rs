@@ -228,3 +228,118 @@ fn a_run_too_large_for_memory_is_refused_with_the_setting_to_change() {
     });
     assert_error(refused, &["needs at least", "train.batch_size"]);
 }
+
+/// Each optimizer takes its own settings: another optimizer's key is refused with its name
+/// and whose it is (an SGD run would otherwise ignore `beta1` silently).
+#[test]
+fn a_setting_of_another_optimizer_is_refused_by_name() {
+    assert_error(
+        load("[optimizer]\nkind = \"sgd\"\nbeta1 = 0.9\n"),
+        &[
+            "optimizer.beta1",
+            "adam and adamw",
+            "kind = \"sgd\"",
+            "momentum",
+        ],
+    );
+    assert_error(
+        load("[optimizer]\nkind = \"hessian-free\"\nlr = 0.1\n"),
+        &[
+            "optimizer.lr",
+            "sgd",
+            "kind = \"hessian-free\"",
+            "weight_decay",
+        ],
+    );
+    assert_error(
+        load("[optimizer]\nkind = \"adam\"\nmomentum = 0.9\n"),
+        &["optimizer.momentum", "setting of sgd", "beta2"],
+    );
+    assert_error(
+        load("[optimizer]\nkind = \"adamw\"\nlearning_rate = 0.1\n"),
+        &["optimizer.learning_rate", "unknown setting", "lr, beta1"],
+    );
+    assert_error(
+        load("[optimizer]\nkind = \"newton\"\n"),
+        &["optimizer.kind", "newton", "sgd, adam, adamw, hessian-free"],
+    );
+    // Without `kind`, SGD (as before the settings were split).
+    let config = load("[optimizer]\nlr = 0.3\n").unwrap();
+    assert_eq!(config.optimizer.lr(), Some(0.3));
+    assert_eq!(config.optimizer.name(), "sgd");
+}
+
+/// The key lists the error messages and checkpoint migration use are exactly what each
+/// optimizer's settings hold.
+#[test]
+fn each_optimizers_keys_are_its_settings() {
+    use hftrain::config::{AdamConfig, HessianFreeSettings, OptimizerConfig, SgdConfig};
+    for optimizer in [
+        OptimizerConfig::Sgd(SgdConfig::default()),
+        OptimizerConfig::Adam(AdamConfig::default()),
+        OptimizerConfig::Adamw(AdamConfig::default()),
+        OptimizerConfig::HessianFree(HessianFreeSettings::default()),
+    ] {
+        let value = serde_json::to_value(&optimizer).unwrap();
+        let mut keys: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != "kind")
+            .collect();
+        keys.sort();
+        let (_, listed) = hftrain::optim::KEYS
+            .iter()
+            .find(|(name, _)| *name == optimizer.name())
+            .unwrap();
+        let mut listed = listed.to_vec();
+        listed.sort();
+        assert_eq!(keys, listed, "{optimizer}");
+        assert_eq!(value["kind"], optimizer.name());
+        // What a config writes reads back as the same optimizer.
+        let mut config = Config::parse("").unwrap();
+        config.optimizer = optimizer.clone();
+        assert_eq!(
+            Config::parse(&config.to_toml()).unwrap().optimizer,
+            optimizer
+        );
+    }
+}
+
+/// User-facing names are spelled as a config spells them.
+#[test]
+fn names_in_reports_are_the_configs_spelling() {
+    use hftrain::config::{AdamConfig, OptimizerConfig, ScheduleKind};
+    assert_eq!(
+        OptimizerConfig::Adamw(AdamConfig::default()).to_string(),
+        "adamw"
+    );
+    assert_eq!(ScheduleKind::OneCycle.to_string(), "one-cycle");
+    assert_eq!(
+        hftrain::config::CurvatureKind::GaussNewton.to_string(),
+        "gauss-newton"
+    );
+    assert_eq!(
+        hftrain::config::DeviceChoice::WgpuCpu.to_string(),
+        "wgpu-cpu"
+    );
+    let config = Config::parse(
+        "[optimizer]\nkind = \"adamw\"\nlr = 0.01\n[schedule]\nkind = \"one-cycle\"\n",
+    )
+    .unwrap();
+    let report = hftrain::report::render(
+        &config,
+        &hftrain::report::RunFacts {
+            device: "cpu",
+            model: "model",
+            data: "data",
+            step_log: false,
+        },
+        &[],
+    );
+    assert!(
+        report.contains("adamw (peak lr 0.01, one-cycle schedule"),
+        "{report}"
+    );
+}

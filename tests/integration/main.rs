@@ -15,5 +15,6 @@ mod networks;
 mod optimizer_runs;
 mod optimizers;
 mod reliability;
+mod structure;
 mod tensorboard;
 mod training;

@@ -186,7 +186,7 @@ fn eval_command_reports_accuracy_and_confusion_matrix() {
     for needle in [
         "# Run `test`",
         "- device: flex",
-        "- optimizer: SGD",
+        "- optimizer: sgd (peak lr",
         &final_line,
         "best test accuracy",
         "| 1 | ",

@@ -6,10 +6,10 @@ use crate::optim::cg::Iterate;
 
 /// The chosen iterate and its objective as `value_at` gave it. The starting point
 /// (iteration 0) is never a candidate; None when CG kept no other iterate.
-pub fn choose<'a>(
-    iterates: &'a [Iterate],
+pub fn choose(
+    iterates: &[Iterate],
     mut value_at: impl FnMut(&Iterate) -> f64,
-) -> Option<(&'a Iterate, f64)> {
+) -> Option<(&Iterate, f64)> {
     let mut candidates = iterates.iter().filter(|it| it.iteration > 0).rev();
     let last = candidates.next()?;
     let mut chosen = (last, value_at(last));
