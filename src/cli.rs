@@ -230,8 +230,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             stop_after_epoch,
         } => {
             let config = config.as_deref().map(Config::load).transpose()?;
-            crate::interrupt::install();
-            let outcome = train::run(TrainRequest {
+            train_command(TrainRequest {
                 config,
                 out_dir: out,
                 data_dir: data,
@@ -239,19 +238,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 resume,
                 force,
                 stop_after_epoch,
-            })?;
-            if outcome.interrupted {
-                return Ok(ExitCode::from(130));
-            }
-            if let Some(last) = outcome.metrics.last() {
-                println!(
-                    "done: test accuracy {:.2}% after {} epochs; run directory {}",
-                    100.0 * last.test_accuracy,
-                    last.epoch,
-                    outcome.run_dir.display()
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            })
         }
         Command::Eval {
             checkpoint,
@@ -279,44 +266,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     test_per_class,
                     seed,
                 },
-        } => {
-            use crate::data::{Format, synthetic::SyntheticSpec};
-            let spec = SyntheticSpec {
-                train_per_class,
-                test_per_class,
-                seed,
-            };
-            let (train, test) = (spec.generate(Split::Train), spec.generate(Split::Test));
-            let format = match format {
-                SyntheticFormat::Binary => Format::Binary,
-                SyntheticFormat::Folder => Format::ImageFolder,
-            };
-            crate::data::synthetic::write(&out, format, &train, &test)?;
-            println!(
-                "synthetic data set ({format}): {} training and {} test images in {}",
-                train.len(),
-                test.len(),
-                out.display()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => synthetic_command(&out, format, train_per_class, test_per_class, seed),
         Command::Compare { runs, out } => {
             print!("{}", crate::compare::compare(&runs, &out)?);
             println!("picture: {}", out.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Plot { run } => {
-            let metrics = crate::metrics::read(&run.join("metrics.csv"))?;
-            let steps_path = run.join("steps.csv");
-            let steps = steps_path
-                .exists()
-                .then(|| crate::metrics::StepLog::open(&steps_path, usize::MAX));
-            let steps = steps.as_ref().map(crate::metrics::StepLog::rows);
-            for path in crate::plots::write_all(&run, &metrics, steps)? {
-                println!("{}", path.display());
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Plot { run } => plot_command(&run),
         Command::Curvature {
             checkpoint,
             batch,
@@ -344,6 +300,67 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `hftrain train`: exit code 130 for a run stopped by Ctrl-C (as shells report an
+/// interrupted program).
+fn train_command(request: TrainRequest) -> Result<ExitCode> {
+    crate::interrupt::install();
+    let outcome = train::run(request)?;
+    if outcome.interrupted {
+        return Ok(ExitCode::from(130));
+    }
+    if let Some(last) = outcome.metrics.last() {
+        println!(
+            "done: test accuracy {:.2}% after {} epochs; run directory {}",
+            100.0 * last.test_accuracy,
+            last.epoch,
+            outcome.run_dir.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn synthetic_command(
+    out: &Path,
+    format: SyntheticFormat,
+    train_per_class: usize,
+    test_per_class: usize,
+    seed: u64,
+) -> Result<ExitCode> {
+    use crate::data::{Format, synthetic::SyntheticSpec};
+    let spec = SyntheticSpec {
+        train_per_class,
+        test_per_class,
+        seed,
+    };
+    let (train, test) = (spec.generate(Split::Train), spec.generate(Split::Test));
+    let format = match format {
+        SyntheticFormat::Binary => Format::Binary,
+        SyntheticFormat::Folder => Format::ImageFolder,
+    };
+    crate::data::synthetic::write(out, format, &train, &test)?;
+    println!(
+        "synthetic data set ({format}): {} training and {} test images in {}",
+        train.len(),
+        test.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hftrain plot RUN`: the run's pictures again, from its CSV files.
+fn plot_command(run: &Path) -> Result<ExitCode> {
+    let metrics = crate::metrics::read(&run.join("metrics.csv"))?;
+    let steps_path = run.join("steps.csv");
+    let steps = steps_path
+        .exists()
+        .then(|| crate::metrics::StepLog::open(&steps_path, usize::MAX));
+    let steps = steps.as_ref().map(crate::metrics::StepLog::rows);
+    for path in crate::plots::write_all(run, &metrics, steps)? {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn eval_command(

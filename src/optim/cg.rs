@@ -102,6 +102,22 @@ pub struct CgResult {
     pub model_values: Vec<f64>,
 }
 
+/// Martens' relative-progress rule on the model values `history` (the starting point's
+/// first): stop at iteration i once `i > k` and `(phi_i - phi_{i-k}) / phi_i < k * tolerance`,
+/// with `k = max(10, i / 10)`: the last k iterations gained too little of the model's value.
+fn martens_progress_stop(history: &[f64], tolerance: f64) -> bool {
+    let i = history.len() - 1;
+    let k = 10usize.max(i / 10);
+    let phi = history[i];
+    i > k && phi < 0.0 && (phi - history[i - k]) / phi < k as f64 * tolerance
+}
+
+/// The iteration after `kept` whose iterate is kept for backtracking: ceil(kept * growth),
+/// at least the next one.
+fn next_kept_iteration(kept: usize, growth: f64) -> usize {
+    ((kept as f64) * growth).ceil().max(kept as f64 + 1.0) as usize
+}
+
 /// Solves `(C + damping I) x = b` approximately. `x0` is the warm start (zero if None),
 /// `preconditioner` the diagonal `M` (CG then works with `M^-1 r`).
 pub fn solve(
@@ -179,19 +195,13 @@ pub fn solve(
                     x: x.clone(),
                     model_value: phi,
                 });
-                next_keep = ((next_keep as f64) * settings.keep_growth)
-                    .ceil()
-                    .max(next_keep as f64 + 1.0) as usize;
+                next_keep = next_kept_iteration(next_keep, settings.keep_growth);
             }
             if ry_next <= converged_below {
                 stop = CgStop::Converged;
                 break;
             }
-            let k = 10usize.max(iterations / 10);
-            if iterations > k
-                && phi < 0.0
-                && (phi - history[iterations - k]) / phi < k as f64 * settings.tolerance
-            {
+            if martens_progress_stop(&history, settings.tolerance) {
                 stop = CgStop::Progress;
                 break;
             }

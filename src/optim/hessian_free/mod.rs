@@ -182,7 +182,6 @@ impl HessianFree {
         gradient: &Tensor<1>,
         squared_gradients: Option<&Tensor<1>>,
     ) -> Result<(Tensor<1>, StepReport)> {
-        let c = self.config.clone();
         let [gradient_norm_sq] = read_scalars([dot(gradient, gradient)]);
         if !value.is_finite() || !gradient_norm_sq.is_finite() {
             bail!(
@@ -191,10 +190,101 @@ impl HessianFree {
             );
         }
         let damping_used = self.counters.damping;
+        let mut timing = StepTiming::default();
+        let clock = Instant::now();
+        let (solved, products) = self.solve(problem, params, gradient, squared_gradients);
+        (timing.cg, timing.products) = (clock.elapsed().as_secs_f64(), products);
+        self.counters.steps += 1;
+
+        let clock = Instant::now();
+        let candidate = choose_direction(
+            problem,
+            params,
+            gradient,
+            gradient_norm_sq,
+            damping_used,
+            &solved,
+        );
+        timing.backtracking = clock.elapsed().as_secs_f64();
+
+        let clock = Instant::now();
+        let actual = candidate.value - value;
+        let predicted = candidate.predicted;
+        let rho = if predicted < 0.0 {
+            actual / predicted
+        } else {
+            f64::NAN
+        };
+        // A predicted change below what f32 resolves in f makes rho rounding noise, and a
+        // step that does not lower f is then no failure.
+        let unresolvable = candidate.value.is_finite()
+            && predicted <= 0.0
+            && -predicted < RESOLUTION * value.abs();
+        let verdict = damping::verdict(rho, unresolvable, &self.config);
+        self.judge(verdict);
+        let (accepted, direction_norm) =
+            self.line_search(problem, params, value, gradient, &candidate);
+        timing.line_search = clock.elapsed().as_secs_f64();
+
+        let mut report = StepReport {
+            value_before: value,
+            value_after: value,
+            predicted,
+            actual,
+            rho,
+            damping_used,
+            damping: self.counters.damping,
+            cg_iterations: solved.iterations,
+            cg_stop: solved.stop,
+            chosen_iteration: candidate.iteration,
+            step_size: 0.0,
+            step_norm: 0.0,
+            accepted: false,
+            converged: false,
+            timing,
+        };
+        let Some((alpha, new_value)) = accepted else {
+            if unresolvable {
+                // Converged on this batch to f32's resolution: keep theta and the warm start.
+                report.converged = true;
+                self.previous = Some(solved.solution);
+                return Ok((params.clone(), report));
+            }
+            // Rejected: keep theta and raise lambda (unless rho already did).
+            if verdict != Verdict::Raise {
+                self.judge(Verdict::Raise);
+            }
+            report.damping = self.counters.damping;
+            self.reject(rho)?;
+            return Ok((params.clone(), report));
+        };
+        self.counters.rejected_in_a_row = 0;
+        self.previous = Some(solved.solution);
+        report.value_after = new_value;
+        report.step_size = alpha;
+        report.step_norm = alpha * direction_norm;
+        report.accepted = true;
+        Ok((
+            params.clone() + candidate.direction.mul_scalar(alpha),
+            report,
+        ))
+    }
+
+    /// CG on `(C + lambda I) p = -g`, warm-started from the decayed previous solution (which
+    /// is taken: a rejected step forgets it), preconditioned where that is on. Returns CG's
+    /// result and the curvature products it made.
+    fn solve(
+        &mut self,
+        problem: &dyn Problem,
+        params: &Tensor<1>,
+        gradient: &Tensor<1>,
+        squared_gradients: Option<&Tensor<1>>,
+    ) -> (cg::CgResult, usize) {
+        let c = &self.config;
         let preconditioner = match (c.preconditioner, squared_gradients) {
             (true, Some(sq)) => Some(
                 sq.clone()
-                    .add_scalar(damping_used)
+                    .add_scalar(self.counters.damping)
                     .powf_scalar(c.preconditioner_exponent),
             ),
             _ => None,
@@ -204,8 +294,6 @@ impl HessianFree {
             .take()
             .filter(|_| c.warm_start_decay > 0.0)
             .map(|p| p.mul_scalar(c.warm_start_decay));
-        let mut timing = StepTiming::default();
-        let clock = Instant::now();
         let curvature = problem.curvature(params);
         let counted = Counted {
             inner: curvature.as_ref(),
@@ -213,141 +301,118 @@ impl HessianFree {
         };
         let solved = cg::solve(
             &counted,
-            damping_used,
+            self.counters.damping,
             &gradient.clone().neg(),
             warm_start,
             preconditioner.as_ref(),
             &self.cg_settings(),
         );
-        timing.products = counted.products.get();
-        drop(curvature);
-        timing.cg = clock.elapsed().as_secs_f64();
-        self.counters.steps += 1;
-        let mut report = StepReport {
-            value_before: value,
-            value_after: value,
-            predicted: 0.0,
-            actual: 0.0,
-            rho: f64::NAN,
-            damping_used,
-            damping: damping_used,
-            cg_iterations: solved.iterations,
-            cg_stop: solved.stop,
-            chosen_iteration: 0,
-            step_size: 0.0,
-            step_norm: 0.0,
-            accepted: false,
-            converged: false,
-            timing,
-        };
-        let clock = Instant::now();
+        (solved, counted.products.get())
+    }
 
-        // The objective at theta + p on the whole batch (infinite where not finite, so that
-        // such a point is never chosen).
-        let value_at = |p: &Tensor<1>| {
-            let v = problem.value(&(params.clone() + p.clone()));
-            if v.is_finite() { v } else { f64::INFINITY }
-        };
-        // Backtracking compares the iterates on the problem's subset where it has one
-        // (`on_subset` stays true); the chosen one's value on the whole batch then decides
-        // the rest.
-        let on_subset = std::cell::Cell::new(true);
-        let compare_at =
-            |it: &cg::Iterate| match problem.backtracking_value(&(params.clone() + it.x.clone())) {
-                Some(v) if v.is_finite() => v,
-                Some(_) => f64::INFINITY,
-                None => {
-                    on_subset.set(false);
-                    value_at(&it.x)
-                }
-            };
-        let (direction, predicted, trial_value, chosen_iteration) =
-            match backtrack(&solved.iterates, compare_at) {
-                Some((it, _)) if on_subset.get() => {
-                    (it.x.clone(), it.model_value, value_at(&it.x), it.iteration)
-                }
-                Some((it, v)) => (it.x.clone(), it.model_value, v, it.iteration),
-                // CG made no iteration (negative curvature or a non-finite product at once):
-                // fall back to the damped gradient step -g / lambda, whose model change (with
-                // lambda I alone) is -|g|^2 / (2 lambda).
-                None => {
-                    let p = gradient.clone().neg().div_scalar(damping_used);
-                    let v = value_at(&p);
-                    (p, -gradient_norm_sq / (2.0 * damping_used), v, 0)
-                }
-            };
-        report.timing.backtracking = clock.elapsed().as_secs_f64();
-        let clock = Instant::now();
-        let actual = trial_value - value;
-        let rho = if predicted < 0.0 {
-            actual / predicted
-        } else {
-            f64::NAN
-        };
-
-        // A predicted change below what f32 resolves in f makes rho rounding noise, and a
-        // step that does not lower f is then no failure.
-        let unresolvable =
-            trial_value.is_finite() && predicted <= 0.0 && -predicted < RESOLUTION * value.abs();
-        let verdict = damping::verdict(rho, unresolvable, &c);
-        self.judge(verdict);
-
-        let [slope, direction_norm_sq] =
-            read_scalars([dot(gradient, &direction), dot(&direction, &direction)]);
+    /// The Armijo line search along the chosen direction: the accepted (step length,
+    /// objective), if any, and the direction's length.
+    fn line_search(
+        &self,
+        problem: &dyn Problem,
+        params: &Tensor<1>,
+        value: f64,
+        gradient: &Tensor<1>,
+        candidate: &Candidate,
+    ) -> (Option<(f64, f64)>, f64) {
+        let c = &self.config;
+        let direction = &candidate.direction;
+        let [slope, norm_sq] = read_scalars([dot(gradient, direction), dot(direction, direction)]);
+        let slope = if norm_sq.is_finite() { slope } else { f64::NAN };
         let accepted = armijo(
             value,
-            if direction_norm_sq.is_finite() {
-                slope
-            } else {
-                f64::NAN
-            },
-            trial_value,
+            slope,
+            candidate.value,
             c.armijo_c,
             c.line_search_shrink,
             c.line_search_max_tries,
-            |alpha| value_at(&direction.clone().mul_scalar(alpha)),
+            |alpha| value_at(problem, params, &direction.clone().mul_scalar(alpha)),
         );
-        report.timing.line_search = clock.elapsed().as_secs_f64();
-        report.predicted = predicted;
-        report.actual = actual;
-        report.rho = rho;
-        report.chosen_iteration = chosen_iteration;
-        let Some((alpha, new_value)) = accepted else {
-            if unresolvable {
-                // Converged on this batch to f32's resolution: keep theta and the warm start.
-                report.converged = true;
-                report.damping = self.counters.damping;
-                self.previous = Some(solved.solution);
-                return Ok((params.clone(), report));
+        (accepted, norm_sq.sqrt())
+    }
+
+    /// Counts a rejected step; too many in a row end the run with a message.
+    fn reject(&mut self, rho: f64) -> Result<()> {
+        self.counters.rejected_in_a_row += 1;
+        self.counters.rejected_total += 1;
+        if self.counters.rejected_in_a_row as usize >= self.config.max_rejected_steps {
+            bail!(
+                "Hessian-free rejected {} steps in a row (no decrease of the objective; damping \
+                 now {:.3e}, last rho {rho:.3}); the parameters are those of the last accepted \
+                 step. Try a larger optimizer.hessian_free.initial_damping or \
+                 curvature_batch_size",
+                self.counters.rejected_in_a_row,
+                self.counters.damping
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The direction a step tries, with its quadratic model's predicted change and the
+/// objective on the whole batch at theta + direction.
+struct Candidate {
+    direction: Tensor<1>,
+    predicted: f64,
+    value: f64,
+    /// CG iteration it comes from (0: the gradient fallback).
+    iteration: usize,
+}
+
+/// The objective at theta + p on the whole batch (infinite where not finite, so that such a
+/// point is never chosen).
+fn value_at(problem: &dyn Problem, params: &Tensor<1>, p: &Tensor<1>) -> f64 {
+    let v = problem.value(&(params.clone() + p.clone()));
+    if v.is_finite() { v } else { f64::INFINITY }
+}
+
+/// Backtracking over CG's iterates, compared on the problem's subset where it has one (the
+/// chosen one's value on the whole batch then decides the rest); where CG made no iteration
+/// (negative curvature or a non-finite product at once), the damped gradient step
+/// -g / lambda, whose model change (with lambda I alone) is -|g|^2 / (2 lambda).
+fn choose_direction(
+    problem: &dyn Problem,
+    params: &Tensor<1>,
+    gradient: &Tensor<1>,
+    gradient_norm_sq: f64,
+    damping: f64,
+    solved: &cg::CgResult,
+) -> Candidate {
+    let on_subset = std::cell::Cell::new(true);
+    let compare_at =
+        |it: &cg::Iterate| match problem.backtracking_value(&(params.clone() + it.x.clone())) {
+            Some(v) if v.is_finite() => v,
+            Some(_) => f64::INFINITY,
+            None => {
+                on_subset.set(false);
+                value_at(problem, params, &it.x)
             }
-            // Rejected: keep theta, raise lambda (unless rho already did), forget the warm
-            // start that led here.
-            if verdict != Verdict::Raise {
-                self.judge(Verdict::Raise);
-            }
-            report.damping = self.counters.damping;
-            self.counters.rejected_in_a_row += 1;
-            self.counters.rejected_total += 1;
-            if self.counters.rejected_in_a_row as usize >= c.max_rejected_steps {
-                bail!(
-                    "Hessian-free rejected {} steps in a row (no decrease of the objective; \
-                     damping now {:.3e}, last rho {rho:.3}); the parameters are those of the \
-                     last accepted step. Try a larger optimizer.hessian_free.initial_damping or \
-                     curvature_batch_size",
-                    self.counters.rejected_in_a_row,
-                    self.counters.damping
-                );
-            }
-            return Ok((params.clone(), report));
         };
-        self.counters.rejected_in_a_row = 0;
-        self.previous = Some(solved.solution);
-        report.damping = self.counters.damping;
-        report.value_after = new_value;
-        report.step_size = alpha;
-        report.step_norm = alpha * direction_norm_sq.sqrt();
-        report.accepted = true;
-        Ok((params.clone() + direction.mul_scalar(alpha), report))
+    match backtrack(&solved.iterates, compare_at) {
+        Some((it, compared)) => Candidate {
+            direction: it.x.clone(),
+            predicted: it.model_value,
+            value: if on_subset.get() {
+                value_at(problem, params, &it.x)
+            } else {
+                compared
+            },
+            iteration: it.iteration,
+        },
+        None => {
+            let direction = gradient.clone().neg().div_scalar(damping);
+            Candidate {
+                value: value_at(problem, params, &direction),
+                direction,
+                predicted: -gradient_norm_sq / (2.0 * damping),
+                iteration: 0,
+            }
+        }
     }
 }
 
