@@ -26,5 +26,6 @@ pub mod report;
 pub mod rng;
 pub mod run_dir;
 pub mod safetensors;
+pub mod spectrum;
 pub mod tensorboard;
 pub mod train;
