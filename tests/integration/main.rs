@@ -15,5 +15,6 @@ mod networks;
 mod optimizer_runs;
 mod optimizers;
 mod reliability;
+mod spectrum;
 mod tensorboard;
 mod training;
