@@ -99,7 +99,7 @@ pub fn broaden(runs: &[Quadrature], sigma: f64, grid_points: usize) -> (Vec<f64>
         (lo.min(t), hi.max(t))
     });
     let usable: Vec<&Quadrature> = runs.iter().filter(|r| !r.nodes.is_empty()).collect();
-    if usable.is_empty() || !(sigma > 0.0) || grid_points < 2 {
+    if usable.is_empty() || sigma.is_nan() || sigma <= 0.0 || grid_points < 2 {
         return (Vec::new(), Vec::new());
     }
     let (lo, hi) = (lo - 5.0 * sigma, hi + 5.0 * sigma);

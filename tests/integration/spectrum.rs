@@ -97,7 +97,9 @@ fn problem(d: &Device) -> Problem {
     let batches = (0..2u64)
         .map(|b| {
             let n = 4;
-            let labels: Vec<i64> = (0..n).map(|i| ((i * 3 + b as usize * 5) % 10) as i64).collect();
+            let labels: Vec<i64> = (0..n)
+                .map(|i| ((i * 3 + b as usize * 5) % 10) as i64)
+                .collect();
             Batch {
                 images: random_tensor(40 + b, [n, 3, 32, 32], d),
                 labels: Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), d),
@@ -232,7 +234,13 @@ fn f64_spectrum_tridiagonal_ql_and_lanczos_on_a_plain_matrix() {
     // Gram-Schmidt of random columns; clustered small eigenvalues, a few large ones.
     let n = 60;
     let lambdas: Vec<f64> = (0..n)
-        .map(|i| if i < 4 { 50.0 - 7.0 * i as f64 } else { (i as f64).sin() })
+        .map(|i| {
+            if i < 4 {
+                50.0 - 7.0 * i as f64
+            } else {
+                (i as f64).sin()
+            }
+        })
         .collect();
     let mut q: Vec<Vec<f64>> = Vec::new();
     while q.len() < n {
@@ -273,7 +281,11 @@ fn f64_spectrum_tridiagonal_ql_and_lanczos_on_a_plain_matrix() {
         assert!(pair.residual < 1e-8 * 50.0, "residual {}", pair.residual);
     }
     assert_eq!(top.pairs.len(), 4);
-    assert!(top.steps < n, "converged before the dimension ({} steps)", top.steps);
+    assert!(
+        top.steps < n,
+        "converged before the dimension ({} steps)",
+        top.steps
+    );
 }
 
 #[test]
@@ -302,7 +314,11 @@ fn f64_spectrum_lanczos_top_k_equals_the_dense_eigenvalues() {
             let want = reference[n - 1 - k];
             let err = relative(pair.value, want);
             worst = worst.max(err);
-            assert!(err < 1e-8, "{name} eigenvalue {k}: {} vs dense {want} ({err:.1e})", pair.value);
+            assert!(
+                err < 1e-8,
+                "{name} eigenvalue {k}: {} vs dense {want} ({err:.1e})",
+                pair.value
+            );
             // The residual is measured (one more product) and below the stated tolerance
             // (with room for the rounding of that product).
             assert!(
@@ -316,7 +332,10 @@ fn f64_spectrum_lanczos_top_k_equals_the_dense_eigenvalues() {
              error {worst:.1e} after {} steps (of {n}), stop {}; residuals {:.1e} .. {:.1e}",
             top.steps,
             top.stop.label(),
-            top.pairs.iter().map(|p| p.residual).fold(f64::INFINITY, f64::min),
+            top.pairs
+                .iter()
+                .map(|p| p.residual)
+                .fold(f64::INFINITY, f64::min),
             top.pairs.iter().map(|p| p.residual).fold(0.0, f64::max),
         );
         if kind == CurvatureKind::GaussNewton {
@@ -389,7 +408,11 @@ fn f64_spectrum_slq_density_integrates_to_one_and_matches_the_moments() {
         // The moments of the quadrature, run by run (exact for v^T C v and |C v|^2 of each
         // start vector), against trace(C)/n and trace(C^2)/n.
         let first: Vec<f64> = density.runs.iter().map(|r| r.integrate(|t| t)).collect();
-        let second: Vec<f64> = density.runs.iter().map(|r| r.integrate(|t| t * t)).collect();
+        let second: Vec<f64> = density
+            .runs
+            .iter()
+            .map(|r| r.integrate(|t| t * t))
+            .collect();
         let (m1, se1) = mean_and_standard_error(&first);
         let (m2, se2) = mean_and_standard_error(&second);
         // Gauss quadrature of M >= 2 points is exact for t and t^2: each run's moments are
@@ -426,11 +449,26 @@ fn f64_spectrum_slq_density_integrates_to_one_and_matches_the_moments() {
             relative(grid_m1, m1),
             relative(grid_m2 - sigma * sigma, m2)
         );
-        assert!(weights_sum < 1e-12, "quadrature weights sum to 1 (off by {weights_sum})");
-        assert!((mass - 1.0).abs() < 1e-6, "{name}: the density integrates to {mass}");
-        assert!(quadrature_gap < 1e-10, "{name}: quadrature moments off by {quadrature_gap}");
-        assert!(z1.abs() < 4.0, "{name}: first moment {z1} standard errors off");
-        assert!(z2.abs() < 4.0, "{name}: second moment {z2} standard errors off");
+        assert!(
+            weights_sum < 1e-12,
+            "quadrature weights sum to 1 (off by {weights_sum})"
+        );
+        assert!(
+            (mass - 1.0).abs() < 1e-6,
+            "{name}: the density integrates to {mass}"
+        );
+        assert!(
+            quadrature_gap < 1e-10,
+            "{name}: quadrature moments off by {quadrature_gap}"
+        );
+        assert!(
+            z1.abs() < 4.0,
+            "{name}: first moment {z1} standard errors off"
+        );
+        assert!(
+            z2.abs() < 4.0,
+            "{name}: second moment {z2} standard errors off"
+        );
         assert!(relative(grid_m1, m1) < 1e-6 || (grid_m1 - m1).abs() < 1e-9 * sigma);
         assert!(relative(grid_m2 - sigma * sigma, m2) < 1e-5);
         assert_eq!(density.grid.len(), density.density.len());
@@ -495,7 +533,10 @@ fn f64_spectrum_per_layer_blocks_equal_the_dense_diagonal_blocks() {
                 let outside = to_host(&(pair.vector.clone() * mask.clone().neg().add_scalar(1.0)))
                     .iter()
                     .fold(0f32, |w, x| w.max(x.abs()));
-                assert!(outside == 0.0, "eigenvector leaks out of the block by {outside}");
+                assert!(
+                    outside == 0.0,
+                    "eigenvector leaks out of the block by {outside}"
+                );
             }
             let exact_trace: f64 = (0..m).map(|i| sub[i * m + i]).sum();
             let trace = hutchinson(&restricted, 20, |i| {
@@ -619,7 +660,10 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
     };
     let run = |extra: &[&str]| {
         let args = base(extra);
-        hftrain(&args.iter().map(String::as_str).collect::<Vec<_>>(), dir.path())
+        hftrain(
+            &args.iter().map(String::as_str).collect::<Vec<_>>(),
+            dir.path(),
+        )
     };
     let (ok, stdout, stderr) = run(&[
         "--batches",
@@ -653,7 +697,10 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
         "batch norm: training mode",
         "products:",
     ] {
-        assert!(stdout.contains(needle), "the table lacks {needle:?}:\n{stdout}");
+        assert!(
+            stdout.contains(needle),
+            "the table lacks {needle:?}:\n{stdout}"
+        );
     }
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
@@ -661,31 +708,52 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
     assert_eq!(report["matrix"], "hessian");
     assert_eq!(report["batches"], 2);
     assert_eq!(report["batch_size"], 8);
-    assert!(report["batch_norm"].as_str().unwrap().contains("training mode"));
+    assert!(
+        report["batch_norm"]
+            .as_str()
+            .unwrap()
+            .contains("training mode")
+    );
     let top = report["top"]["eigenvalues"].as_array().unwrap();
     assert_eq!(top.len(), 2);
     for e in top {
         assert!(e["value"].as_f64().unwrap().is_finite());
         assert!(e["residual"].as_f64().unwrap() >= 0.0);
     }
-    assert!(top[0]["value"].as_f64() >= top[1]["value"].as_f64(), "largest first");
-    assert_eq!(report["per_batch_top"]["values"].as_array().unwrap().len(), 2);
+    assert!(
+        top[0]["value"].as_f64() >= top[1]["value"].as_f64(),
+        "largest first"
+    );
+    assert_eq!(
+        report["per_batch_top"]["values"].as_array().unwrap().len(),
+        2
+    );
     assert!(report["per_batch_top"]["std"].as_f64().unwrap() >= 0.0);
     assert_eq!(report["trace"]["samples"].as_array().unwrap().len(), 4);
     let grid: Vec<f64> = serde_json::from_value(report["density"]["grid"].clone()).unwrap();
     let density: Vec<f64> = serde_json::from_value(report["density"]["density"].clone()).unwrap();
     assert_eq!(grid.len(), density.len());
     let mass = hftrain::spectrum::slq::integrate(&grid, &density, |_| 1.0);
-    assert!((mass - 1.0).abs() < 1e-3, "the density integrates to {mass}");
+    assert!(
+        (mass - 1.0).abs() < 1e-3,
+        "the density integrates to {mass}"
+    );
     let layers = report["per_layer"].as_array().unwrap();
     let parameters = report["parameters"].as_u64().unwrap();
     assert!(layers.len() >= 3, "{layers:?}");
     assert_eq!(
-        layers.iter().map(|l| l["parameters"].as_u64().unwrap()).sum::<u64>(),
+        layers
+            .iter()
+            .map(|l| l["parameters"].as_u64().unwrap())
+            .sum::<u64>(),
         parameters,
         "the blocks cover every parameter once"
     );
-    assert!(layers.iter().all(|l| l["top"]["eigenvalues"].as_array().unwrap().len() == 2));
+    assert!(
+        layers
+            .iter()
+            .all(|l| l["top"]["eigenvalues"].as_array().unwrap().len() == 2)
+    );
     assert!(report["products"].as_u64().unwrap() > 0);
     assert_eq!(&std::fs::read(&plot).unwrap()[..4], b"\x89PNG");
 
@@ -708,14 +776,20 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
     assert_eq!(report["matrix"], "gauss-newton");
     assert!(report["top"]["eigenvalues"][0]["value"].as_f64().unwrap() >= 0.0);
     assert!(report["trace"]["estimate"].as_f64().unwrap() >= 0.0);
-    assert!(report["per_batch_top"].is_null(), "no spread over a single batch");
+    assert!(
+        report["per_batch_top"].is_null(),
+        "no spread over a single batch"
+    );
 
     // Bad input, named.
     let cases: [(&[&str], &[&str]); 7] = [
         (&["--batches", "0"], &["--batches 0"]),
         (&["--batch-size", "0"], &["--batch-size 0"]),
         (&["--top", "1000000"], &["--top 1000000", "parameters"]),
-        (&["--batches", "1000", "--batch-size", "64"], &["--batches 1000", "training split"]),
+        (
+            &["--batches", "1000", "--batch-size", "64"],
+            &["--batches 1000", "training split"],
+        ),
         (&["--plot", "x.png"], &["--plot", "--density-runs"]),
         (&["--tolerance", "0"], &["--tolerance 0"]),
         (&["--matrix", "fisher"], &["--matrix"]),
@@ -724,7 +798,10 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
         let (ok, stdout, stderr) = run(extra);
         assert!(!ok, "{extra:?} was accepted:\n{stdout}");
         for needle in needles {
-            assert!(stderr.contains(needle), "{extra:?}: the error lacks {needle:?}:\n{stderr}");
+            assert!(
+                stderr.contains(needle),
+                "{extra:?}: the error lacks {needle:?}:\n{stderr}"
+            );
         }
     }
     let missing = dir.path().join("no-such-checkpoint");
@@ -733,5 +810,8 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
         dir.path(),
     );
     assert!(!ok && stderr.contains("no-such-checkpoint"), "{stderr}");
-    assert!(!dir.path().join("x.png").exists(), "nothing written on an error");
+    assert!(
+        !dir.path().join("x.png").exists(),
+        "nothing written on an error"
+    );
 }
