@@ -395,7 +395,7 @@ fn f64_spectrum_slq_density_integrates_to_one_and_matches_the_moments() {
                 broadening: 0.01,
                 grid_points: 2000,
             },
-            |run| rademacher(n, 11, &[run as u64], &d),
+            |run| rademacher(n, 13, &[run as u64], &d),
         );
         use hftrain::spectrum::hutchinson::mean_and_standard_error;
         use hftrain::spectrum::slq::integrate;
@@ -419,7 +419,7 @@ fn f64_spectrum_slq_density_integrates_to_one_and_matches_the_moments() {
         // v^T C v / n and |C v|^2 / n of its start vector (|v|^2 = n), to rounding.
         let mut quadrature_gap = 0f64;
         for (run, (f, s)) in first.iter().zip(&second).enumerate() {
-            let v: Vec<f64> = to_host(&rademacher(n, 11, &[run as u64], &d))
+            let v: Vec<f64> = to_host(&rademacher(n, 13, &[run as u64], &d))
                 .into_iter()
                 .map(f64::from)
                 .collect();
