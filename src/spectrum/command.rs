@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
 use super::hutchinson::mean_and_standard_error;
@@ -238,7 +238,8 @@ impl Progress {
             );
             bar
         } else {
-            ProgressBar::hidden()
+            // Hidden, but keeping the count (for the lines off a terminal).
+            ProgressBar::with_draw_target(Some(planned as u64), ProgressDrawTarget::hidden())
         };
         Self {
             bar,
@@ -258,11 +259,25 @@ impl Progress {
                 .set_length(len.saturating_sub(planned.saturating_sub(made) as u64));
         }
     }
+
+    /// Starts a phase: on the bar, or off a terminal as a line (as training does).
+    fn phase(&self, what: impl Into<String>) {
+        let what = what.into();
+        if self.bar.is_hidden() {
+            log::info!(
+                "spectrum: {what} (products so far {}, at most {} in all)",
+                self.done.get(),
+                self.bar.length().unwrap_or(0)
+            );
+        }
+        self.bar.set_message(what);
+    }
 }
 
 /// The fixed batches: the training split in the order of a shuffle seeded by `seed`, cut
-/// into `count` batches of `size`, without augmentation.
-fn fixed_batches(
+/// into `count` batches of `size`, without augmentation (the same for the same data and
+/// seed, on every machine).
+pub fn fixed_batches(
     data: &crate::data::Dataset,
     transform: &Transform,
     count: usize,
@@ -270,10 +285,11 @@ fn fixed_batches(
     seed: u64,
     device: &Device,
 ) -> Result<Vec<Batch>> {
-    if count * size > data.len() {
+    let images = count.checked_mul(size).unwrap_or(usize::MAX);
+    if images > data.len() {
         bail!(
-            "--batches {count} x --batch-size {size} = {} images, but the training split has {}",
-            count * size,
+            "--batches {count} x --batch-size {size} = {images} images, but the training split \
+             has {}",
             data.len()
         );
     }
@@ -350,12 +366,12 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     let start =
         |block: u64, batch: u64| rademacher(n, args.seed, &[STREAM_LANCZOS, block, batch], device);
 
-    progress.bar.set_message("top eigenvalues");
+    progress.phase("top eigenvalues");
     let top = top_eigenpairs(&counted, &start(0, 0), n, &settings);
     progress.settle(top_plan(n), top.products * nb);
 
     let per_batch_top = (nb > 1).then(|| {
-        progress.bar.set_message("top eigenvalue per batch");
+        progress.phase("top eigenvalue per batch");
         let values: Vec<f64> = average
             .parts
             .iter()
@@ -389,14 +405,14 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     });
 
     let trace = (args.trace_samples > 0).then(|| {
-        progress.bar.set_message("trace");
+        progress.phase("trace");
         hutchinson(&counted, args.trace_samples, |i| {
             rademacher(n, args.seed, &[STREAM_TRACE, 0, i as u64], device)
         })
     });
 
     let density = (args.density_runs > 0).then(|| {
-        progress.bar.set_message("density");
+        progress.phase("density");
         let density = slq(
             &counted,
             n,
@@ -414,7 +430,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
 
     let mut per_layer = Vec::new();
     for (index, block) in blocks.iter().enumerate() {
-        progress.bar.set_message(block.name.clone());
+        progress.phase(format!("layer {}", block.name));
         let mask = block.mask(n, device);
         let restricted = Restricted {
             inner: &counted,
