@@ -285,7 +285,7 @@ pub fn fixed_batches(
     seed: u64,
     device: &Device,
 ) -> Result<Vec<Batch>> {
-    let images = count.checked_mul(size).unwrap_or(usize::MAX);
+    let images = count.saturating_mul(size);
     if images > data.len() {
         bail!(
             "--batches {count} x --batch-size {size} = {images} images, but the training split \
