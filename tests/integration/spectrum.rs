@@ -596,6 +596,66 @@ fn f64_spectrum_sharpness_for_the_training_loop() {
     assert_eq!(s.products, (s.lanczos_steps + 30) * 2);
 }
 
+/// The same estimates on wgpu in f32 (the software adapter, slow: one batch, few products)
+/// as on flex in f64, from the same start and probe vectors.
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_spectrum_on_wgpu_in_f32_matches_f64() {
+    let d = flex_f64();
+    let wgpu = hftrain::device::select(hftrain::device::DeviceChoice::WgpuCpu)
+        .expect("the wgpu software adapter (lavapipe, package mesa-vulkan-drivers) is installed")
+        .device;
+    let p = problem(&d);
+    let n = p.network.params.total();
+    let to_wgpu = |t: &Tensor<1>| from_host(to_host(t), &wgpu);
+    let batch64 = p.batches[..1].to_vec();
+    let images = &batch64[0].images;
+    let dims = images.dims();
+    let batch32 = vec![Batch {
+        images: to_wgpu(&images.clone().reshape([dims.iter().product::<usize>()])).reshape(dims),
+        labels: Tensor::<1, Int>::from_data(batch64[0].labels.to_data(), &wgpu),
+    }];
+    let params32 = to_wgpu(&p.params);
+    let objective32 = Objective::new(&p.network, 0.0, 0.0, &wgpu);
+    let objective64 = Objective::new(&p.network, 0.0, 0.0, &d);
+    let settings = TopSettings {
+        count: 2,
+        max_steps: 40,
+        tolerance: 1e-4,
+        explicit_residuals: false,
+    };
+    for (kind, name) in kinds() {
+        let estimates = |objective: &Objective, params: &Tensor<1>, batches: &[Batch]| {
+            let device = params.device();
+            let average = Average {
+                parts: batch_operators(objective, kind, params, batches),
+            };
+            let top = top_eigenpairs(&average, &rademacher(n, 2, &[0], &device), n, &settings);
+            let trace = hutchinson(&average, 4, |i| rademacher(n, 9, &[i as u64], &device));
+            let values: Vec<f64> = top.pairs.iter().map(|p| p.value).collect();
+            (values, trace.estimate, top.steps)
+        };
+        let (values64, trace64, _) = estimates(&objective64, &p.params, &batch64);
+        let (values32, trace32, steps32) = estimates(&objective32, &params32, &batch32);
+        assert_eq!(values32.len(), 2);
+        let worst = values32
+            .iter()
+            .zip(&values64)
+            .map(|(a, b)| relative(*a, *b))
+            .fold(0.0, f64::max);
+        let trace_gap = relative(trace32, trace64);
+        println!(
+            "measured: spectrum wgpu f32 {name:<12}: top 2 vs flex f64 worst relative error \
+             {worst:.1e} ({steps32} steps); Hutchinson with the same 4 vectors {trace_gap:.1e}"
+        );
+        assert!(worst < 1e-4, "{name}: wgpu f32 eigenvalues off by {worst}");
+        assert!(
+            trace_gap < 1e-4,
+            "{name}: wgpu f32 trace off by {trace_gap}"
+        );
+    }
+}
+
 // ---- the command ----
 
 fn hftrain(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
