@@ -64,7 +64,9 @@ pub struct Density {
     /// The broadening's standard deviation (absolute).
     pub sigma: f64,
     pub runs: Vec<Quadrature>,
-    /// Products made.
+    /// Products of the operator made (not written: `hftrain spectrum` reports per-batch
+    /// products for the whole command).
+    #[serde(skip)]
     pub products: usize,
 }
 
