@@ -137,6 +137,11 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = crate::inspect::Products::All)]
         only: crate::inspect::Products,
     },
+    /// The curvature of a checkpoint's loss over fixed training batches: the top eigenvalues
+    /// of the Hessian or the Gauss-Newton matrix (Lanczos, with residuals), the trace
+    /// (Hutchinson), the spectral density (stochastic Lanczos quadrature), per layer on
+    /// request; a table, JSON and a density plot.
+    Spectrum(crate::spectrum::command::SpectrumArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -297,6 +302,16 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("median of {repeats} timed runs, batch of {batch} test images:");
             println!("{}", timings.report());
             println!("products: {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Spectrum(args) => {
+            let report = crate::spectrum::command::run(&args)?;
+            print!("{}", report.table());
+            for (what, path) in [("results", &args.json), ("density plot", &args.plot)] {
+                if let Some(path) = path {
+                    println!("{what}: {}", path.display());
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -27,6 +27,7 @@ pub mod rng;
 pub mod run_dir;
 pub mod safetensors;
 pub mod session;
+pub mod spectrum;
 pub mod tensorboard;
 pub mod text;
 pub mod train;

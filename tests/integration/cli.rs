@@ -141,7 +141,7 @@ fn an_unusable_run_directory_is_named() {
 /// value names its default (or is required: named in the usage line).
 #[test]
 fn every_option_in_the_help_is_described_with_its_default() {
-    let commands: [&[&str]; 7] = [
+    let commands: [&[&str]; 8] = [
         &[],
         &["train"],
         &["eval"],
@@ -149,6 +149,7 @@ fn every_option_in_the_help_is_described_with_its_default() {
         &["data", "synthetic"],
         &["plot"],
         &["curvature"],
+        &["spectrum"],
     ];
     let mut checked = 0;
     for command in commands {

@@ -15,6 +15,7 @@ mod networks;
 mod optimizer_runs;
 mod optimizers;
 mod reliability;
+mod spectrum;
 mod structure;
 mod tensorboard;
 mod training;

@@ -1,0 +1,633 @@
+//! `hftrain spectrum`: the top eigenvalues, trace and spectral density of a checkpoint's
+//! Hessian or Gauss-Newton matrix over a fixed set of training batches, for the whole model
+//! and (`--per-layer`) for each layer's diagonal block, as a table, JSON and a plot.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::hutchinson::mean_and_standard_error;
+use super::{
+    Average, Counted, Density, LanczosStop, Restricted, STREAM_BATCHES, STREAM_DENSITY,
+    STREAM_LANCZOS, STREAM_TRACE, SlqSettings, TopEigen, TopSettings, TraceEstimate,
+    batch_operators, hutchinson, layer_blocks, rademacher, slq, top_eigenpairs,
+};
+use crate::curvature::{Batch, CurvatureKind, Objective};
+use crate::data::Split;
+use crate::data::batcher::{HostBatch, Transform};
+use crate::fsutil::write_atomic;
+use crate::rng::Rng;
+
+/// Which matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Matrix {
+    /// The exact Hessian of the loss (double backprop; indefinite in general).
+    Hessian,
+    /// The generalised Gauss-Newton matrix J^T H_L J (positive semi-definite).
+    GaussNewton,
+}
+
+impl Matrix {
+    pub fn kind(self) -> CurvatureKind {
+        match self {
+            Matrix::Hessian => CurvatureKind::Hessian,
+            Matrix::GaussNewton => CurvatureKind::GaussNewton,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Matrix::Hessian => "Hessian",
+            Matrix::GaussNewton => "Gauss-Newton matrix",
+        }
+    }
+}
+
+/// The options of `hftrain spectrum`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SpectrumArgs {
+    /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Data directory [default: the checkpoint config's `data.dir`].
+    #[arg(long, env = "HFTRAIN_DATA")]
+    pub data: Option<PathBuf>,
+    /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+    #[arg(long)]
+    pub device: Option<crate::device::DeviceChoice>,
+    /// Training batches the curvature is averaged over (drawn without augmentation from the
+    /// training split in a shuffled order fixed by --seed).
+    #[arg(long, default_value_t = 4)]
+    pub batches: usize,
+    /// Images per batch.
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// The matrix.
+    #[arg(long, value_enum, default_value_t = Matrix::Hessian)]
+    pub matrix: Matrix,
+    /// How many of the largest eigenvalues to find.
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub top: usize,
+    /// Lanczos steps at most for the top eigenvalues (at least --top).
+    #[arg(long, default_value_t = 100)]
+    pub max_steps: usize,
+    /// Stop Lanczos once each top eigenvalue's residual ||Cv - lambda v|| is at most this
+    /// fraction of the largest |lambda|.
+    #[arg(long, default_value_t = 1e-3)]
+    pub tolerance: f64,
+    /// Rademacher vectors for Hutchinson's trace estimate (0: no trace).
+    #[arg(long, value_name = "S", default_value_t = 20)]
+    pub trace_samples: usize,
+    /// Runs of stochastic Lanczos quadrature for the spectral density (0: no density).
+    #[arg(long, value_name = "R", default_value_t = 0)]
+    pub density_runs: usize,
+    /// Lanczos steps of each density run.
+    #[arg(long, value_name = "M", default_value_t = 80)]
+    pub lanczos_steps: usize,
+    /// Standard deviation of the density's Gaussian broadening, as a fraction of the width
+    /// of the spectrum found.
+    #[arg(long, default_value_t = 0.01)]
+    pub broadening: f64,
+    /// Seed of the batches and of every random vector.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Also the top eigenvalues and trace of each layer's diagonal block (its parameters
+    /// alone), as a table.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Write the results as JSON to this file (replaced if it exists) [default: not
+    /// written].
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Draw the density (log scale) into this PNG file; needs --density-runs [default: not
+    /// drawn].
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+/// One eigenvalue as reported.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EigenvalueReport {
+    pub value: f64,
+    /// ||C v - lambda v|| for the unit eigenvector v.
+    pub residual: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopReport {
+    /// Largest first.
+    pub eigenvalues: Vec<EigenvalueReport>,
+    pub lanczos_steps: usize,
+    pub stop: LanczosStop,
+}
+
+impl TopReport {
+    fn new(top: &TopEigen) -> Self {
+        Self {
+            eigenvalues: top
+                .pairs
+                .iter()
+                .map(|p| EigenvalueReport {
+                    value: p.value,
+                    residual: p.residual,
+                })
+                .collect(),
+            lanczos_steps: top.steps,
+            stop: top.stop,
+        }
+    }
+}
+
+/// The top eigenvalue of each batch's curvature alone, beside the one of their average.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BatchSpread {
+    pub values: Vec<f64>,
+    pub mean: f64,
+    /// Sample standard deviation (n - 1).
+    pub std: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockReport {
+    pub name: String,
+    pub parameters: usize,
+    pub top: TopReport,
+    pub trace: Option<TraceEstimate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SpectrumReport {
+    pub format: &'static str,
+    pub checkpoint: String,
+    pub matrix: Matrix,
+    /// What the matrix is the curvature of, in words.
+    pub definition: String,
+    pub batch_norm: &'static str,
+    pub label_smoothing: f32,
+    pub parameters: usize,
+    pub batches: usize,
+    pub batch_size: usize,
+    pub seed: u64,
+    pub tolerance: f64,
+    pub top: TopReport,
+    /// With two batches or more.
+    pub per_batch_top: Option<BatchSpread>,
+    pub trace: Option<TraceEstimate>,
+    pub density: Option<Density>,
+    pub per_layer: Vec<BlockReport>,
+    /// Per-batch products made (each one Hv or Gv on one batch).
+    pub products: usize,
+}
+
+const BATCH_NORM: &str = "training mode: each batch normalised with its own statistics (as in \
+                          training and in the optimizer's products); running statistics unused";
+
+/// Refuses option values that cannot work, naming the option.
+fn check_options(args: &SpectrumArgs) -> Result<()> {
+    if args.batches == 0 {
+        bail!("--batches 0: expected at least 1 (training batches to average the curvature over)");
+    }
+    if args.batch_size == 0 {
+        bail!("--batch-size 0: expected at least 1 image per batch");
+    }
+    if args.top == 0 {
+        bail!("--top 0: expected at least 1 (how many of the largest eigenvalues to find)");
+    }
+    if !(args.tolerance.is_finite() && args.tolerance > 0.0) {
+        bail!("--tolerance {}: expected a positive number", args.tolerance);
+    }
+    if args.density_runs > 0 && args.lanczos_steps < 2 {
+        bail!(
+            "--lanczos-steps {}: expected at least 2 for the density",
+            args.lanczos_steps
+        );
+    }
+    if !(args.broadening.is_finite() && args.broadening > 0.0) {
+        bail!(
+            "--broadening {}: expected a positive number",
+            args.broadening
+        );
+    }
+    if args.plot.is_some() && args.density_runs == 0 {
+        bail!("--plot draws the spectral density: give --density-runs R (at least 1) too");
+    }
+    Ok(())
+}
+
+/// Products done against the plan, on a progress bar (hidden off a terminal or with -q).
+struct Progress {
+    bar: ProgressBar,
+    done: Cell<usize>,
+}
+
+impl Progress {
+    fn new(planned: usize) -> Self {
+        let bar = if crate::logging::progress_bars() {
+            let bar = ProgressBar::new(planned as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "products [{bar:30.cyan/blue}] {pos}/{len} {elapsed_precise}<{eta_precise} {msg}",
+                )
+                .expect("the template is valid")
+                .progress_chars("=> "),
+            );
+            bar
+        } else {
+            // Hidden, but keeping the count (for the lines off a terminal).
+            ProgressBar::with_draw_target(Some(planned as u64), ProgressDrawTarget::hidden())
+        };
+        Self {
+            bar,
+            done: Cell::new(0),
+        }
+    }
+
+    fn tick(&self, n: usize) {
+        self.done.set(self.done.get() + n);
+        self.bar.inc(n as u64);
+    }
+
+    /// A phase planned `planned` products and made `made`: the total to go shrinks.
+    fn settle(&self, planned: usize, made: usize) {
+        if let Some(len) = self.bar.length() {
+            self.bar
+                .set_length(len.saturating_sub(planned.saturating_sub(made) as u64));
+        }
+    }
+
+    /// Starts a phase: on the bar, or off a terminal as a line (as training does).
+    fn phase(&self, what: impl Into<String>) {
+        let what = what.into();
+        if self.bar.is_hidden() {
+            log::info!(
+                "spectrum: {what} (products so far {}, at most {} in all)",
+                self.done.get(),
+                self.bar.length().unwrap_or(0)
+            );
+        }
+        self.bar.set_message(what);
+    }
+}
+
+/// The fixed batches: the training split in the order of a shuffle seeded by `seed`, cut
+/// into `count` batches of `size`, without augmentation (the same for the same data and
+/// seed, on every machine).
+pub fn fixed_batches(
+    data: &crate::data::Dataset,
+    transform: &Transform,
+    count: usize,
+    size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<Batch>> {
+    let images = count.saturating_mul(size);
+    if images > data.len() {
+        bail!(
+            "--batches {count} x --batch-size {size} = {images} images, but the training split \
+             has {}",
+            data.len()
+        );
+    }
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    Rng::derive(seed, &[STREAM_BATCHES]).shuffle(&mut order);
+    Ok(order
+        .chunks_exact(size)
+        .take(count)
+        .map(|indices| {
+            let (images, labels) =
+                HostBatch::assemble(data, indices, transform, None).to_device(device);
+            Batch { images, labels }
+        })
+        .collect())
+}
+
+/// Runs `hftrain spectrum` and writes what was asked for; returns the report.
+pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
+    check_options(args)?;
+    let opened = crate::session::open_checkpoint(
+        &args.checkpoint,
+        args.data.clone(),
+        args.device,
+        Split::Train,
+        0,
+    )?;
+    let (config, network, device) = (&opened.config, &opened.network, &opened.device);
+    let n = network.params.total();
+    if args.top > n {
+        bail!("--top {}: the network has only {n} parameters", args.top);
+    }
+    let batches = fixed_batches(
+        &opened.data,
+        &Transform::eval(&config.data),
+        args.batches,
+        args.batch_size,
+        args.seed,
+        device,
+    )?;
+    // The data loss alone, as PyHessian: weight decay would only add its constant to the
+    // decayed weights' eigenvalues.
+    let objective = Objective::new(network, config.train.label_smoothing, 0.0, device);
+    let parts = batch_operators(&objective, args.matrix.kind(), &opened.params, &batches);
+    let nb = batches.len();
+
+    let blocks = if args.per_layer {
+        layer_blocks(&network.params)
+    } else {
+        Vec::new()
+    };
+    // Lanczos takes at least one step per eigenvalue asked for (`top_eigenpairs`).
+    let steps_for = |dim: usize| args.max_steps.max(args.top).min(dim);
+    let top_plan = |dim: usize| nb * (steps_for(dim) + args.top.min(dim));
+    let spread_plan = if nb > 1 { nb * steps_for(n) } else { 0 };
+    let trace_plan = nb * args.trace_samples;
+    let density_plan = nb * args.density_runs * args.lanczos_steps.min(n);
+    let layers_plan: usize = blocks.iter().map(|b| top_plan(b.len()) + trace_plan).sum();
+    let progress =
+        Progress::new(top_plan(n) + spread_plan + trace_plan + density_plan + layers_plan);
+    let tick = |k: usize| progress.tick(k);
+
+    let average = Average { parts };
+    let counted = Counted {
+        inner: &average,
+        cost: nb,
+        tick: &tick,
+    };
+    let settings = TopSettings {
+        count: args.top,
+        max_steps: args.max_steps,
+        tolerance: args.tolerance,
+        explicit_residuals: true,
+    };
+    let start =
+        |block: u64, batch: u64| rademacher(n, args.seed, &[STREAM_LANCZOS, block, batch], device);
+
+    progress.phase("top eigenvalues");
+    let top = top_eigenpairs(&counted, &start(0, 0), n, &settings);
+    progress.settle(top_plan(n), top.products * nb);
+
+    let per_batch_top = (nb > 1).then(|| {
+        progress.phase("top eigenvalue per batch");
+        let values: Vec<f64> = average
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(b, part)| {
+                let counted = Counted {
+                    inner: part.as_ref(),
+                    cost: 1,
+                    tick: &tick,
+                };
+                let one = top_eigenpairs(
+                    &counted,
+                    &start(0, b as u64 + 1),
+                    n,
+                    &TopSettings {
+                        count: 1,
+                        explicit_residuals: false,
+                        ..settings.clone()
+                    },
+                );
+                progress.settle(steps_for(n), one.products);
+                one.pairs.first().map_or(f64::NAN, |p| p.value)
+            })
+            .collect();
+        let (mean, standard_error) = mean_and_standard_error(&values);
+        BatchSpread {
+            mean,
+            std: standard_error * (values.len() as f64).sqrt(),
+            values,
+        }
+    });
+
+    let trace = (args.trace_samples > 0).then(|| {
+        progress.phase("trace");
+        hutchinson(&counted, args.trace_samples, |i| {
+            rademacher(n, args.seed, &[STREAM_TRACE, 0, i as u64], device)
+        })
+    });
+
+    let density = (args.density_runs > 0).then(|| {
+        progress.phase("density");
+        let density = slq(
+            &counted,
+            n,
+            &SlqSettings {
+                runs: args.density_runs,
+                steps: args.lanczos_steps,
+                broadening: args.broadening,
+                ..SlqSettings::default()
+            },
+            |run| rademacher(n, args.seed, &[STREAM_DENSITY, run as u64], device),
+        );
+        progress.settle(density_plan, density.products * nb);
+        density
+    });
+
+    let mut per_layer = Vec::new();
+    for (index, block) in blocks.iter().enumerate() {
+        progress.phase(format!("layer {}", block.name));
+        let mask = block.mask(n, device);
+        let restricted = Restricted {
+            inner: &counted,
+            mask: mask.clone(),
+        };
+        let label = index as u64 + 1;
+        let top = top_eigenpairs(
+            &restricted,
+            &(start(label, 0) * mask.clone()),
+            block.len(),
+            &settings,
+        );
+        progress.settle(top_plan(block.len()), top.products * nb);
+        let trace = (args.trace_samples > 0).then(|| {
+            hutchinson(&restricted, args.trace_samples, |i| {
+                rademacher(n, args.seed, &[STREAM_TRACE, label, i as u64], device) * mask.clone()
+            })
+        });
+        per_layer.push(BlockReport {
+            name: block.name.clone(),
+            parameters: block.len(),
+            top: TopReport::new(&top),
+            trace,
+        });
+    }
+    progress.bar.finish_and_clear();
+
+    let report = SpectrumReport {
+        format: "hftrain spectrum v1",
+        checkpoint: args.checkpoint.display().to_string(),
+        matrix: args.matrix,
+        definition: format!(
+            "the {} of the mean softmax cross-entropy (label smoothing {}), without weight \
+             decay, with respect to the parameters, averaged over {} fixed training batches \
+             of {} images (no augmentation)",
+            args.matrix.name(),
+            config.train.label_smoothing,
+            nb,
+            args.batch_size
+        ),
+        batch_norm: BATCH_NORM,
+        label_smoothing: config.train.label_smoothing,
+        parameters: n,
+        batches: nb,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        tolerance: args.tolerance,
+        top: TopReport::new(&top),
+        per_batch_top,
+        trace,
+        density,
+        per_layer,
+        products: progress.done.get(),
+    };
+    if let Some(path) = &args.json {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let text = serde_json::to_string_pretty(&report).context("cannot encode the results")?;
+        write_atomic(path, text.as_bytes())?;
+    }
+    if let (Some(path), Some(density)) = (&args.plot, &report.density) {
+        crate::plots::save(&density_chart(&report, density)?, path)?;
+    }
+    Ok(report)
+}
+
+/// The density as `line_chart` draws it, with log10 of the density on the y axis (floored
+/// at 1e-10 of its peak, as a log scale needs).
+fn density_chart(report: &SpectrumReport, density: &Density) -> Result<image::RgbImage> {
+    let peak = density.density.iter().copied().fold(0.0, f64::max);
+    let floor = peak * 1e-10;
+    let points = density
+        .grid
+        .iter()
+        .zip(&density.density)
+        .map(|(&t, &d)| (t, d.max(floor).max(f64::MIN_POSITIVE).log10()))
+        .collect();
+    let runs = density.runs.len();
+    let steps = density.runs.first().map_or(0, |r| r.steps);
+    crate::plots::line_chart(
+        &format!(
+            "log10 spectral density, {} (SLQ {runs} x {steps} steps)",
+            report.matrix.name()
+        ),
+        "eigenvalue",
+        &[crate::plots::Series {
+            name: "log10 density".into(),
+            points,
+        }],
+    )
+}
+
+fn number(v: f64) -> String {
+    format!("{v:>12.5e}")
+}
+
+impl SpectrumReport {
+    /// The summary table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line(format!(
+            "{} of checkpoint {} ({} parameters)",
+            self.matrix.name(),
+            self.checkpoint,
+            self.parameters
+        ));
+        line(format!("  {}", self.definition));
+        line(format!("  batch norm: {}", self.batch_norm));
+        line(format!(
+            "top eigenvalues (Lanczos, {} steps, stop: {}; tolerance {:.0e} x max |lambda|):",
+            self.top.lanczos_steps,
+            self.top.stop.label(),
+            self.tolerance
+        ));
+        line("     #    eigenvalue  ||Cv - lambda v||".into());
+        for (i, e) in self.top.eigenvalues.iter().enumerate() {
+            line(format!(
+                "  {:>4}  {}  {:>12.2e}",
+                i + 1,
+                number(e.value),
+                e.residual
+            ));
+        }
+        if let Some(spread) = &self.per_batch_top {
+            line(format!(
+                "top eigenvalue of each batch alone: mean {}, std {} over {} batches \
+                 (on their average: {})",
+                number(spread.mean).trim(),
+                number(spread.std).trim(),
+                spread.values.len(),
+                self.top
+                    .eigenvalues
+                    .first()
+                    .map_or("-".into(), |e| number(e.value).trim().to_string())
+            ));
+        }
+        if let Some(trace) = &self.trace {
+            line(format!(
+                "trace (Hutchinson, {} Rademacher vectors): {} +- {} (standard error)",
+                trace.samples.len(),
+                number(trace.estimate).trim(),
+                number(trace.standard_error).trim()
+            ));
+        }
+        if let Some(density) = &self.density {
+            let (lo, hi) = density
+                .runs
+                .iter()
+                .flat_map(|r| r.nodes.iter().copied())
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
+                    (lo.min(t), hi.max(t))
+                });
+            line(format!(
+                "density (SLQ, {} runs x {} steps): Ritz values from {} to {}, Gaussian \
+                 broadening sigma {}",
+                density.runs.len(),
+                density.runs.first().map_or(0, |r| r.steps),
+                number(lo).trim(),
+                number(hi).trim(),
+                number(density.sigma).trim()
+            ));
+        }
+        if !self.per_layer.is_empty() {
+            line("per layer (each block's diagonal block of the matrix):".into());
+            line(format!(
+                "  {:<32} {:>10}  {:>12}  {:>9}  {:>12}  {:>10}",
+                "block", "parameters", "top eig.", "residual", "trace", "+-"
+            ));
+            for b in &self.per_layer {
+                let top = b.top.eigenvalues.first();
+                line(format!(
+                    "  {:<32} {:>10}  {}  {:>9.2e}  {}  {:>10.2e}",
+                    b.name,
+                    b.parameters,
+                    top.map_or(format!("{:>12}", "-"), |e| number(e.value)),
+                    top.map_or(f64::NAN, |e| e.residual),
+                    b.trace
+                        .as_ref()
+                        .map_or(format!("{:>12}", "-"), |t| number(t.estimate)),
+                    b.trace.as_ref().map_or(f64::NAN, |t| t.standard_error),
+                ));
+            }
+        }
+        line(format!(
+            "products: {} (each one {} product on one batch)",
+            self.products,
+            match self.matrix {
+                Matrix::Hessian => "Hessian-vector",
+                Matrix::GaussNewton => "Gauss-Newton-vector",
+            }
+        ));
+        out
+    }
+}
