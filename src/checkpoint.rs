@@ -78,15 +78,6 @@ impl LoadError {
     }
 }
 
-/// Whether `error` says a checkpoint is damaged (for errors that went through anyhow).
-pub fn is_damage(error: &anyhow::Error) -> bool {
-    error.chain().any(|cause| {
-        cause
-            .downcast_ref::<LoadError>()
-            .is_some_and(LoadError::is_damage)
-    })
-}
-
 fn damaged(message: String) -> LoadError {
     LoadError::Damaged(message)
 }
@@ -478,7 +469,7 @@ fn migrate_to_v3(manifest: &mut serde_json::Value) {
             .and_then(Value::as_str)
             .unwrap_or("sgd")
             .to_string();
-        if let Some((_, keys)) = crate::optim::KEYS.iter().find(|(name, _)| *name == kind) {
+        if let Some(keys) = crate::optim::keys_of(&kind) {
             optimizer.retain(|key, _| key == "kind" || keys.contains(&key.as_str()));
         }
     }

@@ -3,7 +3,7 @@
 //! Hessian-free share one training loop.
 //!
 //! Two gradients live here. `loss_and_gradient` is Burn's own autodiff (the first-order
-//! path, and the reference the tests hold our backprop to). `Objective::gradient` is our
+//! path, and the reference the tests hold our backprop to). `NetworkObjective::gradient` is our
 //! own backprop through the layers' `vjp`, which is what makes the exact Hessian-vector
 //! product possible: built on autodiff leaves, that gradient is itself a tracked expression,
 //! and Burn's autodiff of `<g(theta), v>` is `H v` (Burn has first-order autodiff only: the first backprop is ours).
@@ -110,7 +110,7 @@ impl Batch {
     }
 }
 
-/// What one gradient evaluation of an `Objective` gives.
+/// What one gradient evaluation of a `NetworkObjective` gives.
 pub struct ObjectiveGradient {
     /// Mean data loss (cross-entropy, without the weight-decay term), one element.
     pub loss: Tensor<1>,
@@ -129,7 +129,7 @@ pub struct ObjectiveGradient {
 /// softmax cross-entropy of the network in training mode (batch statistics), plus
 /// `weight_decay / 2 * |mask * theta|^2` over the decayed weights. Weight decay enters every
 /// product as its exact term, `weight_decay * mask * v`.
-pub struct Objective<'a> {
+pub struct NetworkObjective<'a> {
     pub network: &'a Network,
     pub label_smoothing: f32,
     pub weight_decay: f64,
@@ -137,7 +137,7 @@ pub struct Objective<'a> {
     pub decay_mask: Tensor<1>,
 }
 
-impl<'a> Objective<'a> {
+impl<'a> NetworkObjective<'a> {
     pub fn new(
         network: &'a Network,
         label_smoothing: f32,
@@ -253,7 +253,7 @@ impl<'a> Objective<'a> {
 
 /// `G v = J^T H_L J v + weight_decay * mask * v` on a recorded forward pass.
 pub struct GaussNewton<'a> {
-    objective: &'a Objective<'a>,
+    objective: &'a NetworkObjective<'a>,
     params: Vec<Tensor<1>>,
     tape: Tape,
     probabilities: Tensor<2>,
@@ -279,7 +279,7 @@ impl LinearOperator for GaussNewton<'_> {
 /// `H v` at fixed parameters and batch. Each product redoes the forward pass: Burn's
 /// backward consumes its graph, so nothing of one product can serve the next.
 struct HessianOperator<'a> {
-    objective: &'a Objective<'a>,
+    objective: &'a NetworkObjective<'a>,
     params: Tensor<1>,
     batch: &'a Batch,
 }
@@ -332,7 +332,7 @@ pub struct BatchOutcome {
 /// Burn's autodiff gradient of the loss for first-order rules, our backprop's gradient and
 /// curvature products on sub-batches for Hessian-free.
 pub struct BatchObjective<'a> {
-    objective: &'a Objective<'a>,
+    objective: &'a NetworkObjective<'a>,
     buffers: &'a Tensor<1>,
     batch: Batch,
     sampling: CurvatureSampling,
@@ -344,7 +344,7 @@ pub struct BatchObjective<'a> {
 
 impl<'a> BatchObjective<'a> {
     pub fn new(
-        objective: &'a Objective<'a>,
+        objective: &'a NetworkObjective<'a>,
         buffers: &'a Tensor<1>,
         batch: Batch,
         sampling: CurvatureSampling,

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
-use crate::curvature::{Batch, Objective};
+use crate::curvature::{Batch, NetworkObjective};
 use crate::data::batcher::{HostBatch, Transform};
 use crate::data::{CHANNELS, IMAGE_SIDE, Split};
 use crate::params::{Layout, from_host, to_host};
@@ -118,7 +118,7 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
     let batch = Batch { images, labels };
     // Products of the data loss alone: weight decay would add `weight_decay * v` on the
     // decayed tensors, which needs no checking.
-    let objective = Objective::new(network, config.train.label_smoothing, 0.0, device);
+    let objective = NetworkObjective::new(network, config.train.label_smoothing, 0.0, device);
     let v = seeded_direction(network.params.total(), request.seed, device);
     let want = |p: Products| request.products == Products::All || request.products == p;
 

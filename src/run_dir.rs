@@ -19,8 +19,6 @@ pub struct RunPaths {
     pub metrics: PathBuf,
     /// Per-step log of the Hessian-free optimizer.
     pub steps: PathBuf,
-    /// TensorBoard's event file.
-    pub events: PathBuf,
     pub report: PathBuf,
 }
 
@@ -30,7 +28,6 @@ impl RunPaths {
             checkpoints: run_dir.join("checkpoints"),
             metrics: run_dir.join("metrics.csv"),
             steps: run_dir.join("steps.csv"),
-            events: run_dir.join(crate::tensorboard::FILE_NAME),
             report: run_dir.join("report.md"),
             run_dir,
         }

@@ -127,6 +127,16 @@ impl Config {
         self.train.validate(&mut problems);
         self.optimizer.validate(&mut problems);
         self.schedule.validate(&mut problems);
+        // A schedule scales a learning rate: one set for an optimizer without one would be
+        // silently ignored.
+        problems.check(
+            self.optimizer.lr().is_some() || self.schedule == ScheduleConfig::default(),
+            format!(
+                "[schedule]: optimizer {} has no learning rate to schedule (its step length \
+                 comes from its line search); remove the section",
+                self.optimizer
+            ),
+        );
         self.checkpoint.validate(&mut problems);
         problems.into_result().map_err(anyhow::Error::msg)
     }

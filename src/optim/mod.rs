@@ -174,59 +174,111 @@ pub const KEYS: [(&str, &[&str]); 4] = [
     ("hessian-free", &["weight_decay", "hessian_free"]),
 ];
 
+/// The settings `kind` takes under `[optimizer]` (None: no such optimizer).
+pub fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
+    KEYS.iter()
+        .find(|(name, _)| *name == kind)
+        .map(|(_, keys)| *keys)
+}
+
 /// The optimizer names, as a config writes them.
-pub const NAMES: &str = "sgd, adam, adamw, hessian-free";
+pub fn names() -> String {
+    KEYS.map(|(name, _)| name).join(", ")
+}
+
+/// Every optimizer's keys together: what an older hftrain wrote into a run's `config.toml`
+/// (and checkpoints) whatever the optimizer.
+const OLD_DUMP: [&str; 8] = [
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "beta1",
+    "beta2",
+    "eps",
+    "hessian_free",
+];
 
 impl<'de> Deserialize<'de> for OptimizerConfig {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         use serde::de::Error;
-        use serde_json::Value;
-        let mut table = serde_json::Map::<String, Value>::deserialize(deserializer)?;
+        // Buffered as TOML values, which keep NaN and infinities for `validate` to name.
+        let mut table = toml::Table::deserialize(deserializer)?;
         // `kind` defaults to SGD, as before the settings were split by optimizer.
         let kind = match table.remove("kind") {
             None => "sgd".to_string(),
-            Some(Value::String(kind)) => kind,
+            Some(toml::Value::String(kind)) => kind,
             Some(other) => {
                 return Err(D::Error::custom(format!(
-                    "optimizer.kind = {other}: expected one of {NAMES}"
+                    "optimizer.kind = {other}: expected one of {}",
+                    names()
                 )));
             }
         };
-        let Some((_, keys)) = KEYS.iter().find(|(name, _)| *name == kind) else {
+        let Some(keys) = keys_of(&kind) else {
             return Err(D::Error::custom(format!(
-                "optimizer.kind = {kind:?}: expected one of {NAMES}"
+                "optimizer.kind = {kind:?}: expected one of {}",
+                names()
             )));
         };
-        if let Some(key) = table.keys().find(|key| !keys.contains(&key.as_str())) {
-            let users: Vec<&str> = KEYS
-                .iter()
-                .filter(|(_, keys)| keys.contains(&key.as_str()))
-                .map(|(name, _)| *name)
-                .collect();
-            let message = if users.is_empty() {
-                format!(
-                    "optimizer.{key}: unknown setting; kind = {kind:?} takes {}",
-                    keys.join(", ")
-                )
-            } else {
-                format!(
-                    "optimizer.{key} is a setting of {}, not of kind = {kind:?} (which takes {}): \
-                     remove it, or choose that optimizer",
-                    users.join(" and "),
-                    keys.join(", ")
-                )
-            };
-            return Err(D::Error::custom(message));
+        if OLD_DUMP.iter().all(|key| table.contains_key(*key)) {
+            log::warn!(
+                "[optimizer] holds every optimizer's settings, as an older hftrain wrote a \
+                 run's config.toml: only those of kind = {kind:?} ({}) are used",
+                keys.join(", ")
+            );
+            table.retain(|key, _| keys.contains(&key));
         }
-        let settings = Value::Object(table);
+        if let Some(key) = table.keys().find(|key| !keys.contains(&key.as_str())) {
+            return Err(D::Error::custom(foreign_key_message(key, &kind, keys)));
+        }
         let parsed = match kind.as_str() {
-            "sgd" => serde_json::from_value(settings).map(OptimizerConfig::Sgd),
-            "adam" => serde_json::from_value(settings).map(OptimizerConfig::Adam),
-            "adamw" => serde_json::from_value(settings).map(OptimizerConfig::Adamw),
-            _ => serde_json::from_value(settings).map(OptimizerConfig::HessianFree),
+            "sgd" => settings(&table).map(OptimizerConfig::Sgd),
+            "adam" => settings(&table).map(OptimizerConfig::Adam),
+            "adamw" => settings(&table).map(OptimizerConfig::Adamw),
+            "hessian-free" => settings(&table).map(OptimizerConfig::HessianFree),
+            other => Err(format!(
+                "optimizer.kind = {other:?} is listed in KEYS but has no settings"
+            )),
         };
-        parsed.map_err(|e| D::Error::custom(format!("[optimizer] ({kind}): {e}")))
+        parsed.map_err(D::Error::custom)
     }
+}
+
+/// The message for `optimizer.<key>` under `kind`, which does not take it.
+fn foreign_key_message(key: &str, kind: &str, keys: &[&str]) -> String {
+    let users: Vec<&str> = KEYS
+        .iter()
+        .filter(|(_, keys)| keys.contains(&key))
+        .map(|(name, _)| *name)
+        .collect();
+    if users.is_empty() {
+        format!(
+            "optimizer.{key}: unknown setting; kind = {kind:?} takes {}",
+            keys.join(", ")
+        )
+    } else {
+        format!(
+            "optimizer.{key} is a setting of {}, not of kind = {kind:?} (which takes {}): \
+             remove it, or choose that optimizer",
+            users.join(" and "),
+            keys.join(", ")
+        )
+    }
+}
+
+/// One optimizer's settings from its keys. A value of the wrong type is named by its key:
+/// every setting has a default, so the key that fails alone is the culprit.
+fn settings<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
+    T::deserialize(toml::Value::Table(table.clone())).map_err(|whole| {
+        for (key, value) in table {
+            let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+            if let Err(e) = T::deserialize(toml::Value::Table(alone)) {
+                return format!("optimizer.{key} = {value}: {}", e.to_string().trim_end());
+            }
+        }
+        format!("[optimizer]: {}", whole.to_string().trim_end())
+    })
 }
 
 impl std::fmt::Display for OptimizerConfig {
@@ -262,6 +314,11 @@ impl OptimizerConfig {
             OptimizerConfig::Adam(c) | OptimizerConfig::Adamw(c) => c.weight_decay,
             OptimizerConfig::HessianFree(c) => c.weight_decay,
         }
+    }
+
+    /// Whether its steps report what `steps.csv` records (`StepInfo::report`).
+    pub fn reports_steps(&self) -> bool {
+        matches!(self, OptimizerConfig::HessianFree(_))
     }
 
     /// Hessian-free's settings, where that is the optimizer.

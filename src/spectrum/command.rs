@@ -16,7 +16,7 @@ use super::{
     STREAM_LANCZOS, STREAM_TRACE, SlqSettings, TopEigen, TopSettings, TraceEstimate,
     batch_operators, hutchinson, layer_blocks, rademacher, slq, top_eigenpairs,
 };
-use crate::curvature::{Batch, CurvatureKind, Objective};
+use crate::curvature::{Batch, CurvatureKind, NetworkObjective};
 use crate::data::Split;
 use crate::data::batcher::{HostBatch, Transform};
 use crate::fsutil::write_atomic;
@@ -331,7 +331,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     )?;
     // The data loss alone, as PyHessian: weight decay would only add its constant to the
     // decayed weights' eigenvalues.
-    let objective = Objective::new(network, config.train.label_smoothing, 0.0, device);
+    let objective = NetworkObjective::new(network, config.train.label_smoothing, 0.0, device);
     let parts = batch_operators(&objective, args.matrix.kind(), &opened.params, &batches);
     let nb = batches.len();
 

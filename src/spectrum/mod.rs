@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use burn::prelude::*;
 
-use crate::curvature::{Batch, CurvatureKind, Objective};
+use crate::curvature::{Batch, CurvatureKind, NetworkObjective};
 use crate::optim::cg::LinearOperator;
 use crate::params::{Layout, from_host};
 use crate::rng::Rng;
@@ -162,7 +162,7 @@ pub fn layer_blocks(layout: &Layout) -> Vec<Block> {
 /// One curvature operator per batch at `params`. Gauss-Newton operators record their
 /// forward pass once and keep it (memory for every batch at once); Hessian products redo it.
 pub fn batch_operators<'a>(
-    objective: &'a Objective<'a>,
+    objective: &'a NetworkObjective<'a>,
     kind: CurvatureKind,
     params: &Tensor<1>,
     batches: &'a [Batch],
@@ -210,10 +210,10 @@ pub struct Sharpness {
 
 /// The sharpness at `params`: the top eigenvalue (by Lanczos) and the trace (Hutchinson)
 /// of `kind`'s matrix of `objective`, averaged over `batches` (at least one). Batch norm
-/// is in training mode (each batch's statistics, as `Objective` computes), so the running
+/// is in training mode (each batch's statistics, as `NetworkObjective` computes), so the running
 /// statistics in the buffers do not enter.
 pub fn sharpness(
-    objective: &Objective,
+    objective: &NetworkObjective,
     kind: CurvatureKind,
     params: &Tensor<1>,
     batches: &[Batch],

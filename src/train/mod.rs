@@ -16,7 +16,7 @@ use burn::prelude::*;
 
 use crate::checkpoint::{self, Checkpoint, EpochProgress, Position};
 use crate::config::Config;
-use crate::curvature::{Batch, BatchObjective, BatchOutcome, CurvatureSampling, Objective};
+use crate::curvature::{Batch, BatchObjective, BatchOutcome, CurvatureSampling, NetworkObjective};
 use crate::data::Dataset;
 use crate::data::batcher::{EpochPlan, Prefetcher, Transform};
 use crate::device::DeviceChoice;
@@ -122,12 +122,7 @@ impl Session {
             let done = self.position.epoch;
             let stopping = stop_after_epoch.is_some_and(|s| done >= s);
             let interrupted = interrupt::requested();
-            // Every `every_epochs`, the last epoch, and wherever the run stops.
-            if done.is_multiple_of(self.config.checkpoint.every_epochs)
-                || done == epochs
-                || stopping
-                || interrupted
-            {
+            if self.checkpoint_due(done, stopping || interrupted) {
                 let dir = self.save_checkpoint(EpochProgress::default())?;
                 log::info!("checkpoint: {}", dir.display());
                 last_checkpoint = Some(dir);
@@ -160,18 +155,37 @@ impl Session {
             let n = batch.len();
             let (images, labels) = batch.to_device(&self.device);
             let lr = self.schedule.lr(self.position.global_step);
-            let (outcome, info) = match self.step(Batch { images, labels }, lr) {
-                Ok(done) => done,
-                Err(e) => {
-                    progress.abandon();
-                    return Err(e.context(format!(
-                        "training stopped at epoch {} step {}; the last checkpoint is {}",
-                        epoch + 1,
-                        step + 1,
-                        last_good_checkpoint(&self.paths)
-                    )));
-                }
+            let stopped = |e: anyhow::Error, paths: &RunPaths| {
+                progress.abandon();
+                e.context(format!(
+                    "training stopped at epoch {} step {}; the last checkpoint is {}",
+                    epoch + 1,
+                    step + 1,
+                    last_good_checkpoint(paths)
+                ))
             };
+            let (params, outcome, info) = self
+                .step(Batch { images, labels }, lr)
+                .map_err(|e| stopped(e, &self.paths))?;
+            if let Err(what) = check_finite(&outcome.loss, &params) {
+                progress.abandon();
+                bail!(
+                    "training diverged: {what} at epoch {} step {} (global step {}, learning \
+                     rate {lr:.3e}); nothing of this step was saved, the last checkpoint is {}; \
+                     lower optimizer.lr or lengthen schedule.warmup_epochs",
+                    epoch + 1,
+                    step + 1,
+                    self.position.global_step + 1,
+                    last_good_checkpoint(&self.paths)
+                );
+            }
+            self.params = params;
+            self.buffers = self.network.update_buffers(
+                self.buffers.clone(),
+                &outcome.stats,
+                self.config.train.bn_momentum,
+            );
+            log::debug!("step {}: {}", self.position.global_step + 1, info.summary());
             totals.add(&outcome.loss, outcome.correct, n);
             self.position.global_step += 1;
             self.position.step_in_epoch = step + 1;
@@ -212,10 +226,10 @@ impl Session {
         Ok(EpochEnd::Done(Box::new((totals, last_step))))
     }
 
-    /// One optimizer step on a batch: the parameters and batch-norm buffers move; the batch's
-    /// loss, accuracy and the optimizer's report are returned.
-    fn step(&mut self, batch: Batch, lr: f64) -> Result<(BatchOutcome, StepInfo)> {
-        let objective = Objective {
+    /// One optimizer step on a batch: the new parameters, the batch's loss, accuracy and
+    /// batch-norm statistics, and the optimizer's report. Nothing of the session changes yet.
+    fn step(&mut self, batch: Batch, lr: f64) -> Result<(Tensor<1>, BatchOutcome, StepInfo)> {
+        let objective = NetworkObjective {
             network: &self.network,
             label_smoothing: self.config.train.label_smoothing,
             weight_decay: self.config.optimizer.weight_decay(),
@@ -228,33 +242,22 @@ impl Session {
             CurvatureSampling::of(&self.config.optimizer),
         );
         let step = self.optimizer.step(&on_batch, &self.params, lr)?;
-        let outcome = on_batch
-            .into_outcome()
-            .expect("every optimizer takes a gradient at the step's start");
-        // Divergence is caught at the step where it happens, before anything of it is saved:
-        // one scalar read per step (the loss plus the parameters' sum, which is not finite as
-        // soon as one parameter is not).
-        let health = outcome.loss.clone() + step.params.clone().sum();
-        if !health.into_scalar::<f64>().is_finite() {
-            let loss = outcome.loss.clone().into_scalar::<f64>();
-            let what = if loss.is_finite() {
-                "a parameter became NaN or infinite".to_string()
-            } else {
-                format!("the loss became {loss}")
-            };
-            bail!(
-                "training diverged: {what} at global step {} (learning rate {lr:.3e}); nothing \
-                 of this step was saved; lower optimizer.lr or lengthen schedule.warmup_epochs",
-                self.position.global_step + 1,
-            );
-        }
-        self.params = step.params;
-        self.buffers = self.network.update_buffers(
-            self.buffers.clone(),
-            &outcome.stats,
-            self.config.train.bn_momentum,
-        );
-        Ok((outcome, step.info))
+        let outcome = on_batch.into_outcome().ok_or_else(|| {
+            anyhow::anyhow!(
+                "optimizer {} took no gradient at the step's start, so the batch has no loss \
+                 to report (every optimizer must ask its objective for one)",
+                self.config.optimizer
+            )
+        })?;
+        Ok((step.params, outcome, step.info))
+    }
+
+    /// Whether to checkpoint after `done` epochs: every `checkpoint.every_epochs`, after the
+    /// last epoch, and wherever the run stops (`stopping`: asked to, or interrupted).
+    fn checkpoint_due(&self, done: usize, stopping: bool) -> bool {
+        done.is_multiple_of(self.config.checkpoint.every_epochs)
+            || done == self.config.train.epochs
+            || stopping
     }
 
     /// The epoch's end: batch-norm statistics recomputed where asked, the test set evaluated,
@@ -354,6 +357,22 @@ impl Session {
         };
         ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
     }
+}
+
+/// Divergence is caught at the step where it happens, before anything of it is saved: one
+/// scalar read per step (the loss plus the parameters' sum, which is not finite as soon as
+/// one parameter is not). Err says what went wrong.
+fn check_finite(loss: &Tensor<1>, params: &Tensor<1>) -> std::result::Result<(), String> {
+    let health = loss.clone() + params.clone().sum();
+    if health.into_scalar::<f64>().is_finite() {
+        return Ok(());
+    }
+    let loss = loss.clone().into_scalar::<f64>();
+    Err(if loss.is_finite() {
+        "a parameter became NaN or infinite".to_string()
+    } else {
+        format!("the loss became {loss}")
+    })
 }
 
 fn last_good_checkpoint(paths: &RunPaths) -> String {

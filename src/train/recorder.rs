@@ -41,13 +41,12 @@ impl Recorder {
     ) -> Result<Self> {
         metrics::write(&paths.metrics, rows)?;
         checkpoint::write_run_config(&paths.run_dir, config)?;
-        let step_log = match config.optimizer.hessian_free() {
-            Some(_) => {
-                let log = StepLog::open(&paths.steps, position.global_step);
-                log.write()?;
-                Some(log)
-            }
-            None => None,
+        let step_log = if config.optimizer.reports_steps() {
+            let log = StepLog::open(&paths.steps, position.global_step);
+            log.write()?;
+            Some(log)
+        } else {
+            None
         };
         let events = EventWriter::open(&paths.run_dir, position.global_step as u64)
             .inspect_err(|e| log::warn!("no TensorBoard event file for this run: {e:#}"))

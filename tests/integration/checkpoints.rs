@@ -352,8 +352,11 @@ fn load_errors_say_what_kind_of_failure_they_are() {
     std::fs::write(ckpt.join("buffers.bin"), b"short").unwrap();
     let error = Checkpoint::load(&ckpt).unwrap_err();
     assert!(error.is_damage(), "{error}");
-    // An anyhow chain keeps the kind.
-    assert!(checkpoint::is_damage(
-        &anyhow::Error::new(error).context("resuming")
-    ));
+    // Through anyhow, the kind is still there to branch on.
+    let chain = anyhow::Error::new(error).context("resuming");
+    assert!(
+        chain
+            .downcast_ref::<LoadError>()
+            .is_some_and(LoadError::is_damage)
+    );
 }

@@ -19,8 +19,17 @@ fn load(text: &str) -> anyhow::Result<Config> {
 
 #[test]
 fn shipped_configs_are_valid() {
-    for name in ["cifar10", "cifar10-sgd", "smoke", "smoke-hf"] {
-        let path = crate::common::repository_root().join(format!("configs/{name}.toml"));
+    let configs = crate::common::repository_root().join("configs");
+    let mut names: Vec<String> = std::fs::read_dir(&configs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "{names:?}");
+    for name in names {
+        let path = configs.join(format!("{name}.toml"));
         let config = Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         assert_eq!(config.name, name, "the name defaults to the file stem");
     }
@@ -342,4 +351,61 @@ fn names_in_reports_are_the_configs_spelling() {
         report.contains("adamw (peak lr 0.01, one-cycle schedule"),
         "{report}"
     );
+}
+
+/// Values the settings' types cannot hold are named by key, and NaN or infinity reach the
+/// range checks (they are numbers TOML can write).
+#[test]
+fn optimizer_values_of_the_wrong_type_or_range_are_named() {
+    assert_error(
+        load("[optimizer]\nkind = \"sgd\"\nlr = \"ten\"\n"),
+        &["optimizer.lr = \"ten\"", "f64"],
+    );
+    assert_error(
+        load("[optimizer]\nkind = \"sgd\"\nlr = nan\n"),
+        &["optimizer.lr = NaN", "positive"],
+    );
+    assert_error(
+        load("[optimizer]\nkind = \"adam\"\nweight_decay = inf\n"),
+        &["optimizer.weight_decay = inf", "zero or a positive number"],
+    );
+    assert_error(
+        load(
+            "[optimizer]\nkind = \"hessian-free\"\n[optimizer.hessian_free]\ncg_max_iterations = 1.5\n",
+        ),
+        &["optimizer.hessian_free", "cg_max_iterations"],
+    );
+}
+
+/// A run's `config.toml` written by an older hftrain holds every optimizer's settings; it
+/// still loads (`--config runs/x/config.toml --resume latest`), with the configured
+/// optimizer's own settings.
+#[test]
+fn an_older_runs_config_with_every_optimizers_settings_still_loads() {
+    let old = "[optimizer]\nkind = \"adamw\"\nlr = 0.01\nmomentum = 0.9\nnesterov = true\n\
+               weight_decay = 0.05\nbeta1 = 0.8\nbeta2 = 0.99\neps = 1e-7\n\
+               [optimizer.hessian_free]\ncurvature = \"hessian\"\n";
+    let config = load(old).unwrap();
+    let hftrain::config::OptimizerConfig::Adamw(adam) = &config.optimizer else {
+        panic!("{:?}", config.optimizer)
+    };
+    assert_eq!(
+        (adam.lr, adam.beta1, adam.eps, adam.weight_decay),
+        (0.01, 0.8, 1e-7, 0.05)
+    );
+    // One foreign key alone is a mistake, not an old file.
+    assert_error(
+        load("[optimizer]\nkind = \"adamw\"\nmomentum = 0.9\n"),
+        &["optimizer.momentum", "sgd"],
+    );
+}
+
+/// A schedule scales a learning rate; Hessian-free has none, so one set for it is refused.
+#[test]
+fn a_schedule_for_an_optimizer_without_a_learning_rate_is_refused() {
+    assert_error(
+        load("[optimizer]\nkind = \"hessian-free\"\n[schedule]\nkind = \"cosine\"\n"),
+        &["[schedule]", "hessian-free", "no learning rate"],
+    );
+    load("[optimizer]\nkind = \"sgd\"\n[schedule]\nkind = \"cosine\"\n").unwrap();
 }

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use std::sync::Arc;
 
 use hftrain::config::{ModelConfig, StageConfig};
-use hftrain::curvature::{Batch, Objective, loss_and_gradient};
+use hftrain::curvature::{Batch, NetworkObjective, loss_and_gradient};
 use hftrain::model::builder::Builder;
 use hftrain::model::layer::{Gradients, Layer, Shape};
 use hftrain::model::layers::{Residual, build_list};
@@ -339,7 +339,7 @@ fn f64_our_backprop_equals_burn_autodiff_gradient() {
     for (smoothing, bound) in [(0.0, 1e-12), (0.1, 1e-8)] {
         for (name, model) in networks() {
             let p = problem(&model, 3, 6, &d);
-            let objective = Objective::new(&p.network, smoothing, 0.0, &d);
+            let objective = NetworkObjective::new(&p.network, smoothing, 0.0, &d);
             let ours = objective.gradient(&p.params, &p.batch, false);
             let buffers = from_host(vec![0.0; p.network.buffers.total()], &d);
             let reference = loss_and_gradient(
@@ -371,7 +371,7 @@ fn f64_hessian_vector_equals_central_differences_and_is_symmetric() {
     let eps = 1e-7;
     for (name, model) in networks() {
         let p = problem(&model, 5, 4, &d);
-        let objective = Objective::new(&p.network, 0.1, 5e-4, &d);
+        let objective = NetworkObjective::new(&p.network, 0.1, 5e-4, &d);
         let v = direction(&p, 11, &d);
         let hv = objective.hessian_vector(&p.params, &p.batch, &v);
         let g = |sign: f64| {
@@ -402,7 +402,7 @@ fn f64_hessian_vector_equals_central_differences_and_is_symmetric() {
 /// Burn's autodiff for `J^T`.
 fn gauss_newton_reference(
     p: &Problem,
-    objective: &Objective,
+    objective: &NetworkObjective,
     v: &Tensor<1>,
     d: &Device,
 ) -> Tensor<1> {
@@ -445,7 +445,7 @@ fn f64_gauss_newton_is_jt_hl_j_and_positive_semidefinite() {
     let d = flex_f64();
     for (name, model) in networks() {
         let p = problem(&model, 7, 6, &d);
-        let objective = Objective::new(&p.network, 0.0, 5e-4, &d);
+        let objective = NetworkObjective::new(&p.network, 0.0, 5e-4, &d);
         let gn = objective.gauss_newton(&p.params, &p.batch);
         let v = direction(&p, 21, &d);
         let gv = gn.product(&v);
@@ -470,7 +470,7 @@ fn f64_gauss_newton_equals_hessian_for_softmax_regression() {
     let d = flex_f64();
     let p = problem(&softmax_regression(), 9, 8, &d);
     // Label smoothing and weight decay included: neither breaks the equality.
-    let objective = Objective::new(&p.network, 0.1, 1e-3, &d);
+    let objective = NetworkObjective::new(&p.network, 0.1, 1e-3, &d);
     let gn = objective.gauss_newton(&p.params, &p.batch);
     for k in 0..3 {
         let v = direction(&p, 40 + k, &d);
@@ -515,8 +515,8 @@ fn f64_wgpu_products_in_f32_match_the_f64_result() {
     };
     let params32 = from_host(params, &wgpu);
     let v32 = from_host(v, &wgpu);
-    let objective32 = Objective::new(&network, 0.1, 5e-4, &wgpu);
-    let objective64 = Objective::new(&p64.network, 0.1, 5e-4, &d64);
+    let objective32 = NetworkObjective::new(&network, 0.1, 5e-4, &wgpu);
+    let objective64 = NetworkObjective::new(&p64.network, 0.1, 5e-4, &d64);
     let compare = |label: &str, a: Tensor<1>, b: Tensor<1>| {
         let a = from_host(to_host(&a), &d64);
         let err = relative_error(&a, &b);

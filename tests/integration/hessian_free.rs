@@ -3,7 +3,9 @@
 
 use burn::prelude::*;
 use hftrain::config::{HessianFreeConfig, ModelConfig, StageConfig};
-use hftrain::curvature::{Batch, BatchObjective, CurvatureKind, CurvatureSampling, Objective};
+use hftrain::curvature::{
+    Batch, BatchObjective, CurvatureKind, CurvatureSampling, NetworkObjective,
+};
 use hftrain::data::batcher::{HostBatch, Transform};
 use hftrain::data::{Source, Split};
 use hftrain::model::Network;
@@ -208,7 +210,7 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
     };
     let network = Network::new(&model, 10).unwrap();
     let (mut params, buffers) = network.init(0, &d);
-    let objective = Objective::new(&network, 0.0, 1e-2, &d);
+    let objective = NetworkObjective::new(&network, 0.0, 1e-2, &d);
     let settings = HessianFreeConfig {
         cg_max_iterations: 100,
         ..HessianFreeConfig::default()
@@ -279,7 +281,7 @@ fn f64_preconditioner_diagonal_is_the_mean_squared_per_example_gradient_for_line
         images: images.clone(),
         labels: labels.clone(),
     };
-    let objective = Objective::new(&network, 0.0, 0.0, &d);
+    let objective = NetworkObjective::new(&network, 0.0, 0.0, &d);
     let squared = objective
         .gradient(&params, &batch, true)
         .squared_gradients

@@ -176,7 +176,7 @@ fn a_full_batch_convex_run_ends_cleanly_at_its_optimum() {
         images: x,
         labels: y,
     };
-    let objective = hftrain::curvature::Objective::new(&network, 0.0, 0.1, &d);
+    let objective = hftrain::curvature::NetworkObjective::new(&network, 0.0, 0.1, &d);
     let norm = |params: Tensor<1>| {
         let g = objective.gradient(&params, &batch, false);
         (g.gradient.clone() * g.gradient)

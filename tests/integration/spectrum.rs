@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use burn::prelude::*;
 
 use hftrain::config::{ModelConfig, StageConfig};
-use hftrain::curvature::{Batch, CurvatureKind, Objective};
+use hftrain::curvature::{Batch, CurvatureKind, NetworkObjective};
 use hftrain::model::Network;
 use hftrain::optim::cg::LinearOperator;
 use hftrain::params::{from_host, to_host};
@@ -146,7 +146,7 @@ fn dense(kind: CurvatureKind, d: &Device) -> &'static Vec<f64> {
     };
     cell.get_or_init(|| {
         let p = problem(d);
-        let objective = Objective::new(&p.network, 0.0, 0.0, d);
+        let objective = NetworkObjective::new(&p.network, 0.0, 0.0, d);
         let average = Average {
             parts: batch_operators(&objective, kind, &p.params, &p.batches),
         };
@@ -294,7 +294,7 @@ fn f64_spectrum_lanczos_top_k_equals_the_dense_eigenvalues() {
     let d = flex_f64();
     let p = problem(&d);
     let n = p.network.params.total();
-    let objective = Objective::new(&p.network, 0.0, 0.0, &d);
+    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
     for (kind, name) in kinds() {
         let reference = jacobi_eigenvalues(dense(kind, &d), n);
         let average = Average {
@@ -350,7 +350,7 @@ fn f64_spectrum_hutchinson_lies_within_four_standard_errors() {
     let d = flex_f64();
     let p = problem(&d);
     let n = p.network.params.total();
-    let objective = Objective::new(&p.network, 0.0, 0.0, &d);
+    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
     for (kind, name) in kinds() {
         let a = dense(kind, &d);
         let exact: f64 = (0..n).map(|i| a[i * n + i]).sum();
@@ -377,7 +377,7 @@ fn f64_spectrum_slq_density_integrates_to_one_and_matches_the_moments() {
     let d = flex_f64();
     let p = problem(&d);
     let n = p.network.params.total();
-    let objective = Objective::new(&p.network, 0.0, 0.0, &d);
+    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
     for (kind, name) in kinds() {
         let a = dense(kind, &d);
         let trace: f64 = (0..n).map(|i| a[i * n + i]).sum();
@@ -482,7 +482,7 @@ fn f64_spectrum_per_layer_blocks_equal_the_dense_diagonal_blocks() {
     let d = flex_f64();
     let p = problem(&d);
     let n = p.network.params.total();
-    let objective = Objective::new(&p.network, 0.0, 0.0, &d);
+    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
     let blocks = layer_blocks(&p.network.params);
     let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(blocks.len(), 3, "conv, batch norm, classifier: {names:?}");
@@ -564,7 +564,7 @@ fn f64_spectrum_sharpness_for_the_training_loop() {
     let d = flex_f64();
     let p = problem(&d);
     let n = p.network.params.total();
-    let objective = Objective::new(&p.network, 0.0, 0.0, &d);
+    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
     let reference = jacobi_eigenvalues(dense(CurvatureKind::Hessian, &d), n);
     let a = dense(CurvatureKind::Hessian, &d);
     let exact_trace: f64 = (0..n).map(|i| a[i * n + i]).sum();
@@ -616,8 +616,8 @@ fn f64_spectrum_on_wgpu_in_f32_matches_f64() {
         labels: Tensor::<1, Int>::from_data(batch64[0].labels.to_data(), &wgpu),
     }];
     let params32 = to_wgpu(&p.params);
-    let objective32 = Objective::new(&p.network, 0.0, 0.0, &wgpu);
-    let objective64 = Objective::new(&p.network, 0.0, 0.0, &d);
+    let objective32 = NetworkObjective::new(&p.network, 0.0, 0.0, &wgpu);
+    let objective64 = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
     let settings = TopSettings {
         count: 2,
         max_steps: 40,
@@ -625,7 +625,7 @@ fn f64_spectrum_on_wgpu_in_f32_matches_f64() {
         explicit_residuals: false,
     };
     for (kind, name) in kinds() {
-        let estimates = |objective: &Objective, params: &Tensor<1>, batches: &[Batch]| {
+        let estimates = |objective: &NetworkObjective, params: &Tensor<1>, batches: &[Batch]| {
             let device = params.device();
             let average = Average {
                 parts: batch_operators(objective, kind, params, batches),
