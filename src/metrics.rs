@@ -21,16 +21,29 @@ pub struct EpochMetrics {
     pub test_accuracy: f64,
     pub epoch_seconds: f64,
     pub images_per_second: f64,
+    /// The top eigenvalue and the trace of the training loss's Hessian at the epoch's end,
+    /// where `train.spectrum_every` asked for them (empty in the CSV otherwise).
+    #[serde(default)]
+    pub sharpness: Option<f64>,
+    #[serde(default)]
+    pub hessian_trace: Option<f64>,
 }
 
-const HEADER: &str = "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,epoch_seconds,images_per_second";
+const HEADER: &str = "epoch,step,lr,train_loss,train_accuracy,test_loss,test_accuracy,epoch_seconds,images_per_second,sharpness,hessian_trace";
+/// The columns before the curvature ones were added (files of older runs).
+const OLD_COLUMNS: usize = 9;
+
+/// A value of an optional column: empty when absent.
+fn optional(value: Option<f64>) -> String {
+    value.map_or(String::new(), |v| format!("{v:.6e}"))
+}
 
 pub fn to_csv(rows: &[EpochMetrics]) -> String {
     let mut out = String::from(HEADER);
     out.push('\n');
     for r in rows {
         out.push_str(&format!(
-            "{},{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.3},{:.3}\n",
+            "{},{},{:.6e},{:.6},{:.6},{:.6},{:.6},{:.3},{:.3},{},{}\n",
             r.epoch,
             r.step,
             r.lr,
@@ -39,7 +52,9 @@ pub fn to_csv(rows: &[EpochMetrics]) -> String {
             r.test_loss,
             r.test_accuracy,
             r.epoch_seconds,
-            r.images_per_second
+            r.images_per_second,
+            optional(r.sharpness),
+            optional(r.hessian_trace),
         ));
     }
     out
@@ -48,7 +63,11 @@ pub fn to_csv(rows: &[EpochMetrics]) -> String {
 /// The TensorBoard scalars of an epoch (tags grouped as TensorBoard shows them: a section per
 /// prefix). Accuracies are fractions, as in the CSV.
 pub fn epoch_scalars(r: &EpochMetrics) -> Vec<(&'static str, f32)> {
-    vec![
+    let curvature = [
+        ("curvature/top_eigenvalue", r.sharpness),
+        ("curvature/trace", r.hessian_trace),
+    ];
+    let mut scalars = vec![
         ("loss/train", r.train_loss as f32),
         ("loss/test", r.test_loss as f32),
         ("accuracy/train", r.train_accuracy as f32),
@@ -57,7 +76,13 @@ pub fn epoch_scalars(r: &EpochMetrics) -> Vec<(&'static str, f32)> {
         ("time/epoch_seconds", r.epoch_seconds as f32),
         ("time/images_per_second", r.images_per_second as f32),
         ("epoch", r.epoch as f32),
-    ]
+    ];
+    scalars.extend(
+        curvature
+            .into_iter()
+            .filter_map(|(tag, value)| Some((tag, value? as f32))),
+    );
+    scalars
 }
 
 /// Reads a metrics file written by `write` (for `hftrain plot`).
@@ -67,8 +92,14 @@ pub fn read(path: &Path) -> Result<Vec<EpochMetrics>> {
     let mut rows = Vec::new();
     for (number, line) in text.lines().enumerate().skip(1) {
         let fields: Vec<&str> = line.split(',').collect();
-        let parsed = (fields.len() == 9).then(|| -> Option<EpochMetrics> {
+        let columns = HEADER.split(',').count();
+        let parsed = (fields.len() == columns || fields.len() == OLD_COLUMNS).then(|| {
             let f = |i: usize| fields[i].parse::<f64>().ok();
+            // An optional column: absent in older files, empty where not measured.
+            let optional = |i: usize| match fields.get(i) {
+                None | Some(&"") => Some(None),
+                Some(text) => text.parse::<f64>().ok().map(Some),
+            };
             Some(EpochMetrics {
                 epoch: fields[0].parse().ok()?,
                 step: fields[1].parse().ok()?,
@@ -79,12 +110,15 @@ pub fn read(path: &Path) -> Result<Vec<EpochMetrics>> {
                 test_accuracy: f(6)?,
                 epoch_seconds: f(7)?,
                 images_per_second: f(8)?,
+                sharpness: optional(9)?,
+                hessian_trace: optional(10)?,
             })
         });
         match parsed.flatten() {
             Some(row) => rows.push(row),
             None => bail!(
-                "{} line {}: expected 9 numbers ({HEADER}), found {line:?}",
+                "{} line {}: expected the columns {HEADER} (the last two may be empty), found \
+                 {line:?}",
                 path.display(),
                 number + 1
             ),

@@ -219,6 +219,20 @@ pub fn write_all(
             )?,
         ),
     ];
+    let sharpness: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|m| Some((m.epoch as f64, m.sharpness?)))
+        .collect();
+    if !sharpness.is_empty() {
+        charts.push((
+            "sharpness.png",
+            line_chart(
+                "sharpness: top Hessian eigenvalue per epoch",
+                "epoch",
+                &[series("top eigenvalue", sharpness)],
+            )?,
+        ));
+    }
     if let Some(steps) = steps.filter(|s| !s.is_empty()) {
         let pick = |f: fn(&StepMetrics) -> f64| {
             steps

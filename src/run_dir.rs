@@ -54,10 +54,11 @@ pub const FILES: [&str; 6] = [
     crate::lock::LOCK_FILE,
 ];
 /// The pictures it writes in `plots/` (`plots::write_all`).
-pub const PLOTS: [&str; 6] = [
+pub const PLOTS: [&str; 7] = [
     "loss.png",
     "accuracy.png",
     "lr.png",
+    "sharpness.png",
     "damping.png",
     "cg_iterations.png",
     "rho.png",

@@ -22,6 +22,11 @@ pub struct TrainConfig {
     /// steps leave the running averages behind, 0 for SGD and Adam.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bn_recompute_batches: Option<usize>,
+    /// Every this many epochs (0: never), the top eigenvalue (sharpness) and the trace of the
+    /// training loss's Hessian at the epoch's end, on `spectrum_batches` fixed training
+    /// batches of `batch_size` images, into `metrics.csv` and TensorBoard (`curvature/`).
+    pub spectrum_every: usize,
+    pub spectrum_batches: usize,
 }
 
 impl Default for TrainConfig {
@@ -34,6 +39,8 @@ impl Default for TrainConfig {
             label_smoothing: 0.0,
             log_every: 10,
             bn_recompute_batches: None,
+            spectrum_every: 0,
+            spectrum_batches: 1,
         }
     }
 }
@@ -45,6 +52,7 @@ impl TrainConfig {
             ("batch_size", self.batch_size),
             ("eval_batch_size", self.eval_batch_size),
             ("log_every", self.log_every),
+            ("spectrum_batches", self.spectrum_batches),
         ] {
             problems.check(value > 0, format!("train.{key} = 0: expected at least 1"));
         }

@@ -252,6 +252,57 @@ impl Session {
         Ok((step.params, outcome, step.info))
     }
 
+    /// Whether the epoch ending now is one `train.spectrum_every` asks the curvature of.
+    fn sharpness_due(&self) -> bool {
+        let every = self.config.train.spectrum_every;
+        every > 0 && (self.position.epoch + 1).is_multiple_of(every)
+    }
+
+    /// The training loss's Hessian at the current parameters on fixed training batches (the
+    /// same ones every epoch, without augmentation): its top eigenvalue and trace, the
+    /// sharpness a run is watched by (Cohen et al. 2021). Weight decay left out, batch norm
+    /// in training mode, as `hftrain spectrum` measures.
+    fn measure_sharpness(&self) -> Result<crate::spectrum::Sharpness> {
+        let t = &self.config.train;
+        let size = t
+            .batch_size
+            .min(self.train.len() / t.spectrum_batches.max(1))
+            .max(1);
+        let batches = crate::spectrum::command::fixed_batches(
+            &self.train,
+            &Transform::eval(&self.config.data),
+            t.spectrum_batches,
+            size,
+            self.config.seed,
+            &self.device,
+        )?;
+        let objective = NetworkObjective::new(&self.network, t.label_smoothing, 0.0, &self.device);
+        let clock = std::time::Instant::now();
+        let measured = crate::spectrum::sharpness(
+            &objective,
+            crate::curvature::CurvatureKind::Hessian,
+            &self.params,
+            &batches,
+            &crate::spectrum::SharpnessSettings {
+                seed: self.config.seed,
+                ..Default::default()
+            },
+        );
+        log::info!(
+            "          curvature: top Hessian eigenvalue {:.4e} (residual {:.1e}), trace {} \
+             ({} products, {:.1}s)",
+            measured.top_eigenvalue,
+            measured.residual,
+            measured.trace.as_ref().map_or("-".into(), |t| format!(
+                "{:.4e} ± {:.1e}",
+                t.estimate, t.standard_error
+            )),
+            measured.products,
+            clock.elapsed().as_secs_f64()
+        );
+        Ok(measured)
+    }
+
     /// Whether to checkpoint after `done` epochs: every `checkpoint.every_epochs`, after the
     /// last epoch, and wherever the run stops (`stopping`: asked to, or interrupted).
     fn checkpoint_due(&self, done: usize, stopping: bool) -> bool {
@@ -292,6 +343,10 @@ impl Session {
             &eval_transform,
             &self.device,
         );
+        let sharpness = self
+            .sharpness_due()
+            .then(|| self.measure_sharpness())
+            .transpose()?;
         let row = EpochMetrics {
             epoch: epoch + 1,
             step: self.position.global_step,
@@ -304,6 +359,11 @@ impl Session {
             test_accuracy: eval.accuracy,
             epoch_seconds: totals.seconds(),
             images_per_second: totals.images() as f64 / train_seconds.max(1e-9),
+            sharpness: sharpness.as_ref().map(|s| s.top_eigenvalue),
+            hessian_trace: sharpness
+                .as_ref()
+                .and_then(|s| s.trace.as_ref())
+                .map(|t| t.estimate),
         };
         log::info!(
             "epoch {:>3}/{}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  \

@@ -44,6 +44,8 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
                 test_accuracy: 0.5,
                 epoch_seconds: 1.0,
                 images_per_second: 100.0,
+                sharpness: None,
+                hessian_trace: None,
             })
             .collect(),
         classes: hftrain::data::CIFAR10_CLASSES.map(String::from).to_vec(),

@@ -211,6 +211,8 @@ fn rows(accuracies: &[f64], seconds: f64) -> Vec<EpochMetrics> {
             test_accuracy: a,
             epoch_seconds: seconds,
             images_per_second: 100.0,
+            sharpness: None,
+            hessian_trace: None,
         })
         .collect()
 }
@@ -306,4 +308,66 @@ fn backtracking_on_a_subset_takes_steps_that_lower_the_whole_batch_objective() {
     }
     assert!(accepted >= 3, "only {accepted} of 4 steps taken:\n{text}");
     assert!(out.metrics[1].train_loss < out.metrics[0].train_loss);
+}
+
+/// `train.spectrum_every`: the Hessian's top eigenvalue and trace at every such epoch's end,
+/// in metrics.csv, TensorBoard and a plot; measuring them changes nothing of the run.
+#[test]
+fn sharpness_is_recorded_every_epoch_asked_and_changes_nothing_of_the_run() {
+    let data = synthetic_binary();
+    let mut config = small_config(&data, "flex");
+    config.data.train_limit = 100;
+    config.train.epochs = 2;
+    let dir = TempDir::new();
+    let plain = train_run(&config, &dir.path().join("plain"));
+    config.train.spectrum_every = 1;
+    config.train.spectrum_batches = 2;
+    let run = dir.path().join("measured");
+    let measured = train_run(&config, &run);
+    assert_eq!(plain.params, measured.params, "the trajectory changed");
+    let rows = hftrain::metrics::read(&run.join("metrics.csv")).unwrap();
+    assert_eq!(rows.len(), 2);
+    for (row, kept) in rows.iter().zip(&measured.metrics) {
+        // The CSV holds what the run measured, to its 7 significant digits.
+        for (csv, exact) in [
+            (row.sharpness, kept.sharpness),
+            (row.hessian_trace, kept.hessian_trace),
+        ] {
+            let (csv, exact) = (csv.unwrap(), exact.unwrap());
+            assert!(
+                (csv - exact).abs() <= 1e-6 * exact.abs(),
+                "{csv} vs {exact}"
+            );
+        }
+        let (top, trace) = (row.sharpness.unwrap(), row.hessian_trace.unwrap());
+        // Cross-entropy's Hessian has a positive top eigenvalue on a network this far from
+        // a saddle; both are finite.
+        assert!(top.is_finite() && top > 0.0, "{row:?}");
+        assert!(trace.is_finite(), "{row:?}");
+        println!(
+            "measured: epoch {}: top Hessian eigenvalue {top:.4}, trace {trace:.3}",
+            row.epoch
+        );
+    }
+    assert!(plain.metrics.iter().all(|r| r.sharpness.is_none()));
+    let tags: Vec<String> = crate::tensorboard::curves(&run)
+        .into_iter()
+        .flat_map(|(_, scalars)| scalars.into_iter().map(|(tag, _)| tag))
+        .collect();
+    assert!(
+        tags.iter().any(|t| t == "curvature/top_eigenvalue"),
+        "{tags:?}"
+    );
+    assert!(run.join("plots/sharpness.png").is_file());
+    // A metrics file of an older run (9 columns) still reads, without the curvature.
+    let old = dir.path().join("old.csv");
+    let text = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let nine: String = text
+        .lines()
+        .map(|line| line.split(',').take(9).collect::<Vec<_>>().join(",") + "\n")
+        .collect();
+    std::fs::write(&old, nine).unwrap();
+    let read = hftrain::metrics::read(&old).unwrap();
+    assert_eq!(read.len(), 2);
+    assert!(read.iter().all(|r| r.sharpness.is_none()));
 }
