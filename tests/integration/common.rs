@@ -302,9 +302,10 @@ pub fn sgd(config: &mut Config) -> &mut hftrain::config::SgdConfig {
     }
 }
 
-/// Switches a config to Hessian-free (with the weight decay it had) and returns its
-/// settings, at their defaults.
+/// Switches a config to Hessian-free (with the weight decay it had, and no learning-rate
+/// schedule) and returns its settings, at their defaults.
 pub fn use_hessian_free(config: &mut Config) -> &mut hftrain::config::HessianFreeConfig {
+    config.schedule = Default::default();
     config.optimizer =
         hftrain::config::OptimizerConfig::HessianFree(hftrain::config::HessianFreeSettings {
             weight_decay: config.optimizer.weight_decay(),

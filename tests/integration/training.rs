@@ -340,6 +340,8 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
     config.train.epochs = 2;
     // The exact Hessian this time (the wgpu test covers Gauss-Newton).
     crate::common::hessian_free(&mut config).curvature = hftrain::config::CurvatureKind::Hessian;
+    // Its sharpness measured too: resumed runs measure it the same, and every plot is drawn.
+    config.train.spectrum_every = 1;
     let dir = TempDir::new();
     let full = train(&config, &dir.path().join("full"), None, None).unwrap();
     let parted = dir.path().join("parted");
@@ -419,7 +421,7 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
     let run = dir.path().join("full");
     let check_plots = || {
         // Every picture `--force` knows to remove (`run_dir::PLOTS`) is one a Hessian-free
-        // run draws, and nothing else is in plots/.
+        // run measuring its sharpness draws, and nothing else is in plots/.
         let drawn: Vec<String> = std::fs::read_dir(run.join("plots"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
