@@ -10,6 +10,7 @@ use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use super::Block;
 use super::hutchinson::mean_and_standard_error;
 use super::{
     Average, Counted, Density, LanczosStop, Restricted, STREAM_BATCHES, STREAM_DENSITY,
@@ -20,6 +21,7 @@ use crate::curvature::{Batch, CurvatureKind, NetworkObjective};
 use crate::data::Split;
 use crate::data::batcher::{HostBatch, Transform};
 use crate::fsutil::write_atomic;
+use crate::optim::cg::LinearOperator;
 use crate::rng::Rng;
 
 /// Which matrix.
@@ -306,6 +308,103 @@ pub fn fixed_batches(
         .collect())
 }
 
+/// The top eigenvalue of each batch's matrix alone, and their spread.
+fn spread_over_batches(
+    parts: &[Box<dyn LinearOperator + '_>],
+    n: usize,
+    settings: &TopSettings,
+    start: &dyn Fn(u64, u64) -> Tensor<1>,
+    progress: &Progress,
+    planned_per_batch: usize,
+) -> BatchSpread {
+    let tick = |k: usize| progress.tick(k);
+    let values: Vec<f64> = parts
+        .iter()
+        .enumerate()
+        .map(|(b, part)| {
+            let counted = Counted {
+                inner: part.as_ref(),
+                cost: 1,
+                tick: &tick,
+            };
+            let one = top_eigenpairs(
+                &counted,
+                &start(0, b as u64 + 1),
+                n,
+                &TopSettings {
+                    count: 1,
+                    explicit_residuals: false,
+                    ..settings.clone()
+                },
+            );
+            progress.settle(planned_per_batch, one.products);
+            one.pairs.first().map_or(f64::NAN, |p| p.value)
+        })
+        .collect();
+    let (mean, standard_error) = mean_and_standard_error(&values);
+    BatchSpread {
+        mean,
+        std: standard_error * (values.len() as f64).sqrt(),
+        values,
+    }
+}
+
+/// A parameter block's report, and the Lanczos products it took.
+struct MeasuredBlock {
+    block: BlockReport,
+    top_products: usize,
+}
+
+/// The top eigenvalues and trace of one parameter block's diagonal block of the matrix (the
+/// operator restricted to the block by a mask); `label` separates its random vectors.
+fn block_report(
+    block: &Block,
+    label: u64,
+    operator: &dyn LinearOperator,
+    settings: &TopSettings,
+    args: &SpectrumArgs,
+    start: &dyn Fn(u64, u64) -> Tensor<1>,
+) -> MeasuredBlock {
+    let probe = start(label, 0);
+    let (n, device) = (probe.dims()[0], probe.device());
+    let mask = block.mask(n, &device);
+    let restricted = Restricted {
+        inner: operator,
+        mask: mask.clone(),
+    };
+    let top = top_eigenpairs(&restricted, &(probe * mask.clone()), block.len(), settings);
+    let trace = (args.trace_samples > 0).then(|| {
+        hutchinson(&restricted, args.trace_samples, |i| {
+            rademacher(n, args.seed, &[STREAM_TRACE, label, i as u64], &device) * mask.clone()
+        })
+    });
+    MeasuredBlock {
+        block: BlockReport {
+            name: block.name.clone(),
+            parameters: block.len(),
+            top: TopReport::new(&top),
+            trace,
+        },
+        top_products: top.products,
+    }
+}
+
+/// `--json` and `--plot`.
+fn write_outputs(args: &SpectrumArgs, report: &SpectrumReport) -> Result<()> {
+    if let Some(path) = &args.json {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        let text = serde_json::to_string_pretty(report).context("cannot encode the results")?;
+        write_atomic(path, text.as_bytes())?;
+    }
+    if let (Some(path), Some(density)) = (&args.plot, &report.density) {
+        crate::plots::save(&density_chart(report, density)?, path)?;
+    }
+    Ok(())
+}
+
 /// Runs `hftrain spectrum` and writes what was asked for; returns the report.
 pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     check_options(args)?;
@@ -372,36 +471,14 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
 
     let per_batch_top = (nb > 1).then(|| {
         progress.phase("top eigenvalue per batch");
-        let values: Vec<f64> = average
-            .parts
-            .iter()
-            .enumerate()
-            .map(|(b, part)| {
-                let counted = Counted {
-                    inner: part.as_ref(),
-                    cost: 1,
-                    tick: &tick,
-                };
-                let one = top_eigenpairs(
-                    &counted,
-                    &start(0, b as u64 + 1),
-                    n,
-                    &TopSettings {
-                        count: 1,
-                        explicit_residuals: false,
-                        ..settings.clone()
-                    },
-                );
-                progress.settle(steps_for(n), one.products);
-                one.pairs.first().map_or(f64::NAN, |p| p.value)
-            })
-            .collect();
-        let (mean, standard_error) = mean_and_standard_error(&values);
-        BatchSpread {
-            mean,
-            std: standard_error * (values.len() as f64).sqrt(),
-            values,
-        }
+        spread_over_batches(
+            &average.parts,
+            n,
+            &settings,
+            &start,
+            &progress,
+            steps_for(n),
+        )
     });
 
     let trace = (args.trace_samples > 0).then(|| {
@@ -428,34 +505,16 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
         density
     });
 
-    let mut per_layer = Vec::new();
-    for (index, block) in blocks.iter().enumerate() {
-        progress.phase(format!("layer {}", block.name));
-        let mask = block.mask(n, device);
-        let restricted = Restricted {
-            inner: &counted,
-            mask: mask.clone(),
-        };
-        let label = index as u64 + 1;
-        let top = top_eigenpairs(
-            &restricted,
-            &(start(label, 0) * mask.clone()),
-            block.len(),
-            &settings,
-        );
-        progress.settle(top_plan(block.len()), top.products * nb);
-        let trace = (args.trace_samples > 0).then(|| {
-            hutchinson(&restricted, args.trace_samples, |i| {
-                rademacher(n, args.seed, &[STREAM_TRACE, label, i as u64], device) * mask.clone()
-            })
-        });
-        per_layer.push(BlockReport {
-            name: block.name.clone(),
-            parameters: block.len(),
-            top: TopReport::new(&top),
-            trace,
-        });
-    }
+    let per_layer = blocks
+        .iter()
+        .enumerate()
+        .map(|(index, block)| {
+            progress.phase(format!("layer {}", block.name));
+            let report = block_report(block, index as u64 + 1, &counted, &settings, args, &start);
+            progress.settle(top_plan(block.len()), report.top_products * nb);
+            report.block
+        })
+        .collect();
     progress.bar.finish_and_clear();
 
     let report = SpectrumReport {
@@ -485,17 +544,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
         per_layer,
         products: progress.done.get(),
     };
-    if let Some(path) = &args.json {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
-        let text = serde_json::to_string_pretty(&report).context("cannot encode the results")?;
-        write_atomic(path, text.as_bytes())?;
-    }
-    if let (Some(path), Some(density)) = (&args.plot, &report.density) {
-        crate::plots::save(&density_chart(&report, density)?, path)?;
-    }
+    write_outputs(args, &report)?;
     Ok(report)
 }
 
