@@ -233,6 +233,56 @@ def augment(x, pad, generator):
     return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
+def spectrum(model, x, y, smoothing, trace_samples, device, max_iterations=100, tolerance=1e-3):
+    """PyHessian's hessian.eigenvalues(top_n=1) and hessian.trace() on one batch, as that
+    library computes them: one forward and backward with create_graph, then each product a
+    second backward through that graph (retained); power iteration to a relative change of
+    `tolerance`; Hutchinson with Rademacher vectors (a fixed count, as `hftrain spectrum`)."""
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+    grads = torch.autograd.grad(loss, params, create_graph=True)
+    products = 0
+
+    def hv(v):
+        nonlocal products
+        products += 1
+        return torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=True)
+
+    def dot(a, b):
+        return sum((ai * bi).sum() for ai, bi in zip(a, b)).item()
+
+    def normalised(v):
+        norm = dot(v, v) ** 0.5
+        return [vi / (norm + 1e-6) for vi in v]
+
+    v = normalised([torch.randn_like(p) for p in params])
+    eigenvalue = None
+    for _ in range(max_iterations):
+        hv_v = hv(v)
+        value = dot(hv_v, v)
+        v = normalised(hv_v)
+        if eigenvalue is not None and abs(eigenvalue - value) / (abs(eigenvalue) + 1e-6) < tolerance:
+            eigenvalue = value
+            break
+        eigenvalue = value
+    top_products = products
+    samples = []
+    for _ in range(trace_samples):
+        z = [torch.randint_like(p, high=2) * 2 - 1 for p in params]
+        samples.append(dot(hv(z), z))
+    sync()
+    seconds = time.perf_counter() - start
+    trace = statistics.mean(samples) if samples else float("nan")
+    print(f"torch spectrum, batch {len(y)}, {sum(p.numel() for p in params)} parameters, "
+          f"{torch.get_num_threads()} threads: top eigenvalue {eigenvalue:.5e} "
+          f"({top_products} power-iteration products), trace {trace:.5e} ({len(samples)} samples); "
+          f"{products} products in {seconds:.2f} s, {1000 * seconds / products:.1f} ms per product")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
@@ -243,6 +293,11 @@ def main():
     parser.add_argument("--csv")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 (PyTorch's default for convolutions)")
     parser.add_argument("--curvature", type=int, default=0)
+    parser.add_argument("--spectrum", type=int, default=0,
+                        help="PyHessian's way on this many test images: the Hessian's top eigenvalue "
+                             "by power iteration and its trace by Hutchinson; prints products and seconds")
+    parser.add_argument("--trace-samples", type=int, default=50)
+    parser.add_argument("--device", default="cuda", help="cuda or cpu")
     args = parser.parse_args()
     if args.list_parameters:
         cfg = tomllib.load(open(args.config, "rb"))
@@ -256,7 +311,7 @@ def main():
     torch.backends.cudnn.benchmark = True
     cfg = tomllib.load(open(args.config, "rb"))
     data, train = cfg["data"], cfg["train"]
-    device = torch.device("cuda")
+    device = torch.device(args.device)
     torch.manual_seed(cfg.get("seed", 0))
     mean = torch.tensor(data["mean"], device=device).view(1, 3, 1, 1)
     std = torch.tensor(data["std"], device=device).view(1, 3, 1, 1)
@@ -266,6 +321,11 @@ def main():
     t0 = time.perf_counter()
     test_x, test_y = load_split(args.data, "test")
     test_x, test_y = test_x.to(device), test_y.to(device)
+
+    if args.spectrum:
+        spectrum(model, normalise(test_x[: args.spectrum]), test_y[: args.spectrum], smoothing,
+                 args.trace_samples, device)
+        return
 
     if args.curvature:
         x, y = normalise(test_x[: args.curvature]), test_y[: args.curvature]

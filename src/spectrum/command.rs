@@ -184,6 +184,9 @@ pub struct SpectrumReport {
     pub per_layer: Vec<BlockReport>,
     /// Per-batch products made (each one Hv or Gv on one batch).
     pub products: usize,
+    /// Wall time from the batches on the device to the last product (loading the checkpoint
+    /// and the data set not included).
+    pub seconds: f64,
 }
 
 const BATCH_NORM: &str = "training mode: each batch normalised with its own statistics (as in \
@@ -430,6 +433,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     )?;
     // The data loss alone, as PyHessian: weight decay would only add its constant to the
     // decayed weights' eigenvalues.
+    let clock = std::time::Instant::now();
     let objective = NetworkObjective::new(network, config.train.label_smoothing, 0.0, device);
     let parts = batch_operators(&objective, args.matrix.kind(), &opened.params, &batches);
     let nb = batches.len();
@@ -543,6 +547,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
         density,
         per_layer,
         products: progress.done.get(),
+        seconds: clock.elapsed().as_secs_f64(),
     };
     write_outputs(args, &report)?;
     Ok(report)
@@ -670,12 +675,14 @@ impl SpectrumReport {
             }
         }
         line(format!(
-            "products: {} (each one {} product on one batch)",
+            "products: {} (each one {} product on one batch) in {:.1} s, {:.0} ms each",
             self.products,
             match self.matrix {
                 Matrix::Hessian => "Hessian-vector",
                 Matrix::GaussNewton => "Gauss-Newton-vector",
-            }
+            },
+            self.seconds,
+            1000.0 * self.seconds / self.products.max(1) as f64
         ));
         out
     }
