@@ -88,6 +88,42 @@ pub enum Command {
         #[arg(long, value_name = "N", default_value_t = 0)]
         show_mistakes: usize,
     },
+    /// Classify your own pictures: each is cropped to its centred square and resized to
+    /// 32x32 with a Lanczos-3 filter, then normalised as in training. Prints the top classes
+    /// with probabilities, one line per picture; a picture that cannot be read is reported and
+    /// the others are still classified (exit status 1 then).
+    Predict {
+        /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Pictures (PNG, JPEG, GIF, BMP, WebP, PNM; any size) or folders of them.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<PathBuf>,
+        /// How many of the most likely classes to show.
+        #[arg(long, default_value_t = 3)]
+        top: usize,
+        /// Also write the predictions as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+        #[arg(long)]
+        device: Option<DeviceChoice>,
+    },
+    /// Export a checkpoint's network for PyTorch: a safetensors file of its state_dict
+    /// (PyTorch's names and layouts, batch-norm statistics included) with the network, the
+    /// input normalisation and the class names in its metadata; scripts/load_export.py
+    /// rebuilds it.
+    Export {
+        /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The file to write, e.g. model.safetensors.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace --out if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Data set commands (`hftrain data download`).
     Data {
         #[command(subcommand)]
@@ -272,6 +308,34 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     seed,
                 },
         } => synthetic_command(&out, format, train_per_class, test_per_class, seed),
+        Command::Predict {
+            checkpoint,
+            images,
+            top,
+            json,
+            device,
+        } => predict_command(&crate::predict::PredictRequest {
+            checkpoint,
+            inputs: images,
+            top,
+            json,
+            device,
+        }),
+        Command::Export {
+            checkpoint,
+            out,
+            force,
+        } => {
+            let exported = crate::export::run(&checkpoint, &out, force)?;
+            println!(
+                "exported {} tensors ({} parameters) to {}; rebuild it in PyTorch with \
+                 scripts/load_export.py",
+                exported.tensors,
+                crate::model::group_thousands(exported.parameters),
+                exported.path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Compare { runs, out } => {
             print!("{}", crate::compare::compare(&runs, &out)?);
             println!("picture: {}", out.display());
@@ -361,6 +425,32 @@ fn synthetic_command(
         test.len(),
         out.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `hftrain predict`: exit status 1 when a picture could not be classified (after printing
+/// and writing all the others).
+fn predict_command(request: &crate::predict::PredictRequest) -> Result<ExitCode> {
+    let predictions = crate::predict::run(request)?;
+    let mut failed = 0;
+    for p in &predictions {
+        if p.error.is_some() {
+            failed += 1;
+            eprintln!("{}", p.line());
+        } else {
+            println!("{}", p.line());
+        }
+    }
+    if let Some(json) = &request.json {
+        println!("predictions: {}", json.display());
+    }
+    if failed > 0 {
+        eprintln!(
+            "{failed} of {} pictures could not be classified",
+            predictions.len()
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

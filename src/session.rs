@@ -44,6 +44,39 @@ pub fn load_training_data(config: &DataConfig) -> Result<TrainingData> {
     })
 }
 
+/// A checkpoint's network on a device, ready to run: what `predict` needs.
+pub struct OpenedModel {
+    pub config: Config,
+    pub network: Network,
+    pub device: Device,
+    pub params: Tensor<1>,
+    pub buffers: Tensor<1>,
+    /// The class names in label order (CIFAR-10's for checkpoints that did not keep them).
+    pub classes: Vec<String>,
+}
+
+/// Loads a checkpoint onto `device` (or the one its config names).
+pub fn open_model(dir: &Path, device: Option<DeviceChoice>) -> Result<OpenedModel> {
+    let ckpt = Checkpoint::load(dir)?;
+    let classes = if ckpt.classes.is_empty() {
+        data::CIFAR10_CLASSES.map(String::from).to_vec()
+    } else {
+        ckpt.classes.clone()
+    };
+    let selected = open_device(device.unwrap_or(ckpt.config.device))?;
+    let network = Network::new(&ckpt.config.model, classes.len()).map_err(anyhow::Error::msg)?;
+    ckpt.check_layout(dir, &network.params, &network.buffers)?;
+    let device = selected.device;
+    Ok(OpenedModel {
+        params: from_host(ckpt.params, &device),
+        buffers: from_host(ckpt.buffers, &device),
+        config: ckpt.config,
+        network,
+        device,
+        classes,
+    })
+}
+
 /// A checkpoint opened for inspection: its config (with the data directory and device the
 /// user gave), the network, parameters and buffers on the device, and one split of the data.
 pub struct OpenedCheckpoint {

@@ -547,10 +547,10 @@ fn f64_wgpu_products_in_f32_match_the_f64_result() {
 // ---- the inspection command ----
 
 /// A safetensors file's tensors: name -> (shape, values as f64).
-type Tensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)>;
+pub(crate) type Tensors = std::collections::BTreeMap<String, (Vec<usize>, Vec<f64>)>;
 
 /// Reads a safetensors file's F32/I64 tensors and metadata.
-fn read_safetensors(path: &std::path::Path) -> (Tensors, serde_json::Value) {
+pub(crate) fn read_safetensors(path: &std::path::Path) -> (Tensors, serde_json::Value) {
     let bytes = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     assert_eq!(n % 8, 0, "the header is padded to 8 bytes");

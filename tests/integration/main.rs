@@ -14,6 +14,7 @@ mod hessian_free;
 mod networks;
 mod optimizer_runs;
 mod optimizers;
+mod predict;
 mod reliability;
 mod spectrum;
 mod structure;

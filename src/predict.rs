@@ -1,0 +1,259 @@
+//! `hftrain predict`: a trained network on the user's own pictures. Each picture, of any size
+//! and in any format the `image` crate reads, is cropped to its centred square and resized to
+//! 32x32 with a Lanczos filter (antialiased: every source pixel counts), then normalised as in
+//! training and classified in batches. A picture that cannot be read is reported and the
+//! others are still classified.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use image::imageops::FilterType;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::data::batcher::{Transform, eval_batches};
+use crate::data::{CHANNELS, Dataset, IMAGE_BYTES, IMAGE_SIDE};
+use crate::device::DeviceChoice;
+use crate::fsutil::write_atomic;
+use crate::session::{OpenedModel, open_model};
+
+/// File name endings taken from a folder (a file named on the command line is always tried).
+pub const EXTENSIONS: [&str; 9] = [
+    "png", "jpg", "jpeg", "gif", "bmp", "webp", "ppm", "pgm", "pnm",
+];
+
+/// How a picture becomes the network's input, as `--help` and the JSON say.
+pub const PREPROCESSING: &str = "the centred square of the picture, resized to 32x32 with a \
+                                 Lanczos-3 filter, RGB, normalised with the training mean and \
+                                 standard deviation";
+
+#[derive(Debug, Clone)]
+pub struct PredictRequest {
+    pub checkpoint: PathBuf,
+    /// Image files and folders of images.
+    pub inputs: Vec<PathBuf>,
+    pub top: usize,
+    pub json: Option<PathBuf>,
+    pub device: Option<DeviceChoice>,
+}
+
+/// One class and its probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Guess {
+    pub class: String,
+    pub probability: f64,
+}
+
+/// What became of one picture: its top classes, or why it could not be classified.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    pub file: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top: Option<Vec<Guess>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Prediction {
+    /// The line `predict` prints.
+    pub fn line(&self) -> String {
+        match (&self.top, &self.error) {
+            (Some(top), _) => {
+                let guesses: Vec<String> = top
+                    .iter()
+                    .map(|g| format!("{} {:.1}%", g.class, 100.0 * g.probability))
+                    .collect();
+                format!("{}: {}", self.file.display(), guesses.join(", "))
+            }
+            (None, error) => format!(
+                "{}: not classified: {}",
+                self.file.display(),
+                error.as_deref().unwrap_or("unknown error")
+            ),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PredictionsFile<'a> {
+    format: &'static str,
+    checkpoint: String,
+    preprocessing: &'static str,
+    predictions: &'a [Prediction],
+}
+
+/// The pictures `inputs` name: files as given, folders as their image files (sorted). A
+/// folder without any is an error naming it.
+pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        if !input.is_dir() {
+            files.push(input.clone());
+            continue;
+        }
+        let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+            .with_context(|| format!("cannot read folder {}", input.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.extension()
+                        .and_then(|e| e.to_str())
+                        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+            })
+            .collect();
+        if found.is_empty() {
+            bail!(
+                "folder {} holds no image ({} files); name image files or folders of them",
+                input.display(),
+                EXTENSIONS.join(", ")
+            );
+        }
+        found.sort();
+        files.extend(found);
+    }
+    Ok(files)
+}
+
+/// A picture as the network's input: CHW bytes, 32x32.
+pub fn prepare_image(path: &Path) -> Result<Vec<u8>> {
+    let decoded = image::ImageReader::open(path)
+        .with_context(|| format!("cannot open {}", path.display()))?
+        .with_guessed_format()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .decode()
+        .map_err(|e| anyhow::anyhow!("not an image this build can read ({e})"))?;
+    let rgb = decoded.into_rgb8();
+    let (width, height) = rgb.dimensions();
+    let side = width.min(height);
+    if side == 0 {
+        bail!("the picture is empty ({width}x{height})");
+    }
+    let square =
+        image::imageops::crop_imm(&rgb, (width - side) / 2, (height - side) / 2, side, side)
+            .to_image();
+    let small = image::imageops::resize(
+        &square,
+        IMAGE_SIDE as u32,
+        IMAGE_SIDE as u32,
+        FilterType::Lanczos3,
+    );
+    let plane = IMAGE_SIDE * IMAGE_SIDE;
+    let mut chw = vec![0u8; IMAGE_BYTES];
+    for (p, pixel) in small.pixels().enumerate() {
+        for c in 0..CHANNELS {
+            chw[c * plane + p] = pixel.0[c];
+        }
+    }
+    Ok(chw)
+}
+
+/// Class probabilities of prepared pictures (CHW bytes each), in batches.
+pub fn probabilities(
+    model: &OpenedModel,
+    pictures: &[Vec<u8>],
+    progress: &ProgressBar,
+) -> Vec<Vec<f64>> {
+    let data = Dataset {
+        images: pictures.concat(),
+        labels: vec![0; pictures.len()],
+        classes: model.classes.clone(),
+    };
+    let transform = Transform::eval(&model.config.data);
+    let mut out = Vec::with_capacity(pictures.len());
+    for batch in eval_batches(&data, model.config.train.eval_batch_size, &transform) {
+        let n = batch.len();
+        let (images, _) = batch.to_device(&model.device);
+        let logits = model.network.predict(images, &model.params, &model.buffers);
+        let p: Vec<f64> = burn::tensor::activation::softmax(logits, 1)
+            .to_data()
+            .iter::<f64>()
+            .collect();
+        out.extend(p.chunks(model.classes.len()).map(<[f64]>::to_vec));
+        progress.inc(n as u64);
+    }
+    out
+}
+
+/// The `top` most likely classes.
+fn top_guesses(probabilities: &[f64], classes: &[String], top: usize) -> Vec<Guess> {
+    let mut order: Vec<usize> = (0..probabilities.len()).collect();
+    order.sort_by(|&a, &b| probabilities[b].total_cmp(&probabilities[a]));
+    order
+        .into_iter()
+        .take(top)
+        .map(|i| Guess {
+            class: classes[i].clone(),
+            probability: probabilities[i],
+        })
+        .collect()
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    // A bar only where there is something to wait for.
+    if !crate::logging::progress_bars() || len < 100 {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "classifying [{bar:30.cyan/blue}] {pos}/{len} {elapsed_precise}<{eta_precise}",
+        )
+        .expect("the template is valid")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Classifies every picture the request names; writes `--json` where asked. A picture that
+/// fails is in the result with its error; the run fails only where nothing can be done (no
+/// checkpoint, a folder without pictures, a JSON file that cannot be written).
+pub fn run(request: &PredictRequest) -> Result<Vec<Prediction>> {
+    if request.top == 0 {
+        bail!("--top 0: expected at least 1 class to show");
+    }
+    let files = expand_inputs(&request.inputs)?;
+    let model = open_model(&request.checkpoint, request.device)?;
+    let progress = progress_bar(files.len());
+    let prepared: Vec<Result<Vec<u8>>> = files.par_iter().map(|f| prepare_image(f)).collect();
+    let good: Vec<Vec<u8>> = prepared
+        .iter()
+        .filter_map(|p| p.as_ref().ok().cloned())
+        .collect();
+    let mut probabilities = probabilities(&model, &good, &progress).into_iter();
+    progress.finish_and_clear();
+    let top = request.top.min(model.classes.len());
+    let predictions: Vec<Prediction> = files
+        .into_iter()
+        .zip(prepared)
+        .map(|(file, prepared)| match prepared {
+            Ok(_) => Prediction {
+                top: Some(top_guesses(
+                    &probabilities
+                        .next()
+                        .expect("one result per prepared picture"),
+                    &model.classes,
+                    top,
+                )),
+                error: None,
+                file,
+            },
+            Err(e) => Prediction {
+                top: None,
+                error: Some(format!("{e:#}")),
+                file,
+            },
+        })
+        .collect();
+    if let Some(path) = &request.json {
+        let file = PredictionsFile {
+            format: "hftrain predictions v1",
+            checkpoint: request.checkpoint.display().to_string(),
+            preprocessing: PREPROCESSING,
+            predictions: &predictions,
+        };
+        let text = serde_json::to_string_pretty(&file).expect("predictions always serialise");
+        write_atomic(path, text.as_bytes())?;
+    }
+    Ok(predictions)
+}
