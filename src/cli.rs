@@ -102,7 +102,7 @@ pub enum Command {
         /// How many of the most likely classes to show.
         #[arg(long, default_value_t = 3)]
         top: usize,
-        /// Also write the predictions as JSON to this file.
+        /// Also write the predictions as JSON to this file [default: none, only printed].
         #[arg(long)]
         json: Option<PathBuf>,
         /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
@@ -328,10 +328,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             let exported = crate::export::run(&checkpoint, &out, force)?;
             println!(
-                "exported {} tensors ({} parameters) to {}; rebuild it in PyTorch with \
-                 scripts/load_export.py",
-                exported.tensors,
-                crate::model::group_thousands(exported.parameters),
+                "exported {} ({}) to {}; rebuild it in PyTorch with scripts/load_export.py",
+                crate::words::count(exported.tensors, "tensor"),
+                crate::words::count(exported.parameters, "parameter"),
                 exported.path.display()
             );
             Ok(ExitCode::SUCCESS)
@@ -391,9 +390,9 @@ fn train_command(request: TrainRequest) -> Result<ExitCode> {
     }
     if let Some(last) = outcome.metrics.last() {
         println!(
-            "done: test accuracy {:.2}% after {} epochs; run directory {}",
+            "done: test accuracy {:.2}% after {}; run directory {}",
             100.0 * last.test_accuracy,
-            last.epoch,
+            crate::words::count(last.epoch, "epoch"),
             outcome.run_dir.display()
         );
     }
@@ -446,8 +445,8 @@ fn predict_command(request: &crate::predict::PredictRequest) -> Result<ExitCode>
     }
     if failed > 0 {
         eprintln!(
-            "{failed} of {} pictures could not be classified",
-            predictions.len()
+            "{failed} of {} could not be classified",
+            crate::words::count(predictions.len(), "picture")
         );
         return Ok(ExitCode::from(1));
     }

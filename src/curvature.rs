@@ -340,6 +340,9 @@ pub struct BatchObjective<'a> {
     curvature_batch: OnceCell<Batch>,
     backtracking_batch: OnceCell<Batch>,
     outcome: RefCell<Option<BatchOutcome>>,
+    /// Called after each curvature product (the training loop's sign of life in a long
+    /// Hessian-free step).
+    on_product: Option<&'a dyn Fn()>,
 }
 
 impl<'a> BatchObjective<'a> {
@@ -357,6 +360,15 @@ impl<'a> BatchObjective<'a> {
             curvature_batch: OnceCell::new(),
             backtracking_batch: OnceCell::new(),
             outcome: RefCell::new(None),
+            on_product: None,
+        }
+    }
+
+    /// Calls `on_product` after every curvature product.
+    pub fn watched(self, on_product: &'a dyn Fn()) -> Self {
+        Self {
+            on_product: Some(on_product),
+            ..self
         }
     }
 
@@ -396,7 +408,25 @@ impl Problem for BatchObjective<'_> {
     fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {
         let size = self.sampling.curvature_batch_size;
         let batch = self.curvature_batch.get_or_init(|| self.batch.head(size));
-        self.objective.curvature(self.sampling.kind, params, batch)
+        let inner = self.objective.curvature(self.sampling.kind, params, batch);
+        match self.on_product {
+            Some(on_product) => Box::new(Watched { inner, on_product }),
+            None => inner,
+        }
+    }
+}
+
+/// A curvature operator that reports each product.
+struct Watched<'a> {
+    inner: Box<dyn LinearOperator + 'a>,
+    on_product: &'a dyn Fn(),
+}
+
+impl LinearOperator for Watched<'_> {
+    fn apply(&self, v: &Tensor<1>) -> Tensor<1> {
+        let out = self.inner.apply(v);
+        (self.on_product)();
+        out
     }
 }
 

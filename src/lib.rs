@@ -34,3 +34,4 @@ pub mod tensorboard;
 pub mod text;
 pub mod train;
 pub mod validate;
+pub mod words;

@@ -41,7 +41,7 @@ fn gib(bytes: u64) -> String {
 /// Refuses a run whose lower bound exceeds `available` bytes.
 pub fn check_fits(config: &Config, network: &Network, available: u64) -> Result<()> {
     let (params, activations) = lower_bound(config, network);
-    let parameters = crate::model::group_thousands(network.params.total());
+    let parameters = crate::words::group_thousands(network.params.total());
     if params + activations > available {
         bail!(
             "this run needs at least {} of memory ({} for {parameters} parameters and their \

@@ -115,11 +115,15 @@ pub fn open_checkpoint(
     }
     let device = selected.device;
     log::info!(
-        "checkpoint {} (epoch {}), {} {} images",
+        "checkpoint {} (epoch {}), {} {}",
         dir.display(),
         ckpt.position.epoch,
-        images.len(),
-        split.name()
+        crate::words::group_thousands(images.len()),
+        if images.len() == 1 {
+            format!("{} image", split.name())
+        } else {
+            format!("{} images", split.name())
+        }
     );
     Ok(OpenedCheckpoint {
         params: from_host(ckpt.params.clone(), &device),

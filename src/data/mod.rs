@@ -238,10 +238,15 @@ pub fn describe(source: &Source, train: &Dataset, test: &Dataset) -> String {
             c.iter().min().copied().unwrap_or(0),
             c.iter().max().copied().unwrap_or(0),
         );
+        let (images, lo, hi) = (
+            crate::words::count(d.len(), "image"),
+            crate::words::group_thousands(lo),
+            crate::words::group_thousands(hi),
+        );
         if lo == hi {
-            format!("{} images ({lo} per class)", d.len())
+            format!("{images} ({lo} per class)")
         } else {
-            format!("{} images ({lo} to {hi} per class)", d.len())
+            format!("{images} ({lo} to {hi} per class)")
         }
     };
     format!(

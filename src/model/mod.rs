@@ -12,4 +12,4 @@ pub mod spec;
 pub use config::{ModelConfig, StageConfig};
 pub use layer::{BatchStats, Layer, Mode, Recorded, Shape};
 pub use loss::{correct_count, cross_entropy};
-pub use network::{ForwardOutput, Network, Tape, group_thousands};
+pub use network::{ForwardOutput, Network, Tape};

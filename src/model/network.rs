@@ -243,7 +243,7 @@ impl Network {
     pub fn summary(&self) -> String {
         let mut text = format!(
             "model: {} parameters in {} tensors",
-            group_thousands(self.params.total()),
+            crate::words::group_thousands(self.params.total()),
             self.params.entries().len()
         );
         for layer in &self.body.layers {
@@ -251,17 +251,4 @@ impl Network {
         }
         text
     }
-}
-
-/// `4655434` as `4,655,434`.
-pub fn group_thousands(n: usize) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -29,6 +29,7 @@ use crate::optim::schedule::Schedule;
 use crate::optim::{Optimizer, StepInfo};
 use crate::params::to_host;
 use crate::run_dir::RunPaths;
+use crate::words::{count, human_duration};
 use progress::Progress;
 use recorder::Recorder;
 use totals::EpochTotals;
@@ -88,6 +89,9 @@ struct Session {
     /// 1 where weight decay applies.
     decay_mask: Tensor<1>,
     schedule: Schedule,
+    steps_per_epoch: usize,
+    /// The device computes in the host's memory (flex, or wgpu on a software adapter).
+    on_cpu: bool,
     recorder: Recorder,
     position: Position,
     /// The sums of the epoch's steps before a mid-epoch checkpoint this session resumed from.
@@ -110,7 +114,10 @@ impl Session {
     fn train_epochs(&mut self, stop_after_epoch: Option<usize>) -> Result<TrainOutcome> {
         let epochs = self.config.train.epochs;
         if self.position.epoch >= epochs {
-            log::info!("the run is already complete ({epochs} epochs); nothing to train");
+            log::info!(
+                "the run is already complete ({}); nothing to train",
+                count(epochs, "epoch")
+            );
         }
         let mut last_checkpoint = None;
         while self.position.epoch < epochs {
@@ -164,9 +171,18 @@ impl Session {
                     last_good_checkpoint(paths)
                 ))
             };
+            let products = std::cell::Cell::new(0);
+            let on_product = || {
+                products.set(products.get() + 1);
+                progress.inside_step(step, products.get());
+            };
+            let started = std::time::Instant::now();
             let (params, outcome, info) = self
-                .step(Batch { images, labels }, lr)
+                .step(Batch { images, labels }, lr, &on_product)
                 .map_err(|e| stopped(e, &self.paths))?;
+            if step == first {
+                self.estimate_time(started.elapsed().as_secs_f64(), plan.steps() - first);
+            }
             if let Err(what) = check_finite(&outcome.loss, &params) {
                 progress.abandon();
                 bail!(
@@ -228,7 +244,12 @@ impl Session {
 
     /// One optimizer step on a batch: the new parameters, the batch's loss, accuracy and
     /// batch-norm statistics, and the optimizer's report. Nothing of the session changes yet.
-    fn step(&mut self, batch: Batch, lr: f64) -> Result<(Tensor<1>, BatchOutcome, StepInfo)> {
+    fn step(
+        &mut self,
+        batch: Batch,
+        lr: f64,
+        on_product: &dyn Fn(),
+    ) -> Result<(Tensor<1>, BatchOutcome, StepInfo)> {
         let objective = NetworkObjective {
             network: &self.network,
             label_smoothing: self.config.train.label_smoothing,
@@ -240,7 +261,8 @@ impl Session {
             &self.buffers,
             batch,
             CurvatureSampling::of(&self.config.optimizer),
-        );
+        )
+        .watched(on_product);
         let step = self.optimizer.step(&on_batch, &self.params, lr)?;
         let outcome = on_batch.into_outcome().ok_or_else(|| {
             anyhow::anyhow!(
@@ -250,6 +272,30 @@ impl Session {
             )
         })?;
         Ok((step.params, outcome, step.info))
+    }
+
+    /// After the session's first step (`seconds`, `steps_left` in the epoch): how long the
+    /// epoch and the run will take at that pace, and on a CPU, where that is hours, the config
+    /// that fits one.
+    fn estimate_time(&self, seconds: f64, steps_left: usize) {
+        let epochs_after = self.config.train.epochs - self.position.epoch - 1;
+        let per_epoch = seconds * self.steps_per_epoch as f64;
+        let run = seconds * steps_left as f64 + per_epoch * epochs_after as f64;
+        log::info!(
+            "first step took {}: about {} an epoch, {} for the run (evaluation not included)",
+            human_duration(seconds),
+            human_duration(per_epoch),
+            human_duration(run)
+        );
+        if self.on_cpu && run > 3600.0 {
+            log::warn!(
+                "this run would take about {} on the CPU; configs/cifar10-small-hf.toml (the \
+                 classic small CNN with Hessian-free) trains on two CPU cores in about 5 minutes \
+                 an epoch, and configs/cifar10-small-sgd.toml reaches 70% in about 4 minutes \
+                 (BENCHMARKS.md)",
+                human_duration(run)
+            );
+        }
     }
 
     /// Whether the epoch ending now is one `train.spectrum_every` asks the curvature of.

@@ -23,6 +23,9 @@ impl Progress {
                 .progress_chars("=> "),
             );
             bar.set_prefix(format!("epoch {}/{epochs}", epoch + 1));
+            // The clock moves while a long step runs (a Hessian-free step on a CPU can take
+            // minutes).
+            bar.enable_steady_tick(std::time::Duration::from_millis(500));
             bar
         } else {
             ProgressBar::hidden()
@@ -59,6 +62,15 @@ impl Progress {
             );
         }
         self.bar.set_message(message);
+    }
+
+    /// Inside step `step` (0-based): `products` curvature products so far.
+    pub fn inside_step(&self, step: usize, products: usize) {
+        self.bar.set_message(format!(
+            "step {}/{}: curvature product {products} (CG)",
+            step + 1,
+            self.steps
+        ));
     }
 
     /// The bar stays on screen where the epoch was cut short (an error, an interruption).

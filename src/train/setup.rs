@@ -272,6 +272,8 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         optimizer,
         decay_mask,
         schedule,
+        steps_per_epoch,
+        on_cpu: selected.host_memory,
         recorder,
         position,
         epoch_progress,

@@ -141,10 +141,12 @@ fn an_unusable_run_directory_is_named() {
 /// value names its default (or is required: named in the usage line).
 #[test]
 fn every_option_in_the_help_is_described_with_its_default() {
-    let commands: [&[&str]; 8] = [
+    let commands: [&[&str]; 10] = [
         &[],
         &["train"],
         &["eval"],
+        &["predict"],
+        &["export"],
         &["data", "download"],
         &["data", "synthetic"],
         &["plot"],
@@ -540,4 +542,48 @@ fn legitimate_restarts_and_resumes_are_not_refused() {
     let checkpoint = run.join("checkpoints/epoch-0001");
     let (ok, text) = train(&config, &fork, &["--resume", checkpoint.to_str().unwrap()]);
     assert!(ok, "a retried fork: {text}");
+}
+
+/// A run too long for the CPU says so after its first step, with what fits one; every run
+/// says how long its epoch and the whole run will take at that pace.
+#[test]
+fn after_the_first_step_a_run_estimates_its_time_and_names_a_cpu_config_if_hours() {
+    let dir = TempDir::new();
+    let (short, run) = tiny_run(dir.path());
+    let mut config = hftrain::config::Config::load(&short).unwrap();
+    config.train.epochs = 100_000;
+    let long = dir.path().join("long.toml");
+    std::fs::write(&long, config.to_toml()).unwrap();
+    let (ok, text) = train(&long, &run, &["--stop-after-epoch", "1"]);
+    assert!(ok, "{text}");
+    let estimate = text
+        .lines()
+        .find(|l| l.contains("first step took"))
+        .unwrap_or_else(|| panic!("no estimate:\n{text}"));
+    assert!(
+        estimate.contains("an epoch") && estimate.contains("for the run"),
+        "{estimate}"
+    );
+    assert!(
+        text.contains("on the CPU; configs/cifar10-small-hf.toml"),
+        "no advice for a run of hours on the CPU:\n{text}"
+    );
+    // A run of one epoch is not told to change.
+    let (ok, text) = train(&short, &dir.path().join("short"), &[]);
+    assert!(ok, "{text}");
+    assert!(!text.contains("configs/cifar10-small-hf.toml"), "{text}");
+}
+
+#[test]
+fn numbers_are_printed_as_people_read_them() {
+    use hftrain::words::{count, group_thousands, human_duration};
+    assert_eq!(group_thousands(4_655_434), "4,655,434");
+    assert_eq!(group_thousands(999), "999");
+    assert_eq!(count(1, "epoch"), "1 epoch");
+    assert_eq!(count(18, "epoch"), "18 epochs");
+    assert_eq!(count(50_000, "image"), "50,000 images");
+    assert_eq!(human_duration(42.4), "42 s");
+    assert_eq!(human_duration(287.0), "4 min 47 s");
+    assert_eq!(human_duration(59.7), "1 min 0 s");
+    assert_eq!(human_duration(4.0 * 3600.0), "4.0 h");
 }
