@@ -55,35 +55,79 @@ fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
-fn number(v: f64) -> String {
-    if v != 0.0 && (v.abs() < 1e-2 || v.abs() >= 1e4) {
-        format!("{v:.2e}")
+/// Tick marks at round numbers (1, 2, 2.5 or 5 times a power of ten; whole numbers only
+/// where `integer`), at most about `most` of them, covering `lo..hi`: the axis range they
+/// span, the ticks, and the decimals their labels need.
+fn ticks(lo: f64, hi: f64, most: usize, integer: bool) -> (f64, f64, Vec<f64>, usize) {
+    let raw = (hi - lo).max(f64::MIN_POSITIVE) / most as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let mut step = [1.0, 2.0, 2.5, 5.0, 10.0]
+        .into_iter()
+        // 2.5 x 10^k is no whole number below 10.
+        .filter(|&m| !(integer && m == 2.5))
+        .map(|m| m * magnitude)
+        .find(|&step| step >= raw)
+        .unwrap_or(10.0 * magnitude);
+    if integer {
+        step = step.max(1.0).round();
+    }
+    let (first, last) = ((lo / step).floor(), (hi / step).ceil());
+    let ticks: Vec<f64> = (0..=(last - first) as usize)
+        .map(|i| (first + i as f64) * step)
+        .collect();
+    // Enough decimals for the step (2.5 needs one more than 2).
+    let decimals = if integer {
+        0
     } else {
-        format!("{v:.3}")
+        let d = (-step.log10().floor()).max(0.0) as usize;
+        if (step / 10f64.powi(-(d as i32)) - (step / 10f64.powi(-(d as i32))).round()).abs() > 1e-9
+        {
+            d + 1
+        } else {
+            d
+        }
+    };
+    (first * step, last * step, ticks, decimals)
+}
+
+fn label(v: f64, decimals: usize) -> String {
+    if v != 0.0 && (v.abs() < 1e-3 || v.abs() >= 1e5) {
+        format!("{v:.1e}")
+    } else {
+        format!("{v:.decimals$}")
     }
 }
 
-/// A line chart of `series` against a shared x axis.
+/// A line chart of `series` against a shared x axis: ticks at round numbers (whole numbers
+/// where every x is one, as epochs and steps are), the legend above the plot where it covers
+/// no line.
 pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbImage> {
     let (x0, x1) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
     let (y0, y1) = range(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
+    let whole_x = series
+        .iter()
+        .flat_map(|s| &s.points)
+        .all(|p| p.0.fract() == 0.0);
+    let (x0, x1, x_ticks, x_decimals) = ticks(x0, x1, 8, whole_x);
+    let (y0, y1, y_ticks, y_decimals) = ticks(y0, y1, 5, false);
+    // The legend's rows, in the margin under the title.
+    let legend = legend_rows(series, WIDTH - LEFT - RIGHT);
+    let top = TOP + 12 * legend.len() as u32;
     let mut buffer = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     let corners;
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (WIDTH, HEIGHT)).into_drawing_area();
-        let area = root.margin(TOP, BOTTOM, LEFT, RIGHT);
+        let area = root.margin(top, BOTTOM, LEFT, RIGHT);
         let mut chart = ChartBuilder::on(&area)
             .build_cartesian_2d(x0..x1, y0..y1)
             .map_err(|e| anyhow::anyhow!("cannot lay out the chart {title}: {e}"))?;
         let grid = RGBColor(225, 225, 225);
-        for i in 0..=4 {
-            let y = y0 + (y1 - y0) * i as f64 / 4.0;
-            let x = x0 + (x1 - x0) * i as f64 / 4.0;
-            for line in [[(x0, y), (x1, y)], [(x, y0), (x, y1)]] {
-                chart
-                    .draw_series(LineSeries::new(line, grid))
-                    .map_err(|e| anyhow::anyhow!("cannot draw {title}: {e}"))?;
-            }
+        let mut lines: Vec<[(f64, f64); 2]> = y_ticks.iter().map(|&y| [(x0, y), (x1, y)]).collect();
+        lines.extend(x_ticks.iter().map(|&x| [(x, y0), (x, y1)]));
+        for line in lines {
+            chart
+                .draw_series(LineSeries::new(line, grid))
+                .map_err(|e| anyhow::anyhow!("cannot draw {title}: {e}"))?;
         }
         for (s, color) in series.iter().zip(COLORS.iter().cycle()) {
             let points = s.points.iter().copied().filter(|p| p.1.is_finite());
@@ -95,45 +139,41 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
         chart
             .draw_series(LineSeries::new(frame, BLACK))
             .map_err(|e| anyhow::anyhow!("cannot draw {title}: {e}"))?;
+        let at = |x: f64, y: f64| chart.backend_coord(&(x, y));
         corners = (
-            chart.backend_coord(&(x0, y1)),
-            chart.backend_coord(&(x1, y0)),
+            at(x0, y1),
+            at(x1, y0),
+            x_ticks.iter().map(|&x| at(x, y0).0).collect::<Vec<_>>(),
+            y_ticks.iter().map(|&y| at(x0, y).1).collect::<Vec<_>>(),
         );
         root.present()
             .map_err(|e| anyhow::anyhow!("cannot draw {title}: {e}"))?;
     }
     let mut image =
         RgbImage::from_raw(WIDTH, HEIGHT, buffer).expect("the buffer has the image's size");
-    let ((left, top), (right, bottom)) = corners;
-    let (left, top, right, bottom) = (
+    let ((left, _), (right, bottom), x_at, y_at) = corners;
+    let (left, right, bottom) = (
         left.max(0) as u32,
-        top.max(0) as u32,
         right.max(0) as u32,
         bottom.max(0) as u32,
     );
     let black = image::Rgb([0, 0, 0]);
     draw_text(&mut image, title, left, 12, black);
-    for i in 0..=4 {
-        let y = y0 + (y1 - y0) * i as f64 / 4.0;
-        let py = bottom - ((bottom - top) as f64 * i as f64 / 4.0) as u32;
-        let label = number(y);
+    for (&y, &py) in y_ticks.iter().zip(&y_at) {
+        let text = label(y, y_decimals);
+        let x = left.saturating_sub(text.len() as u32 * 8 + 6);
         draw_text(
             &mut image,
-            &label,
-            left.saturating_sub(label.len() as u32 * 8 + 6),
-            py.saturating_sub(4),
+            &text,
+            x,
+            (py.max(0) as u32).saturating_sub(4),
             black,
         );
-        let x = x0 + (x1 - x0) * i as f64 / 4.0;
-        let px = left + ((right - left) as f64 * i as f64 / 4.0) as u32;
-        let label = number(x);
-        draw_text(
-            &mut image,
-            &label,
-            px.saturating_sub(label.len() as u32 * 4),
-            bottom + 6,
-            black,
-        );
+    }
+    for (&x, &px) in x_ticks.iter().zip(&x_at) {
+        let text = label(x, x_decimals);
+        let px = (px.max(0) as u32).saturating_sub(text.len() as u32 * 4);
+        draw_text(&mut image, &text, px, bottom + 6, black);
     }
     draw_text(
         &mut image,
@@ -142,20 +182,37 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
         bottom + 22,
         black,
     );
-    // Legend, top right, in each series' colour.
-    let mut y = top + 6;
-    for (s, color) in series.iter().zip(COLORS.iter().cycle()) {
-        let x = right.saturating_sub(s.name.len() as u32 * 8 + 8);
-        draw_text(
-            &mut image,
-            &s.name,
-            x,
-            y,
-            image::Rgb([color.0, color.1, color.2]),
-        );
-        y += 12;
+    for (row, entries) in legend.iter().enumerate() {
+        let y = TOP - 12 + 12 * row as u32;
+        for &(x, i) in entries {
+            let color = COLORS[i % COLORS.len()];
+            let rgb = image::Rgb([color.0, color.1, color.2]);
+            // A short stroke of the line's colour, then its name.
+            for dy in 3..5 {
+                for dx in 0..12 {
+                    image.put_pixel(left + x + dx, y + dy, rgb);
+                }
+            }
+            draw_text(&mut image, &series[i].name, left + x + 16, y, rgb);
+        }
     }
     Ok(image)
+}
+
+/// The legend laid out in rows that fit `width`: (x offset, series index) per entry.
+fn legend_rows(series: &[Series], width: u32) -> Vec<Vec<(u32, usize)>> {
+    let mut rows: Vec<Vec<(u32, usize)>> = vec![Vec::new()];
+    let mut x = 0;
+    for (i, s) in series.iter().enumerate() {
+        let entry = 16 + s.name.len() as u32 * 8 + 16;
+        if x > 0 && x + entry > width {
+            rows.push(Vec::new());
+            x = 0;
+        }
+        rows.last_mut().expect("a row").push((x, i));
+        x += entry;
+    }
+    rows
 }
 
 pub fn save(image: &RgbImage, path: &Path) -> Result<()> {
