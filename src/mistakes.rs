@@ -9,12 +9,11 @@ use image::{Rgb, RgbImage};
 use crate::data::{Dataset, IMAGE_SIDE};
 use crate::eval::Mistake;
 use crate::fsutil::write_atomic;
-use crate::text::draw_text;
+use crate::text::{LINE, draw_text, text_width};
 
 const SCALE: u32 = 3;
 const COLUMNS: usize = 6;
 const PAD: u32 = 6;
-const LINE: u32 = 10;
 const WHITE: Rgb<u8> = Rgb([255, 255, 255]);
 const BLACK: Rgb<u8> = Rgb([0, 0, 0]);
 const RED: Rgb<u8> = Rgb([200, 0, 0]);
@@ -33,10 +32,10 @@ pub fn grid(data: &Dataset, classes: &[String], mistakes: &[Mistake]) -> RgbImag
         .collect();
     let longest = captions
         .iter()
-        .map(|(a, b)| a.len().max(b.len()))
+        .map(|(a, b)| text_width(a).max(text_width(b)))
         .max()
-        .unwrap_or(0) as u32;
-    let cell_w = side.max(longest * 8) + 2 * PAD;
+        .unwrap_or(0);
+    let cell_w = side.max(longest) + 2 * PAD;
     let cell_h = side + 2 * LINE + 2 * PAD;
     let columns = mistakes.len().clamp(1, COLUMNS);
     let rows = mistakes.len().div_ceil(COLUMNS).max(1);

@@ -2,9 +2,9 @@
 //! rate per epoch, and for Hessian-free the damping, CG iterations and rho per step.
 //! Rewritten after every epoch, and by `hftrain plot <run>` from the run's CSV files.
 //!
-//! plotters draws the axes, grid and lines into an RGB buffer; the text (title, legend, axis
-//! ranges) is drawn with the 8x8 bitmap font of `text.rs`, because plotters' own text
-//! needs a TrueType font from the system, which a headless machine may not have.
+//! plotters draws the axes, grid and lines into an RGB buffer; the text (title, legend, tick
+//! labels) is drawn by `text.rs` with an embedded font, because plotters' own text needs a
+//! TrueType font from the system, which a headless machine may not have.
 
 use std::path::{Path, PathBuf};
 
@@ -14,14 +14,14 @@ use plotters::prelude::*;
 
 use crate::fsutil::write_atomic;
 use crate::metrics::{EpochMetrics, StepMetrics};
-use crate::text::draw_text;
+use crate::text::{LINE, draw_text, text_width};
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 400;
 /// Margins for the text around the plotting area.
 const LEFT: u32 = 90;
 const RIGHT: u32 = 20;
-const TOP: u32 = 40;
+const TOP: u32 = 44;
 const BOTTOM: u32 = 40;
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
@@ -112,7 +112,7 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
     let (y0, y1, y_ticks, y_decimals) = ticks(y0, y1, 5, false);
     // The legend's rows, in the margin under the title.
     let legend = legend_rows(series, WIDTH - LEFT - RIGHT);
-    let top = TOP + 12 * legend.len() as u32;
+    let top = TOP + LINE * (legend.len() as u32 - 1);
     let mut buffer = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     let corners;
     {
@@ -158,7 +158,7 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
         bottom.max(0) as u32,
     );
     let black = image::Rgb([0, 0, 0]);
-    draw_text(&mut image, title, left, 12, black);
+    draw_text(&mut image, title, left, 4, black);
     for (&y, &py) in y_ticks.iter().zip(&y_at) {
         let text = label(y, y_decimals);
         let x = left.saturating_sub(text.len() as u32 * 8 + 6);
@@ -172,23 +172,23 @@ pub fn line_chart(title: &str, x_name: &str, series: &[Series]) -> Result<RgbIma
     }
     for (&x, &px) in x_ticks.iter().zip(&x_at) {
         let text = label(x, x_decimals);
-        let px = (px.max(0) as u32).saturating_sub(text.len() as u32 * 4);
-        draw_text(&mut image, &text, px, bottom + 6, black);
+        let px = (px.max(0) as u32).saturating_sub(text_width(&text) / 2);
+        draw_text(&mut image, &text, px, bottom + 4, black);
     }
     draw_text(
         &mut image,
         x_name,
-        right.saturating_sub(x_name.len() as u32 * 8),
-        bottom + 22,
+        right.saturating_sub(text_width(x_name)),
+        bottom + 4 + LINE,
         black,
     );
     for (row, entries) in legend.iter().enumerate() {
-        let y = TOP - 12 + 12 * row as u32;
+        let y = 4 + LINE * (row as u32 + 1);
         for &(x, i) in entries {
             let color = COLORS[i % COLORS.len()];
             let rgb = image::Rgb([color.0, color.1, color.2]);
             // A short stroke of the line's colour, then its name.
-            for dy in 3..5 {
+            for dy in LINE / 2 - 1..LINE / 2 + 1 {
                 for dx in 0..12 {
                     image.put_pixel(left + x + dx, y + dy, rgb);
                 }
@@ -204,7 +204,7 @@ fn legend_rows(series: &[Series], width: u32) -> Vec<Vec<(u32, usize)>> {
     let mut rows: Vec<Vec<(u32, usize)>> = vec![Vec::new()];
     let mut x = 0;
     for (i, s) in series.iter().enumerate() {
-        let entry = 16 + s.name.len() as u32 * 8 + 16;
+        let entry = 16 + text_width(&s.name) + 16;
         if x > 0 && x + entry > width {
             rows.push(Vec::new());
             x = 0;
@@ -341,7 +341,7 @@ pub fn write_all(
 /// by its share of the row and labelled with its count.
 pub fn confusion_image(classes: &[String], confusion: &[Vec<u64>]) -> RgbImage {
     const CELL: u32 = 44;
-    let label_w = classes.iter().map(|c| c.len()).max().unwrap_or(5) as u32 * 8 + 12;
+    let label_w = classes.iter().map(|c| text_width(c)).max().unwrap_or(40) + 12;
     let k = classes.len() as u32;
     let (width, height) = (label_w + k * CELL + 10, 30 + k * CELL + 40);
     let mut image = RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
@@ -356,7 +356,7 @@ pub fn confusion_image(classes: &[String], confusion: &[Vec<u64>]) -> RgbImage {
     for (i, row) in confusion.iter().enumerate() {
         let total = row.iter().sum::<u64>().max(1) as f64;
         let y = 30 + i as u32 * CELL;
-        draw_text(&mut image, &classes[i], 6, y + CELL / 2 - 4, black);
+        draw_text(&mut image, &classes[i], 6, y + CELL / 2 - LINE / 2, black);
         for (j, &count) in row.iter().enumerate() {
             let x = label_w + j as u32 * CELL;
             let share = count as f64 / total;
@@ -377,8 +377,8 @@ pub fn confusion_image(classes: &[String], confusion: &[Vec<u64>]) -> RgbImage {
             draw_text(
                 &mut image,
                 &text,
-                x + CELL / 2 - text.len() as u32 * 4,
-                y + CELL / 2 - 4,
+                x + CELL / 2 - text_width(&text) / 2,
+                y + CELL / 2 - LINE / 2,
                 ink,
             );
         }
@@ -388,7 +388,7 @@ pub fn confusion_image(classes: &[String], confusion: &[Vec<u64>]) -> RgbImage {
         draw_text(
             &mut image,
             &j.to_string(),
-            x + CELL / 2 - 4,
+            x + CELL / 2 - text_width(&j.to_string()) / 2,
             30 + k * CELL + 6,
             black,
         );

@@ -216,7 +216,10 @@ fn round_trip_in_pytorch(export: &Path, checkpoint: &Path, dir: &Path) {
         .output()
         .is_ok_and(|o| o.status.success());
     if !has_torch {
-        println!(
+        // Straight to stderr, past the test harness's capture, so that CI's log shows it.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED: the PyTorch round trip of `hftrain export` ({python} has no torch, \
              safetensors and Pillow; set HFTRAIN_PYTHON to one that has)"
         );
