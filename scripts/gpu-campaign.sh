@@ -116,14 +116,15 @@ if [ "$part" = part2 ] || $quick; then
     train_for "$more_minutes" "$sgd" --resume latest
     log "5. Hessian-free on the same network"
     # configs/cifar10.toml's optimizer on ResNet-9: the SGD config's network and data, the
-    # Hessian-free config's [train] batch and [optimizer] sections.
+    # Hessian-free config's [train] batch and [optimizer] sections (and no [schedule]:
+    # Hessian-free has no learning rate to schedule).
     python3 - "$work/resnet9-sgd.toml" configs/cifar10.toml "$work/resnet9-hf.toml" <<'PY'
 import re, sys
 sgd, hf, out = open(sys.argv[1]).read(), open(sys.argv[2]).read(), sys.argv[3]
 def section(text, name):
     found = re.search(r"^\[" + name + r"\]\n(?:[^\[\n].*\n?|\n)*", text, re.M)
     return found.group(0) if found else ""
-text = sgd.replace(section(sgd, "optimizer"), "")
+text = sgd.replace(section(sgd, "optimizer"), "").replace(section(sgd, "schedule"), "")
 text += "\n" + section(hf, "optimizer") + "\n" + section(hf, r"optimizer\.hessian_free")
 hf_batch = re.search(r"^batch_size = .*$", hf, re.M).group(0)
 text = re.sub(r"^batch_size = .*$", hf_batch, text, count=1, flags=re.M)
