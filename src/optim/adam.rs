@@ -5,7 +5,9 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Objective, Optimizer, OptimizerState, Step, StepInfo, check_lr, check_weight_decay};
+use super::{
+    Objective, Optimizer, OptimizerState, Step, check_lr, check_weight_decay, first_order_step,
+};
 use crate::validate::{Problems, positive};
 
 /// `kind = "adam"` and `kind = "adamw"`.
@@ -128,14 +130,9 @@ impl Adam {
 
 impl Optimizer for Adam {
     fn step(&mut self, objective: &dyn Objective, params: &Tensor<1>, lr: f64) -> Result<Step> {
-        let gradient = objective.loss_gradient(params);
-        Ok(Step {
-            params: self.update(params.clone(), gradient, lr),
-            info: StepInfo {
-                step_length: lr,
-                report: None,
-            },
-        })
+        Ok(first_order_step(objective, params, lr, |p, g, lr| {
+            self.update(p, g, lr)
+        }))
     }
 
     fn state(&self) -> OptimizerState {

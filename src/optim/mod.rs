@@ -112,6 +112,23 @@ impl OptimizerState {
     }
 }
 
+/// The step of a first-order rule: the loss gradient at `params`, then `update`.
+pub(crate) fn first_order_step(
+    objective: &dyn Objective,
+    params: &Tensor<1>,
+    lr: f64,
+    update: impl FnOnce(Tensor<1>, Tensor<1>, f64) -> Tensor<1>,
+) -> Step {
+    let gradient = objective.loss_gradient(params);
+    Step {
+        params: update(params.clone(), gradient, lr),
+        info: StepInfo {
+            step_length: lr,
+            report: None,
+        },
+    }
+}
+
 /// `<a, b>`, one element, on the device.
 pub(crate) fn dot(a: &Tensor<1>, b: &Tensor<1>) -> Tensor<1> {
     (a.clone() * b.clone()).sum()
