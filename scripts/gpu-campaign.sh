@@ -13,7 +13,11 @@
 # part1: 1. the GPU, driver and the hftrain devices that come up; 2. SGD on ResNet-9
 #        (configs/cifar10-resnet9-sgd.toml) for PART1_TRAIN_MINUTES, stopped by Ctrl-C (a
 #        checkpoint); 3. the curvature products' time on that checkpoint beside PyTorch's
-#        (scripts/torch_reference.py --curvature, f32 with TF32 off).
+#        (scripts/torch_reference.py --curvature, f32 with TF32 off); 3b. `hftrain bench`
+#        of ResNet-9 and of configs/cifar10.toml's network beside PyTorch
+#        (scripts/bench-beside-torch.sh: forward, gradients, SGD step, Gv, Hv, a CG iteration,
+#        a Hessian-free step), with the WGSL binary and, where .campaign/hftrain-vulkan.xz
+#        was carried (`cargo build --release --features vulkan`), the SPIR-V one.
 # part2: 4. the SGD run continued for SGD_MORE_MINUTES; 5. Hessian-free (configs/cifar10.toml's
 #        optimizer on the same network) for HF_MINUTES; 6. `hftrain compare` of the two.
 # Every step writes its log under OUT_DIR as it goes, so a step cut short still leaves its
@@ -30,6 +34,11 @@ bin=${HFTRAIN:-$work/hftrain}
 if [ ! -x "$bin" ] && [ -f .campaign/hftrain.xz ]; then
     xz -dc .campaign/hftrain.xz > "$bin" && chmod +x "$bin"
 fi
+# The same built with `--features vulkan` (SPIR-V kernels), where it was carried.
+vulkan_bin=${HFTRAIN_VULKAN:-$work/hftrain-vulkan}
+if [ ! -x "$vulkan_bin" ] && [ -f .campaign/hftrain-vulkan.xz ]; then
+    xz -dc .campaign/hftrain-vulkan.xz > "$vulkan_bin" && chmod +x "$vulkan_bin"
+fi
 started=$(date +%s)
 log() { echo "[$(( $(date +%s) - started ))s] $*" | tee -a "$out/campaign.log"; }
 
@@ -45,16 +54,20 @@ if [ "$part" = quick ]; then
     [ -d "$data" ] || "$bin" data synthetic --out "$data" --format folder \
         --train-per-class 30 --test-per-class 10 >/dev/null
     train_minutes=0.4; more_minutes=0.2; hf_minutes=1.0; products=(--batch 8 --repeats 1)
+    bench_settings=(BATCH=8 REPEATS=1); bench_seconds=120
 else
     device=${DEVICE:-wgpu}
     data=$work/cifar10
     if [ ! -d "$data" ]; then
         mkdir -p "$work" && tar -xJf .campaign/cifar10.tar.xz -C "$work" || exit 1
     fi
-    train_minutes=${PART1_TRAIN_MINUTES:-6}
+    # 4 minutes of SGD and at most 4.5 of bench keep part1 under 10 minutes.
+    train_minutes=${PART1_TRAIN_MINUTES:-4}
+    bench_seconds=${BENCH_SECONDS:-270}
     more_minutes=${SGD_MORE_MINUTES:-3}
     hf_minutes=${HF_MINUTES:-4.5}
     products=(--batch 64 --repeats 5)
+    bench_settings=(BATCH=64 REPEATS=5)
 fi
 
 # A config made for this machine: the quick mode shrinks the data and the network's batch.
@@ -85,9 +98,9 @@ train_for() { # MINUTES RUN [ARGS...]
     return 0
 }
 
-# What comes back from the device is at most 8 files: campaign.log (every step's lines, the
-# training runs' output, the machine), curvature.log, the runs' metrics.csv and steps.csv,
-# compare.md and compare.png.
+# What comes back from the device is at most 9 files: campaign.log (every step's lines, the
+# training runs' output, the machine), curvature.log, bench.log, the runs' metrics.csv and
+# steps.csv, compare.md and compare.png.
 
 sgd=$work/resnet9-sgd
 hf=$work/resnet9-hf
@@ -108,6 +121,20 @@ if [ "$part" = part1 ] || $quick; then
         timeout 120 python3 scripts/torch_reference.py --config "$work/resnet9-sgd.toml" \
             --data "$data" --curvature 64 >> "$out/curvature.log" 2>&1
     fi
+    log "3b. hftrain bench beside PyTorch (at most ${bench_seconds} s in all)"
+    deadline=$(( $(date +%s) + bench_seconds ))
+    for config in "$work/resnet9-sgd.toml" configs/cifar10.toml; do
+        for variant in "$device:$bin" "vulkan:$vulkan_bin"; do
+            [ -x "${variant#*:}" ] || continue
+            $quick && [ "${variant%%:*}" = vulkan ] && continue
+            left=$(( deadline - $(date +%s) ))
+            [ "$left" -gt 20 ] || { log "bench: no time left for $config on ${variant%%:*}"; continue; }
+            log "bench $config on ${variant%%:*}"
+            env "${bench_settings[@]}" HFTRAIN_BIN="${variant#*:}" OUT="$work/bench" \
+                timeout "$left" scripts/bench-beside-torch.sh "$config" "${variant%%:*}" 2>&1 \
+                | grep -v XDG_RUNTIME_DIR >> "$out/bench.log"
+        done
+    done
     $quick || exit 0
 fi
 

@@ -283,6 +283,158 @@ def spectrum(model, x, y, smoothing, trace_samples, device, max_iterations=100, 
           f"{products} products in {seconds:.2f} s, {1000 * seconds / products:.1f} ms per product")
 
 
+BENCH_QUANTITIES = ["forward", "evaluation", "gradient", "sgd_step", "gauss_newton_vector",
+                    "hessian_vector", "cg_iteration"]
+
+
+def bench(model, batch, smoothing, device, repeats, cg_iterations, curvature_batch):
+    """The quantities of `hftrain bench` (src/bench.rs), under its names, on a batch of random
+    images: each the median of `repeats` timed calls after one warm-up call."""
+    import resource
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(batch, 3, 32, 32, generator=generator) * 4 - 2).to(device)
+    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    params = [p for p in model.parameters()]
+    v = [torch.rand_like(p) * 2 - 1 for p in params]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    decay = [p for n, p in model.named_parameters() if n.endswith("weight") and p.dim() > 1]
+    no_decay = [p for n, p in model.named_parameters() if not (n.endswith("weight") and p.dim() > 1)]
+    sgd = torch.optim.SGD([{"params": decay, "weight_decay": 5e-4},
+                           {"params": no_decay, "weight_decay": 0.0}],
+                          lr=1e-3, momentum=0.9, nesterov=True)
+
+    def forward():
+        model.train()
+        with torch.no_grad():
+            F.cross_entropy(model(x), y, label_smoothing=smoothing).item()
+
+    def evaluation():
+        model.eval()
+        with torch.no_grad():
+            logits = model(x)
+            F.cross_entropy(logits, y).item()
+            (logits.argmax(1) == y).sum().item()
+        model.train()
+
+    def gradient():
+        loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+        return torch.autograd.grad(loss, params)
+
+    def sgd_step():
+        loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+        sgd.zero_grad(set_to_none=True)
+        loss.backward()
+        sgd.step()
+
+    def gauss_newton(xs, ys):
+        """J^T H_L J v with the forward pass recorded once (CG's use): J v by the double-vjp
+        trick, H_L of the mean softmax cross-entropy, then J^T."""
+        logits = model(xs)
+        probabilities = logits.detach().softmax(1)
+        u = torch.zeros_like(logits, requires_grad=True)
+        jt_u = torch.autograd.grad(logits, params, u, create_graph=True)
+
+        def product(vector):
+            jv = torch.autograd.grad(jt_u, u, vector, retain_graph=True)[0]
+            hjv = (probabilities * jv - probabilities * (probabilities * jv).sum(1, keepdim=True)) / len(ys)
+            return torch.autograd.grad(logits, params, hjv, retain_graph=True)
+        return product
+
+    def gauss_newton_vector():
+        return gauss_newton(x, y)(v)
+
+    def hessian_vector():
+        loss = F.cross_entropy(model(x), y, label_smoothing=smoothing)
+        g = torch.autograd.grad(loss, params, create_graph=True)
+        dot = sum((gi * vi).sum() for gi, vi in zip(g, v))
+        return torch.autograd.grad(dot, params)
+
+    def cg_iteration():
+        """`cg_iterations` iterations of CG on (G + I) p = -g, on the first `curvature_batch`
+        images, as hftrain's cg.rs (a scalar read per iteration)."""
+        product = gauss_newton(x[:curvature_batch], y[:curvature_batch])
+        b = [-gi for gi in gradient()]
+        p_ = [torch.zeros_like(bi) for bi in b]
+        r = [bi.clone() for bi in b]
+        d = [ri.clone() for ri in r]
+        rr = sum((ri * ri).sum() for ri in r).item()
+        for _ in range(cg_iterations):
+            ad = [a + di for a, di in zip(product(d), d)]
+            alpha = rr / sum((di * a).sum() for di, a in zip(d, ad)).item()
+            p_ = [pi + alpha * di for pi, di in zip(p_, d)]
+            r = [ri - alpha * a for ri, a in zip(r, ad)]
+            new_rr = sum((ri * ri).sum() for ri in r).item()
+            d = [ri + (new_rr / rr) * di for ri, di in zip(r, d)]
+            rr = new_rr
+        return p_
+
+    results = []
+    for name, fn, per in [("forward", forward, 1), ("evaluation", evaluation, 1),
+                          ("gradient", gradient, 1), ("sgd_step", sgd_step, 1),
+                          ("gauss_newton_vector", gauss_newton_vector, 1),
+                          ("hessian_vector", hessian_vector, 1),
+                          ("cg_iteration", cg_iteration, cg_iterations)]:
+        def call():
+            sync()
+            start = time.perf_counter()
+            fn()
+            sync()
+            return (time.perf_counter() - start) / per
+        first = call()
+        seconds = [call() for _ in range(repeats)]
+        median = statistics.median(seconds)
+        row = dict(name=name, median_seconds=median, seconds=seconds, first_call_seconds=first,
+                   images_per_second=batch / median,
+                   process_peak_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+        if device.type == "cuda":
+            row["device_reserved_bytes"] = torch.cuda.max_memory_reserved()
+        results.append(row)
+        print(f"torch {name:<20} {1000 * median:10.2f} ms {batch / median:10.1f} images/s "
+              f"(first call {1000 * first:.2f} ms)", flush=True)
+    return results
+
+
+def beside(ours, theirs):
+    """The side-by-side table: hftrain's JSON (`hftrain bench --json`) and PyTorch's."""
+    torch_rows = {r["name"]: r for r in theirs["measurements"]}
+    print(f"\nhftrain ({ours['device']}) beside PyTorch {theirs['torch']} ({theirs['device']}, "
+          f"{theirs['threads']} threads), batch {ours['batch']}, medians:")
+    print(f"{'quantity':<20} {'hftrain':>12} {'PyTorch':>12} {'ratio':>8}")
+    for row in ours["measurements"]:
+        peer = torch_rows.get(row["name"]) or torch_rows.get(
+            "gradient" if row["name"].startswith("gradient_") else "")
+        theirs_ms = f"{1000 * peer['median_seconds']:.2f} ms" if peer else "-"
+        ratio = f"{row['median_seconds'] / peer['median_seconds']:.2f} x" if peer else "-"
+        print(f"{row['name']:<20} {1000 * row['median_seconds']:9.2f} ms {theirs_ms:>12} {ratio:>8}")
+    print("(ratio: hftrain's time over PyTorch's; below 1 hftrain is faster)")
+
+
+def run_bench(args):
+    import json
+    import platform
+    cfg = tomllib.load(open(args.config, "rb"))
+    device = torch.device(args.device)
+    torch.backends.cudnn.allow_tf32 = args.tf32
+    torch.backends.cuda.matmul.allow_tf32 = args.tf32
+    torch.backends.cudnn.benchmark = True
+    torch.manual_seed(cfg.get("seed", 0))
+    model = Net(cfg["model"], cfg.get("train", {}).get("bn_momentum", 0.1)).to(device)
+    hf = cfg.get("optimizer", {}).get("hessian_free", {})
+    curvature_batch = min(args.curvature_batch or hf.get("curvature_batch_size", 128), args.bench)
+    rows = bench(model, args.bench, cfg.get("train", {}).get("label_smoothing", 0.0), device,
+                 args.repeats, args.cg_iterations, curvature_batch)
+    report = dict(config=args.config, torch=torch.__version__, batch=args.bench,
+                  curvature_batch=curvature_batch, repeats=args.repeats, tf32=args.tf32,
+                  threads=torch.get_num_threads(),
+                  device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
+                  measurements=rows)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    if args.beside:
+        beside(json.load(open(args.beside)), report)
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--config", required=True)
@@ -298,14 +450,30 @@ def main():
                              "by power iteration and its trace by Hutchinson; prints products and seconds")
     parser.add_argument("--trace-samples", type=int, default=50)
     parser.add_argument("--device", default="cuda", help="cuda or cpu")
+    parser.add_argument("--bench", type=int, default=0, metavar="BATCH",
+                        help="time hftrain bench's quantities on a batch of BATCH random images (no --data)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--cg-iterations", type=int, default=10)
+    parser.add_argument("--curvature-batch", type=int, default=0,
+                        help="images of the CG iterations' products [default: the config's, else the batch]")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads [default: all cores]")
+    parser.add_argument("--json", help="with --bench: write the results here")
+    parser.add_argument("--beside", help="with --bench: hftrain bench's JSON, printed side by side")
     args = parser.parse_args()
     if args.list_parameters:
         cfg = tomllib.load(open(args.config, "rb"))
         for kind, name, shape in list_parameters(cfg.get("model", {})):
             print(kind, name, "x".join(map(str, shape)))
         return
-    if torch is None or not args.data:
-        raise SystemExit("training and --curvature need PyTorch, numpy and Pillow, and --data DIR")
+    if torch is None:
+        raise SystemExit("training, --curvature, --spectrum and --bench need PyTorch, numpy and Pillow")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.bench:
+        run_bench(args)
+        return
+    if not args.data:
+        raise SystemExit("training, --curvature and --spectrum need --data DIR")
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
     torch.backends.cudnn.benchmark = True

@@ -19,7 +19,10 @@ use crate::train::{self, TrainRequest};
     name = "hftrain",
     version,
     about = "Train CIFAR-10 classifiers on the GPU with Burn, \
-    with Hessian-free (truncated Newton) optimisation or SGD/Adam"
+    with Hessian-free (truncated Newton) optimisation or SGD/Adam",
+    after_help = "On a GPU, which kernel is fastest for each shape is measured once and kept \
+    across runs and resumes in ~/.cache/hftrain/kernels ($XDG_CACHE_HOME/hftrain/kernels where \
+    set); HFTRAIN_KERNEL_CACHE=DIR keeps it elsewhere, HFTRAIN_KERNEL_CACHE=off keeps nothing."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -178,6 +181,12 @@ pub enum Command {
     /// (Hutchinson), the spectral density (stochastic Lanczos quadrature), per layer on
     /// request; a table, JSON and a density plot.
     Spectrum(crate::spectrum::command::SpectrumArgs),
+    /// Time what training is made of on the config's network and a device: forward pass,
+    /// evaluation, both gradients, an SGD step, the Gauss-Newton- and Hessian-vector
+    /// products, a CG iteration and a Hessian-free step, each the median of timed calls after
+    /// a warm-up call (compilation and autotuning are in the warm-up, reported apart), with
+    /// peak memory. `scripts/torch_reference.py --bench` times the same in PyTorch.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -365,6 +374,14 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             println!("median of {repeats} timed runs, batch of {batch} test images:");
             println!("{}", timings.report());
             println!("products: {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(args) => {
+            let report = crate::bench::run(&args)?;
+            print!("{}", report.table());
+            if let Some(path) = &args.json {
+                println!("results: {}", path.display());
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Spectrum(args) => {

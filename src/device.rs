@@ -7,11 +7,20 @@
 //! are tried by name: discrete, integrated, virtual GPU, then (only where asked for) the CPU
 //! adapter. `auto` does not take the software adapter: on a CPU, `flex` trained 14 to 25
 //! times faster than wgpu on lavapipe (BENCHMARKS.md).
+//!
+//! Kernels reach the adapter as WGSL, or as SPIR-V where hftrain is built with the `vulkan`
+//! feature (Burn's `vulkan`): cubecl then compiles to SPIR-V on every Vulkan adapter whose
+//! driver offers what it needs, and that path registers cooperative matrices (tensor cores),
+//! f16 and bf16 where the driver has them. One build has one compiler per API, so `wgpu`
+//! on a Vulkan adapter is SPIR-V in such a build too; the description names the compiler in
+//! use (`wgpu<spirv>` or `wgpu<wgsl>`). `vulkan` and `vulkan-cpu` pin the Vulkan API.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
 use anyhow::{Result, bail};
+use burn::backend::{Backend, Dispatch};
+use burn::tensor::wgpu::WgpuBackend;
 use burn::tensor::{Device, DeviceKind};
 use serde::{Deserialize, Serialize};
 
@@ -27,10 +36,15 @@ pub enum DeviceChoice {
     WgpuCpu,
     /// Burn's pure-Rust CPU backend (`cpu` is read as `flex`).
     Flex,
+    /// wgpu pinned to the Vulkan API (SPIR-V kernels in a `vulkan` build), GPU first, a
+    /// software adapter last.
+    Vulkan,
+    /// wgpu pinned to Vulkan on a CPU (software) adapter only.
+    VulkanCpu,
 }
 
 impl DeviceChoice {
-    pub const NAMES: &'static str = "auto, wgpu, wgpu-cpu, flex";
+    pub const NAMES: &'static str = "auto, wgpu, wgpu-cpu, flex, vulkan, vulkan-cpu";
 
     /// The name a config writes.
     pub fn name(self) -> &'static str {
@@ -39,6 +53,8 @@ impl DeviceChoice {
             Self::Wgpu => "wgpu",
             Self::WgpuCpu => "wgpu-cpu",
             Self::Flex => "flex",
+            Self::Vulkan => "vulkan",
+            Self::VulkanCpu => "vulkan-cpu",
         }
     }
 
@@ -48,6 +64,8 @@ impl DeviceChoice {
             "wgpu" => Self::Wgpu,
             "wgpu-cpu" => Self::WgpuCpu,
             "flex" | "cpu" => Self::Flex,
+            "vulkan" => Self::Vulkan,
+            "vulkan-cpu" => Self::VulkanCpu,
             other => bail!("unknown device {other:?}: expected one of {}", Self::NAMES),
         })
     }
@@ -104,6 +122,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
     if let Some(selected) = cache.get(&choice) {
         return Ok(selected.clone());
     }
+    crate::kernel_cache::configure();
     let selected = open(choice)?;
     cache.insert(choice, selected.clone());
     Ok(selected)
@@ -115,11 +134,15 @@ fn open(choice: DeviceChoice) -> Result<SelectedDevice> {
         DeviceKind::IntegratedGpu(0),
         DeviceKind::VirtualGpu(0),
     ];
+    let any = [gpus.as_slice(), &[DeviceKind::Cpu]].concat();
+    let (auto_api, vulkan) = (WgpuBackend::Auto, WgpuBackend::Vulkan);
     match choice {
         DeviceChoice::Flex => Ok(flex()),
-        DeviceChoice::WgpuCpu => open_wgpu(&[DeviceKind::Cpu]),
-        DeviceChoice::Wgpu => open_wgpu(&[gpus.as_slice(), &[DeviceKind::Cpu]].concat()),
-        DeviceChoice::Auto => match open_wgpu(&gpus) {
+        DeviceChoice::WgpuCpu => open_wgpu(&[DeviceKind::Cpu], auto_api),
+        DeviceChoice::Wgpu => open_wgpu(&any, auto_api),
+        DeviceChoice::Vulkan => open_wgpu(&any, vulkan),
+        DeviceChoice::VulkanCpu => open_wgpu(&[DeviceKind::Cpu], vulkan),
+        DeviceChoice::Auto => match open_wgpu(&gpus, auto_api) {
             Ok(selected) => Ok(selected),
             Err(e) => {
                 // wgpu's errors list every adapter once per kind tried: a screenful, so
@@ -150,17 +173,19 @@ fn flex() -> SelectedDevice {
     }
 }
 
-fn open_wgpu(kinds: &[DeviceKind]) -> Result<SelectedDevice> {
+fn open_wgpu(kinds: &[DeviceKind], api: WgpuBackend) -> Result<SelectedDevice> {
     let mut tried = Vec::new();
     for kind in kinds {
-        match Device::wgpu_options()
-            .device_kind(kind.clone())
-            .init_with_setup()
-        {
+        let mut options = Device::wgpu_options().device_kind(kind.clone());
+        if api != WgpuBackend::Auto {
+            options = options.graphics_api(api);
+        }
+        match options.init_with_setup() {
             Ok((device, setup)) => {
                 let info = setup.adapter.get_info();
                 let description = format!(
-                    "wgpu {kind:?}: {} ({:?}, {:?}{})",
+                    "{} {kind:?}: {} ({:?}, {:?}{})",
+                    runtime_name(&device),
                     info.name,
                     info.device_type,
                     info.backend,
@@ -180,5 +205,27 @@ fn open_wgpu(kinds: &[DeviceKind]) -> Result<SelectedDevice> {
             Err(e) => tried.push(format!("{kind:?}: {e}")),
         }
     }
-    bail!("no wgpu adapter found ({})", tried.join("; "))
+    bail!(
+        "no {}adapter found ({})",
+        if api == WgpuBackend::Vulkan {
+            "Vulkan "
+        } else {
+            "wgpu "
+        },
+        tried.join("; ")
+    )
+}
+
+/// The runtime's own name for a wgpu device, which names its shader compiler:
+/// `wgpu<wgsl>` or `wgpu<spirv>` (inside Burn's fusion wrapper, which is left out).
+fn runtime_name(device: &Device) -> String {
+    let name = <Dispatch as Backend>::name(device.as_dispatch());
+    match name.find("wgpu<") {
+        Some(start) => name[start..]
+            .split_inclusive('>')
+            .next()
+            .unwrap_or(&name)
+            .to_string(),
+        None => name,
+    }
 }

@@ -1,6 +1,7 @@
 //! hftrain: a CIFAR-10 trainer on Burn with first-order optimizers and a Hessian-free
 //! (truncated Newton) second-order optimizer.
 
+pub mod bench;
 pub mod bn_statistics;
 pub mod checkpoint;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod export;
 pub mod fsutil;
 pub mod inspect;
 pub mod interrupt;
+pub mod kernel_cache;
 pub mod lock;
 pub mod logging;
 pub mod memory;

@@ -141,7 +141,7 @@ fn an_unusable_run_directory_is_named() {
 /// value names its default (or is required: named in the usage line).
 #[test]
 fn every_option_in_the_help_is_described_with_its_default() {
-    let commands: [&[&str]; 10] = [
+    let commands: [&[&str]; 11] = [
         &[],
         &["train"],
         &["eval"],
@@ -152,6 +152,7 @@ fn every_option_in_the_help_is_described_with_its_default() {
         &["plot"],
         &["curvature"],
         &["spectrum"],
+        &["bench"],
     ];
     let mut checked = 0;
     for command in commands {
@@ -209,6 +210,12 @@ fn every_option_in_the_help_is_described_with_its_default() {
         }
     }
     println!("measured: {checked} options described, each with its default where it takes a value");
+    // Where autotune results are kept is said where a user looks first.
+    let (_, top) = hftrain(&["--help"]);
+    assert!(
+        top.contains("~/.cache/hftrain/kernels") && top.contains("HFTRAIN_KERNEL_CACHE=off"),
+        "the help does not say where kernels are cached:\n{top}"
+    );
 }
 
 /// `hftrain train --config CONFIG --out OUT EXTRA...`.

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod bench;
 mod checkpoints;
 mod cli;
 mod config_errors;

@@ -1,0 +1,439 @@
+//! `hftrain bench`: how fast a config's network runs on a device. Every quantity a training
+//! run is made of (a forward pass, both gradients, the curvature products, a CG iteration,
+//! whole optimizer steps, evaluation) on one batch of random images, each timed after a
+//! warm-up call (kernel compilation and autotuning land in that call and are reported
+//! apart), as the median of repeats. `scripts/torch_reference.py --bench` times the same
+//! quantities in PyTorch under the same names, so that every ratio comes from one machine.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::prelude::*;
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::curvature::{Batch, BatchObjective, CurvatureSampling, NetworkObjective};
+use crate::data::{CHANNELS, IMAGE_SIDE};
+use crate::device::DeviceChoice;
+use crate::fsutil::write_atomic;
+use crate::model::{Network, correct_count, cross_entropy};
+use crate::optim::cg::{self, CgSettings};
+use crate::optim::hessian_free::StepTiming;
+use crate::optim::sgd::{Sgd, SgdConfig};
+use crate::optim::{Optimizer, OptimizerConfig};
+use crate::params::from_host;
+use crate::rng::Rng;
+
+/// The options of `hftrain bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The config whose network (and Hessian-free settings, where it has them) is timed.
+    #[arg(long, short, default_value = "configs/cifar10.toml")]
+    pub config: PathBuf,
+    /// Device: auto, wgpu, wgpu-cpu or flex [default: the config's].
+    #[arg(long)]
+    pub device: Option<DeviceChoice>,
+    /// Images in the batch every quantity is timed on [default: the config's
+    /// train.batch_size].
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Timed calls of each quantity after the warm-up call; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// CG iterations in the timed solve whose time per iteration is reported.
+    #[arg(long, default_value_t = 10)]
+    pub cg_iterations: usize,
+    /// Time only these quantities (comma-separated names of the table's first column)
+    /// [default: all].
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Also write the results as JSON to this file [default: none, only printed].
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// The quantities, in the order they are timed (cheapest first, so that the process's peak
+/// memory after each is mostly its own), with what each is.
+pub const QUANTITIES: [(&str, &str); 9] = [
+    (
+        "forward",
+        "forward pass and loss, training mode, no gradient",
+    ),
+    (
+        "evaluation",
+        "forward pass, loss and accuracy, evaluation mode",
+    ),
+    (
+        "gradient_autodiff",
+        "loss and gradient by Burn's autodiff (SGD's, Adam's)",
+    ),
+    (
+        "gradient_backprop",
+        "loss and gradient by our backprop (Hessian-free's)",
+    ),
+    (
+        "sgd_step",
+        "one SGD step: autodiff gradient and Nesterov update",
+    ),
+    (
+        "gauss_newton_vector",
+        "Gauss-Newton-vector product, forward recorded anew",
+    ),
+    ("hessian_vector", "Hessian-vector product (double backprop)"),
+    (
+        "cg_iteration",
+        "one CG iteration on the Gauss-Newton matrix (per iteration)",
+    ),
+    (
+        "hessian_free_step",
+        "one Hessian-free step with the config's settings",
+    ),
+];
+
+/// One timed quantity.
+#[derive(Debug, Clone, Serialize)]
+pub struct Measurement {
+    pub name: String,
+    pub what: String,
+    /// Median seconds of the timed calls.
+    pub median_seconds: f64,
+    /// All timed calls, in order.
+    pub seconds: Vec<f64>,
+    /// The warm-up call (compilation and autotuning included).
+    pub first_call_seconds: f64,
+    /// Images of the batch per median second.
+    pub images_per_second: f64,
+    /// The process's peak resident memory so far (the memory of a CPU backend's tensors).
+    pub process_peak_bytes: Option<u64>,
+    /// What the device's allocator holds after the quantity (a GPU's memory), where the
+    /// backend reports it.
+    pub device_reserved_bytes: Option<u64>,
+}
+
+/// Where the median Hessian-free step's time went.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepBreakdown {
+    pub cg_iterations: usize,
+    pub curvature_products: usize,
+    pub gradient_seconds: f64,
+    pub cg_seconds: f64,
+    pub backtracking_seconds: f64,
+    pub line_search_seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub config: String,
+    pub model: String,
+    pub parameters: usize,
+    pub device: String,
+    pub batch: usize,
+    pub curvature_batch: usize,
+    pub repeats: usize,
+    pub threads: usize,
+    pub measurements: Vec<Measurement>,
+    pub hessian_free_step: Option<StepBreakdown>,
+}
+
+/// Runs the benchmark and writes the JSON where asked.
+pub fn run(args: &BenchArgs) -> Result<BenchReport> {
+    let config = Config::load(&args.config)?;
+    for name in &args.only {
+        if !QUANTITIES.iter().any(|(q, _)| q == name) {
+            bail!(
+                "--only {name}: not a quantity of the bench; expected some of {}",
+                QUANTITIES.map(|(q, _)| q).join(", ")
+            );
+        }
+    }
+    let batch_size = args.batch.unwrap_or(config.train.batch_size);
+    if batch_size == 0 {
+        bail!("--batch 0: expected at least 1 image");
+    }
+    if args.repeats == 0 {
+        bail!("--repeats 0: expected at least 1 timed call");
+    }
+    let selected = crate::session::open_device(args.device.unwrap_or(config.device))?;
+    let device = &selected.device;
+    let network = Network::new(&config.model, crate::data::CIFAR10_CLASSES.len())
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("invalid config file {}", args.config.display()))?;
+    let (params, buffers) = network.init(config.seed, device);
+    let batch = random_batch(batch_size, config.seed, device);
+    let hessian_free = OptimizerConfig::HessianFree(match config.optimizer.hessian_free() {
+        Some(settings) => crate::optim::HessianFreeSettings {
+            weight_decay: config.optimizer.weight_decay(),
+            hessian_free: settings.clone(),
+        },
+        None => Default::default(),
+    });
+    let sampling = CurvatureSampling::of(&hessian_free);
+    let curvature_batch = batch.head(sampling.curvature_batch_size.min(batch_size));
+    let objective = NetworkObjective::new(
+        &network,
+        config.train.label_smoothing,
+        config.optimizer.weight_decay(),
+        device,
+    );
+    let v = crate::inspect::seeded_direction(network.params.total(), config.seed, device);
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let mut timer = Timer {
+        repeats: args.repeats,
+        batch: batch_size,
+        device: device.clone(),
+        measurements: Vec::new(),
+    };
+    let mut breakdown = None;
+    for (name, _) in QUANTITIES {
+        if !wanted(name) {
+            continue;
+        }
+        log::info!("timing {name}");
+        match name {
+            "forward" => timer.time(name, || read(objective.value(&params, &batch))),
+            "evaluation" => timer.time(name, || {
+                let logits = network.predict(batch.images.clone(), &params, &buffers);
+                let correct = correct_count(logits.clone(), batch.labels.clone());
+                let loss = cross_entropy(logits, batch.labels.clone(), 0.0);
+                read(loss);
+                let _ = correct.into_scalar::<i64>();
+            }),
+            "gradient_autodiff" => timer.time(name, || {
+                let out = crate::curvature::loss_and_gradient(
+                    &network,
+                    &params,
+                    &buffers,
+                    batch.images.clone(),
+                    batch.labels.clone(),
+                    config.train.label_smoothing,
+                );
+                read(out.gradient.sum());
+            }),
+            "gradient_backprop" => timer.time(name, || {
+                read(objective.gradient(&params, &batch, false).gradient.sum())
+            }),
+            "sgd_step" => {
+                let sgd_config = match &config.optimizer {
+                    OptimizerConfig::Sgd(c) => c.clone(),
+                    _ => SgdConfig::default(),
+                };
+                let mut sgd = Sgd::new(&sgd_config, objective.decay_mask.clone(), params.dims()[0]);
+                let sampling = CurvatureSampling::of(&config.optimizer);
+                timer.time(name, || {
+                    let on_batch =
+                        BatchObjective::new(&objective, &buffers, batch.clone(), sampling);
+                    let step = sgd
+                        .step(&on_batch, &params, sgd_config.lr)
+                        .expect("an SGD step cannot fail");
+                    read(step.params.sum());
+                })
+            }
+            "gauss_newton_vector" => timer.time(name, || {
+                read(objective.gauss_newton(&params, &batch).product(&v).sum())
+            }),
+            "hessian_vector" => timer.time(name, || {
+                read(objective.hessian_vector(&params, &batch, &v).sum())
+            }),
+            "cg_iteration" => {
+                let settings = CgSettings {
+                    max_iterations: args.cg_iterations.max(1),
+                    // Neither stopping rule may end the solve early: every call does the
+                    // same number of iterations.
+                    tolerance: 0.0,
+                    residual_tolerance: 0.0,
+                    ..CgSettings::default()
+                };
+                let gradient = objective.gradient(&params, &batch, false).gradient;
+                let iterations = settings.max_iterations as f64;
+                timer.time_per(name, iterations, || {
+                    let operator = objective.curvature(sampling.kind, &params, &curvature_batch);
+                    let result =
+                        cg::solve(operator.as_ref(), 1.0, &gradient, None, None, &settings);
+                    read(result.solution.sum());
+                })
+            }
+            "hessian_free_step" => {
+                let mut timings = Vec::new();
+                timer.time(name, || {
+                    // A new optimizer each call, so that every call starts from the same
+                    // damping and no warm start: the same work each time.
+                    let mut optimizer =
+                        hessian_free.build(objective.decay_mask.clone(), network.params.total());
+                    let on_batch =
+                        BatchObjective::new(&objective, &buffers, batch.clone(), sampling);
+                    let step = optimizer
+                        .step(&on_batch, &params, 0.0)
+                        .expect("a Hessian-free step from a finite start cannot fail");
+                    read(step.params.sum());
+                    if let Some(report) = step.info.report {
+                        timings.push((report.cg_iterations, report.timing));
+                    }
+                });
+                // The warm-up call's step is left out, as from the medians.
+                breakdown = median_breakdown(timings.get(1..).unwrap_or(&[]));
+            }
+            other => unreachable!("{other} is in QUANTITIES but has no timing"),
+        }
+    }
+    let report = BenchReport {
+        config: args.config.display().to_string(),
+        model: network.summary(),
+        parameters: network.params.total(),
+        device: selected.description.clone(),
+        batch: batch_size,
+        curvature_batch: curvature_batch.len(),
+        repeats: args.repeats,
+        threads: rayon::current_num_threads(),
+        measurements: timer.measurements,
+        hessian_free_step: breakdown,
+    };
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).expect("a report always serialises");
+        write_atomic(path, text.as_bytes())?;
+    }
+    Ok(report)
+}
+
+/// `batch` images with entries uniform in [-2, 2) (about the range of normalised pixels)
+/// and labels spread over the classes, drawn from `seed`: the time of a step does not depend
+/// on what the images show.
+fn random_batch(batch: usize, seed: u64, device: &Device) -> Batch {
+    let mut rng = Rng::derive(seed, &[0xBE4C]);
+    let values: Vec<f32> = (0..batch * CHANNELS * IMAGE_SIDE * IMAGE_SIDE)
+        .map(|_| (rng.next_f64() * 4.0 - 2.0) as f32)
+        .collect();
+    let images = from_host(values, device).reshape([batch, CHANNELS, IMAGE_SIDE, IMAGE_SIDE]);
+    let classes = crate::data::CIFAR10_CLASSES.len() as u64;
+    let labels: Vec<i64> = (0..batch)
+        .map(|_| (rng.next_u64() % classes) as i64)
+        .collect();
+    let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device);
+    Batch { images, labels }
+}
+
+/// Waits for the device by reading a one-element result back.
+fn read(t: Tensor<1>) {
+    let _ = t.sum().into_scalar::<f64>();
+}
+
+struct Timer {
+    repeats: usize,
+    batch: usize,
+    device: Device,
+    measurements: Vec<Measurement>,
+}
+
+impl Timer {
+    fn time(&mut self, name: &str, run: impl FnMut()) {
+        self.time_per(name, 1.0, run)
+    }
+
+    /// Times `run`, whose call does `per` units of the quantity (seconds are divided by it).
+    fn time_per(&mut self, name: &str, per: f64, mut run: impl FnMut()) {
+        let mut call = || {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64() / per
+        };
+        let first_call_seconds = call();
+        let seconds: Vec<f64> = (0..self.repeats).map(|_| call()).collect();
+        let median_seconds = median(&seconds);
+        let what = QUANTITIES
+            .iter()
+            .find(|(q, _)| *q == name)
+            .map_or("", |(_, what)| what);
+        self.measurements.push(Measurement {
+            name: name.into(),
+            what: what.into(),
+            median_seconds,
+            seconds,
+            first_call_seconds,
+            images_per_second: self.batch as f64 / median_seconds,
+            process_peak_bytes: process_peak_bytes(),
+            device_reserved_bytes: self.device.memory_pool_usage().map(|u| u.bytes_reserved),
+        });
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// The step whose total is the median of the timed calls.
+fn median_breakdown(timings: &[(usize, StepTiming)]) -> Option<StepBreakdown> {
+    let mut sorted = timings.to_vec();
+    sorted.sort_by(|a, b| a.1.total.total_cmp(&b.1.total));
+    let (cg_iterations, t) = *sorted.get(sorted.len().checked_sub(1)? / 2)?;
+    Some(StepBreakdown {
+        cg_iterations,
+        curvature_products: t.products,
+        gradient_seconds: t.gradient,
+        cg_seconds: t.cg,
+        backtracking_seconds: t.backtracking,
+        line_search_seconds: t.line_search,
+    })
+}
+
+/// The process's peak resident memory (Linux: VmHWM), or None where unknown.
+fn process_peak_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+impl BenchReport {
+    /// The table on screen.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{}\non {}\nbatch {} (curvature products of the Hessian-free step on {}), \
+             median of {} timed calls after one warm-up call\n\n",
+            self.model, self.device, self.batch, self.curvature_batch, self.repeats,
+        );
+        out += &format!(
+            "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}\n",
+            "quantity", "median", "images/s", "first call", "peak RSS", "device mem"
+        );
+        let mib = |b: Option<u64>| b.map_or("-".into(), |b| format!("{} MiB", b >> 20));
+        for m in &self.measurements {
+            out += &format!(
+                "{:<20} {:>12} {:>12.1} {:>12} {:>12} {:>12}\n",
+                m.name,
+                milliseconds(m.median_seconds),
+                m.images_per_second,
+                milliseconds(m.first_call_seconds),
+                mib(m.process_peak_bytes),
+                mib(m.device_reserved_bytes),
+            );
+        }
+        if let Some(b) = &self.hessian_free_step {
+            out += &format!(
+                "\nHessian-free step (the median one): {} CG iterations, {} curvature products; \
+                 gradient {}, CG {}, backtracking {}, line search {}\n",
+                b.cg_iterations,
+                b.curvature_products,
+                milliseconds(b.gradient_seconds),
+                milliseconds(b.cg_seconds),
+                milliseconds(b.backtracking_seconds),
+                milliseconds(b.line_search_seconds),
+            );
+        }
+        out
+    }
+}
+
+fn milliseconds(seconds: f64) -> String {
+    if seconds >= 10.0 {
+        format!("{seconds:.1} s")
+    } else {
+        format!("{:.2} ms", seconds * 1e3)
+    }
+}

@@ -1,0 +1,244 @@
+//! `hftrain bench`: every quantity is timed and reported consistently (table, JSON), the
+//! Hessian-free step's breakdown fits inside its time, and bad options name themselves.
+
+use std::process::Command;
+
+use hftrain::bench::{BenchArgs, QUANTITIES, run};
+
+use crate::common::{TempDir, assert_error, small_config, synthetic_binary};
+
+/// A small network's config file (the bench needs no data: it times random images).
+fn config_file(dir: &TempDir) -> std::path::PathBuf {
+    let path = dir.path().join("bench.toml");
+    std::fs::write(&path, small_config(&synthetic_binary(), "flex").to_toml()).unwrap();
+    path
+}
+
+fn args(config: std::path::PathBuf) -> BenchArgs {
+    BenchArgs {
+        config,
+        device: None,
+        batch: Some(16),
+        repeats: 3,
+        cg_iterations: 3,
+        only: Vec::new(),
+        json: None,
+    }
+}
+
+#[test]
+fn bench_times_every_quantity_and_writes_them_as_json() {
+    let dir = TempDir::new();
+    let json = dir.path().join("bench.json");
+    let report = run(&BenchArgs {
+        json: Some(json.clone()),
+        ..args(config_file(&dir))
+    })
+    .unwrap();
+    let names: Vec<&str> = report
+        .measurements
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, QUANTITIES.map(|(q, _)| q).to_vec());
+    assert_eq!((report.batch, report.repeats), (16, 3));
+    for m in &report.measurements {
+        assert_eq!(m.seconds.len(), 3, "{}", m.name);
+        assert!(
+            m.median_seconds > 0.0 && m.median_seconds.is_finite(),
+            "{}: {}",
+            m.name,
+            m.median_seconds
+        );
+        let mut sorted = m.seconds.clone();
+        sorted.sort_by(f64::total_cmp);
+        assert_eq!(
+            m.median_seconds, sorted[1],
+            "{}: the median of its calls",
+            m.name
+        );
+        let per_image = 16.0 / m.median_seconds;
+        assert!(
+            (m.images_per_second - per_image).abs() <= 1e-9 * per_image,
+            "{}",
+            m.name
+        );
+        assert!(
+            m.process_peak_bytes.unwrap_or(0) > 0,
+            "{}: peak memory",
+            m.name
+        );
+    }
+    // The Hessian-free step's parts happen inside it: they cannot add up to more.
+    let step = report
+        .measurements
+        .iter()
+        .find(|m| m.name == "hessian_free_step")
+        .unwrap();
+    let parts = report.hessian_free_step.as_ref().expect("a breakdown");
+    assert!(parts.cg_iterations >= 1 && parts.curvature_products >= parts.cg_iterations);
+    let sum = parts.gradient_seconds
+        + parts.cg_seconds
+        + parts.backtracking_seconds
+        + parts.line_search_seconds;
+    let slowest = step.seconds.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        sum <= slowest * 1.001,
+        "parts {sum} s, slowest step {slowest} s"
+    );
+
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let rows = written["measurements"].as_array().unwrap();
+    assert_eq!(rows.len(), QUANTITIES.len());
+    assert_eq!(rows[2]["name"], "gradient_autodiff");
+    assert_eq!(
+        rows[2]["median_seconds"].as_f64().unwrap(),
+        report.measurements[2].median_seconds
+    );
+    let table = report.table();
+    for (name, _) in QUANTITIES {
+        assert!(table.contains(name), "the table lacks {name}:\n{table}");
+    }
+}
+
+#[test]
+fn bench_times_only_what_is_asked_and_names_a_wrong_quantity() {
+    let dir = TempDir::new();
+    let only = vec!["gradient_backprop".to_string(), "forward".to_string()];
+    let report = run(&BenchArgs {
+        only,
+        repeats: 1,
+        ..args(config_file(&dir))
+    })
+    .unwrap();
+    // In the bench's own order, whatever the order asked.
+    let names: Vec<&str> = report
+        .measurements
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(names, ["forward", "gradient_backprop"]);
+    assert!(report.hessian_free_step.is_none());
+
+    assert_error(
+        run(&BenchArgs {
+            only: vec!["gradients".into()],
+            ..args(config_file(&dir))
+        }),
+        &["--only gradients", "gradient_autodiff"],
+    );
+    assert_error(
+        run(&BenchArgs {
+            batch: Some(0),
+            ..args(config_file(&dir))
+        }),
+        &["--batch 0"],
+    );
+    assert_error(
+        run(&args(dir.path().join("missing.toml"))),
+        &["missing.toml"],
+    );
+}
+
+#[test]
+fn bench_command_prints_its_table() {
+    let dir = TempDir::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args([
+            "bench",
+            "--repeats",
+            "1",
+            "--batch",
+            "4",
+            "--only",
+            "forward,sgd_step",
+        ])
+        .arg("--config")
+        .arg(config_file(&dir))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sgd_step") && stdout.contains("images/s"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("batch 4"), "{stdout}");
+}
+
+#[test]
+fn kernel_cache_lives_where_the_user_expects() {
+    use hftrain::kernel_cache::directory_from;
+    let os = |s: &str| Some(std::ffi::OsString::from(s));
+    assert_eq!(
+        directory_from(None, None, os("/home/ada")),
+        Some("/home/ada/.cache/hftrain/kernels".into())
+    );
+    assert_eq!(
+        directory_from(os(""), os("/xdg"), os("/home/ada")),
+        Some("/xdg/hftrain/kernels".into())
+    );
+    assert_eq!(
+        directory_from(os("/scratch/k"), os("/xdg"), os("/home/ada")),
+        Some("/scratch/k".into())
+    );
+    assert_eq!(directory_from(os("off"), os("/xdg"), os("/home/ada")), None);
+    assert_eq!(directory_from(None, None, None), None);
+}
+
+/// A wgpu run leaves its autotune results in HFTRAIN_KERNEL_CACHE, for the next run.
+#[test]
+fn a_wgpu_run_keeps_its_autotune_results_in_the_kernel_cache() {
+    let dir = TempDir::new();
+    let cache = dir.path().join("kernels");
+    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args([
+            "bench",
+            "--repeats",
+            "1",
+            "--batch",
+            "2",
+            "--only",
+            "forward",
+        ])
+        .args(["--device", "wgpu-cpu", "--config"])
+        .arg(config_file(&dir))
+        .env("HFTRAIN_KERNEL_CACHE", &cache)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let files = walk(&cache);
+    println!(
+        "measured: {} files in the kernel cache after one wgpu run",
+        files.len()
+    );
+    // A build without the `persistence` feature keeps nothing, by design.
+    assert_eq!(
+        !files.is_empty(),
+        cfg!(feature = "persistence"),
+        "files in {}: {files:?}",
+        cache.display()
+    );
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
