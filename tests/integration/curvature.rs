@@ -488,25 +488,10 @@ fn f64_gauss_newton_equals_hessian_for_softmax_regression() {
 #[test]
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
 fn f64_wgpu_products_in_f32_match_the_f64_result() {
-    use hftrain::device::DeviceChoice;
-    // A `vulkan` build compiles to SPIR-V: its kernels are checked too (on lavapipe).
-    let choices: &[DeviceChoice] = if cfg!(feature = "vulkan") {
-        &[DeviceChoice::WgpuCpu, DeviceChoice::VulkanCpu]
-    } else {
-        &[DeviceChoice::WgpuCpu]
-    };
-    for &choice in choices {
-        let selected = hftrain::device::select(choice).expect(
-            "the wgpu software adapter (lavapipe, package mesa-vulkan-drivers) is installed",
-        );
-        println!("measured: {choice} is {}", selected.description);
-        wgpu_products_match_the_f64_result(&selected.device);
-    }
-}
-
-fn wgpu_products_match_the_f64_result(wgpu: &Device) {
-    let wgpu = wgpu.clone();
     let d64 = flex_f64();
+    let wgpu = hftrain::device::select(hftrain::device::DeviceChoice::WgpuCpu)
+        .expect("the wgpu software adapter (lavapipe, package mesa-vulkan-drivers) is installed")
+        .device;
     let (name, model) = networks().remove(0);
     let p64 = problem(&model, 13, 4, &d64);
     let host = |t: &Tensor<1>| to_host(t);

@@ -9,6 +9,7 @@ mod config_errors;
 mod curvature;
 mod data_binary;
 mod data_folder;
+mod devices;
 mod download;
 mod fuzz;
 mod hessian_free;
