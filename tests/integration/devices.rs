@@ -34,8 +34,10 @@ fn vulkan_cpu_names_its_compiler_and_computes_what_flex_computes() {
     );
 
     let flex = select(DeviceChoice::Flex).unwrap().device;
-    let mut model = hftrain::config::ModelConfig::default();
-    model.stages = vec![StageConfig::new(&["conv 4", "relu", "max-pool", "flatten"])];
+    let model = hftrain::config::ModelConfig {
+        stages: vec![StageConfig::new(&["conv 4", "relu", "max-pool", "flatten"])],
+        ..Default::default()
+    };
     let network = Network::new(&model, 10).unwrap();
     let (params, _) = network.init(3, &flex);
     let n = 4;
