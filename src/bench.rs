@@ -17,6 +17,8 @@ use crate::curvature::{Batch, BatchObjective, CurvatureSampling, NetworkObjectiv
 use crate::data::{CHANNELS, IMAGE_SIDE};
 use crate::device::DeviceChoice;
 use crate::fsutil::write_atomic;
+use crate::model::layer::Gradients;
+use crate::model::loss::cross_entropy_gradient;
 use crate::model::{Network, correct_count, cross_entropy};
 use crate::optim::cg::{self, CgSettings};
 use crate::optim::hessian_free::StepTiming;
@@ -51,6 +53,9 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file [default: none, only printed].
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also time each layer alone (forward, vjp, jvp), to see where a gradient's time goes.
+    #[arg(long)]
+    pub layers: bool,
 }
 
 /// The quantities, in the order they are timed (cheapest first, so that the process's peak
@@ -122,6 +127,16 @@ pub struct StepBreakdown {
     pub line_search_seconds: f64,
 }
 
+/// One layer's share of a recorded forward pass, our backprop and the forward tangent
+/// (median seconds; each ends with `Device::sync`, so a lazy backend's work is in it).
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerTime {
+    pub layer: String,
+    pub forward_seconds: f64,
+    pub vjp_seconds: f64,
+    pub jvp_seconds: f64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub config: String,
@@ -134,6 +149,8 @@ pub struct BenchReport {
     pub threads: usize,
     pub measurements: Vec<Measurement>,
     pub hessian_free_step: Option<StepBreakdown>,
+    /// With `--layers`.
+    pub layers: Option<Vec<LayerTime>>,
 }
 
 /// Runs the benchmark and writes the JSON where asked.
@@ -276,6 +293,17 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
             other => unreachable!("{other} is in QUANTITIES but has no timing"),
         }
     }
+    let layers = args.layers.then(|| {
+        log::info!("timing each layer");
+        time_layers(
+            &network,
+            &params,
+            &v,
+            &batch,
+            config.train.label_smoothing,
+            args.repeats,
+        )
+    });
     let report = BenchReport {
         config: args.config.display().to_string(),
         model: network.summary(),
@@ -287,6 +315,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         threads: rayon::current_num_threads(),
         measurements: timer.measurements,
         hessian_free_step: breakdown,
+        layers,
     };
     if let Some(path) = &args.json {
         let text = serde_json::to_string_pretty(&report).expect("a report always serialises");
@@ -310,6 +339,81 @@ fn random_batch(batch: usize, seed: u64, device: &Device) -> Batch {
         .collect();
     let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [batch]), device);
     Batch { images, labels }
+}
+
+/// Each layer alone: its recorded forward pass, its vjp (parameter and input gradients) on
+/// the loss's gradient, its jvp for the parameter tangent `v`; medians of `repeats` passes
+/// after a warm-up pass.
+fn time_layers(
+    network: &Network,
+    params: &Tensor<1>,
+    v: &Tensor<1>,
+    batch: &Batch,
+    label_smoothing: f32,
+    repeats: usize,
+) -> Vec<LayerTime> {
+    let device = batch.images.device();
+    let wait = || {
+        device
+            .sync()
+            .expect("the device failed while timing a layer")
+    };
+    let parts = network.params.split(params);
+    let tangents = network.params.split(v);
+    let layers = network.layers();
+    // seconds[layer][0: forward, 1: vjp, 2: jvp], one entry per timed pass.
+    let mut seconds = vec![[Vec::new(), Vec::new(), Vec::new()]; layers.len()];
+    for pass in 0..=repeats {
+        let keep = pass > 0;
+        let mut x = batch.images.clone();
+        let mut records = Vec::with_capacity(layers.len());
+        for (i, layer) in layers.iter().enumerate() {
+            let clock = Instant::now();
+            let (y, record) = layer.record(x, &parts);
+            wait();
+            if keep {
+                seconds[i][0].push(clock.elapsed().as_secs_f64());
+            }
+            records.push(record);
+            x = y;
+        }
+        let [n, k, _, _] = x.dims();
+        let logits = x.reshape([n, k]);
+        let mut dy = cross_entropy_gradient(logits, batch.labels.clone(), label_smoothing)
+            .reshape([n, k, 1, 1]);
+        let mut grads = Gradients::new(network.params.entries().len(), false, n);
+        for (i, record) in records.iter().enumerate().rev() {
+            let clock = Instant::now();
+            let dx = record.vjp(&parts, dy, &mut grads, i > 0);
+            wait();
+            if keep {
+                seconds[i][1].push(clock.elapsed().as_secs_f64());
+            }
+            match dx {
+                Some(dx) => dy = dx,
+                None => break,
+            }
+        }
+        let mut dx = None;
+        for (i, record) in records.iter().enumerate() {
+            let clock = Instant::now();
+            dx = record.jvp(&parts, &tangents, dx);
+            wait();
+            if keep {
+                seconds[i][2].push(clock.elapsed().as_secs_f64());
+            }
+        }
+    }
+    layers
+        .iter()
+        .zip(seconds)
+        .map(|(layer, [forward, vjp, jvp])| LayerTime {
+            layer: layer.describe(),
+            forward_seconds: median(&forward),
+            vjp_seconds: median(&vjp),
+            jvp_seconds: median(&jvp),
+        })
+        .collect()
 }
 
 /// Waits for the device by reading a one-element result back.
@@ -425,6 +529,31 @@ impl BenchReport {
                 milliseconds(b.backtracking_seconds),
                 milliseconds(b.line_search_seconds),
             );
+        }
+        if let Some(layers) = &self.layers {
+            let total: f64 = layers
+                .iter()
+                .map(|l| l.forward_seconds + l.vjp_seconds)
+                .sum();
+            out += &format!(
+                "\neach layer alone (medians; share: of forward + vjp over all layers, {})\n{:<44} {:>11} {:>11} {:>11} {:>6}\n",
+                milliseconds(total),
+                "layer",
+                "forward",
+                "vjp",
+                "jvp",
+                "share"
+            );
+            for l in layers {
+                out += &format!(
+                    "{:<44} {:>11} {:>11} {:>11} {:>5.1}%\n",
+                    l.layer.chars().take(44).collect::<String>(),
+                    milliseconds(l.forward_seconds),
+                    milliseconds(l.vjp_seconds),
+                    milliseconds(l.jvp_seconds),
+                    100.0 * (l.forward_seconds + l.vjp_seconds) / total
+                );
+            }
         }
         out
     }

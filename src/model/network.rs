@@ -19,6 +19,9 @@ use crate::rng::Rng;
 #[derive(Debug, Clone)]
 pub struct Network {
     body: Sequence,
+    /// The same layers one by one (each stage's layers, a residual block as one), for
+    /// `hftrain bench --layers`.
+    flat: Vec<Arc<dyn Layer>>,
     /// Trainable parameters.
     pub params: Layout,
     /// Batch-norm running statistics (not trained; updated from batch statistics).
@@ -59,6 +62,7 @@ impl Network {
             width: IMAGE_SIDE,
         };
         let mut layers: Vec<Arc<dyn Layer>> = Vec::new();
+        let mut flat: Vec<Arc<dyn Layer>> = Vec::new();
         for (s, stage) in config.stages.iter().enumerate() {
             if stage.layers.is_empty() && stage.residual.is_empty() {
                 return Err(format!(
@@ -70,6 +74,7 @@ impl Network {
                 build_list(&stage.layers, &format!("{field}.layers"), shape, b)
             })?;
             if !sequence.layers.is_empty() {
+                flat.extend(sequence.layers.iter().cloned());
                 layers.push(Arc::new(sequence));
             }
             shape = output;
@@ -82,7 +87,9 @@ impl Network {
                         Residual::new(branch, shape, output, b)
                     })
                     .map_err(|e| format!("{field}.residual: {e}"))?;
-                layers.push(Arc::new(block));
+                let block: Arc<dyn Layer> = Arc::new(block);
+                flat.push(block.clone());
+                layers.push(block);
                 shape = output;
             }
         }
@@ -101,12 +108,15 @@ impl Network {
         let classifier = b.scoped("classifier", |b| {
             Linear::declare(b, shape, num_classes, true)
         })?;
-        layers.push(Arc::new(classifier));
+        let mut tail: Vec<Arc<dyn Layer>> = vec![Arc::new(classifier)];
         if scale != 1.0 {
-            layers.push(Arc::new(Scale(scale)));
+            tail.push(Arc::new(Scale(scale)));
         }
+        flat.extend(tail.iter().cloned());
+        layers.extend(tail);
         Ok(Self {
             body: Sequence { layers },
+            flat,
             params: b.params,
             buffers: b.buffers,
             param_inits: b.param_inits,
@@ -199,6 +209,12 @@ impl Network {
             Some(d) => logits(d),
             None => tape.logits.zeros_like(),
         }
+    }
+
+    /// The layers one by one, in order (a residual block as one): what a recorded pass
+    /// through them computes is `forward_recorded`'s, layer by layer.
+    pub fn layers(&self) -> &[Arc<dyn Layer>] {
+        &self.flat
     }
 
     /// Batch-norm statistics of a recorded pass, for the running-statistics update.

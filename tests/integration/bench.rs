@@ -23,6 +23,7 @@ fn args(config: std::path::PathBuf) -> BenchArgs {
         cg_iterations: 3,
         only: Vec::new(),
         json: None,
+        layers: false,
     }
 }
 
@@ -241,4 +242,47 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     files
+}
+
+#[test]
+fn bench_times_each_layer_and_the_layers_make_the_network() {
+    let dir = TempDir::new();
+    let report = run(&BenchArgs {
+        only: vec!["forward".into()],
+        layers: true,
+        repeats: 1,
+        ..args(config_file(&dir))
+    })
+    .unwrap();
+    let config = small_config(&synthetic_binary(), "flex");
+    let network = hftrain::model::Network::new(&config.model, 10).unwrap();
+    let layers = report
+        .layers
+        .as_ref()
+        .expect("--layers gives per-layer times");
+    // Three stages of 4, 4 and 5 layers, then the classifier.
+    assert_eq!(layers.len(), 14);
+    for (row, layer) in layers.iter().zip(network.layers()) {
+        assert_eq!(row.layer, layer.describe());
+        assert!(row.forward_seconds > 0.0 && row.vjp_seconds > 0.0 && row.jvp_seconds > 0.0);
+    }
+    assert!(report.table().contains("each layer alone"));
+
+    // The layers one after another compute the network's own recorded pass.
+    let device = hftrain::device::select(hftrain::device::DeviceChoice::Flex)
+        .unwrap()
+        .device;
+    let (params, _) = network.init(5, &device);
+    let parts = network.params.split(&params);
+    let images = crate::common::random_tensor(9, [3, 3, 32, 32], &device);
+    let mut x = images.clone();
+    for layer in network.layers() {
+        x = layer.record(x, &parts).0;
+    }
+    let whole = network.forward_recorded(images, &parts).logits;
+    let by_layers = x.reshape([3, 10]);
+    assert_eq!(
+        by_layers.into_data().try_to_vec::<f32>().unwrap(),
+        whole.into_data().try_to_vec::<f32>().unwrap()
+    );
 }
