@@ -17,6 +17,7 @@ use crate::curvature::{Batch, BatchObjective, CurvatureSampling, NetworkObjectiv
 use crate::data::{CHANNELS, IMAGE_SIDE};
 use crate::device::DeviceChoice;
 use crate::fsutil::write_atomic;
+use crate::inspect::sync;
 use crate::model::layer::Gradients;
 use crate::model::loss::cross_entropy_gradient;
 use crate::model::{Network, correct_count, cross_entropy};
@@ -208,12 +209,12 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         }
         log::info!("timing {name}");
         match name {
-            "forward" => timer.time(name, || read(objective.value(&params, &batch))),
+            "forward" => timer.time(name, || sync(&objective.value(&params, &batch))),
             "evaluation" => timer.time(name, || {
                 let logits = network.predict(batch.images.clone(), &params, &buffers);
                 let correct = correct_count(logits.clone(), batch.labels.clone());
                 let loss = cross_entropy(logits, batch.labels.clone(), 0.0);
-                read(loss);
+                sync(&loss);
                 let _ = correct.into_scalar::<i64>();
             }),
             "gradient_autodiff" => timer.time(name, || {
@@ -225,10 +226,10 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                     batch.labels.clone(),
                     config.train.label_smoothing,
                 );
-                read(out.gradient.sum());
+                sync(&out.gradient);
             }),
             "gradient_backprop" => timer.time(name, || {
-                read(objective.gradient(&params, &batch, false).gradient.sum())
+                sync(&objective.gradient(&params, &batch, false).gradient)
             }),
             "sgd_step" => {
                 let sgd_config = match &config.optimizer {
@@ -243,14 +244,14 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                     let step = sgd
                         .step(&on_batch, &params, sgd_config.lr)
                         .expect("an SGD step cannot fail");
-                    read(step.params.sum());
+                    sync(&step.params);
                 })
             }
             "gauss_newton_vector" => timer.time(name, || {
-                read(objective.gauss_newton(&params, &batch).product(&v).sum())
+                sync(&objective.gauss_newton(&params, &batch).product(&v))
             }),
             "hessian_vector" => timer.time(name, || {
-                read(objective.hessian_vector(&params, &batch, &v).sum())
+                sync(&objective.hessian_vector(&params, &batch, &v))
             }),
             "cg_iteration" => {
                 let settings = CgSettings {
@@ -267,7 +268,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                     let operator = objective.curvature(sampling.kind, &params, &curvature_batch);
                     let result =
                         cg::solve(operator.as_ref(), 1.0, &gradient, None, None, &settings);
-                    read(result.solution.sum());
+                    sync(&result.solution);
                 })
             }
             "hessian_free_step" => {
@@ -282,7 +283,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                     let step = optimizer
                         .step(&on_batch, &params, 0.0)
                         .expect("a Hessian-free step from a finite start cannot fail");
-                    read(step.params.sum());
+                    sync(&step.params);
                     if let Some(report) = step.info.report {
                         timings.push((report.cg_iterations, report.timing));
                     }
@@ -416,11 +417,6 @@ fn time_layers(
         .collect()
 }
 
-/// Waits for the device by reading a one-element result back.
-fn read(t: Tensor<1>) {
-    let _ = t.sum().into_scalar::<f64>();
-}
-
 struct Timer {
     repeats: usize,
     batch: usize,
@@ -454,7 +450,7 @@ impl Timer {
             seconds,
             first_call_seconds,
             images_per_second: self.batch as f64 / median_seconds,
-            process_peak_bytes: process_peak_bytes(),
+            process_peak_bytes: crate::memory::process_peak(),
             device_reserved_bytes: self.device.memory_pool_usage().map(|u| u.bytes_reserved),
         });
     }
@@ -484,14 +480,6 @@ fn median_breakdown(timings: &[(usize, StepTiming)]) -> Option<StepBreakdown> {
         backtracking_seconds: t.backtracking,
         line_search_seconds: t.line_search,
     })
-}
-
-/// The process's peak resident memory (Linux: VmHWM), or None where unknown.
-fn process_peak_bytes() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 impl BenchReport {

@@ -62,8 +62,8 @@ pub fn seeded_direction(len: usize, seed: u64, device: &Device) -> Tensor<1> {
     )
 }
 
-/// Waits for the device by reading one value back.
-fn sync(t: &Tensor<1>) {
+/// Waits for the device by reading one value back (also `hftrain bench`'s).
+pub(crate) fn sync(t: &Tensor<1>) {
     let _ = t.clone().sum().into_scalar::<f64>();
 }
 

@@ -28,8 +28,18 @@ pub fn lower_bound(config: &Config, network: &Network) -> (u64, u64) {
 
 /// Memory the host can still give (Linux: MemAvailable), or None where unknown.
 pub fn available() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    proc_kib("/proc/meminfo", "MemAvailable:")
+}
+
+/// The process's peak resident memory (Linux: VmHWM), or None where unknown.
+pub fn process_peak() -> Option<u64> {
+    proc_kib("/proc/self/status", "VmHWM:")
+}
+
+/// A `key   N kB` line of a Linux /proc file, in bytes.
+fn proc_kib(path: &str, key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use hftrain::bench::{BenchArgs, QUANTITIES, run};
 
-use crate::common::{TempDir, assert_error, small_config, synthetic_binary};
+use crate::common::{TempDir, assert_error, hftrain, small_config, synthetic_binary};
 
 /// A small network's config file (the bench needs no data: it times random images).
 fn config_file(dir: &TempDir) -> std::path::PathBuf {
@@ -145,31 +145,24 @@ fn bench_times_only_what_is_asked_and_names_a_wrong_quantity() {
 #[test]
 fn bench_command_prints_its_table() {
     let dir = TempDir::new();
-    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args([
-            "bench",
-            "--repeats",
-            "1",
-            "--batch",
-            "4",
-            "--only",
-            "forward,sgd_step",
-        ])
-        .arg("--config")
-        .arg(config_file(&dir))
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let config = config_file(&dir);
+    let (ok, text) = hftrain(&[
+        "bench",
+        "--repeats",
+        "1",
+        "--batch",
+        "4",
+        "--only",
+        "forward,sgd_step",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        text.contains("sgd_step") && text.contains("images/s"),
+        "{text}"
     );
-    assert!(
-        stdout.contains("sgd_step") && stdout.contains("images/s"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("batch 4"), "{stdout}");
+    assert!(text.contains("batch 4"), "{text}");
 }
 
 #[test]

@@ -2,18 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::TempDir;
-
-fn hftrain(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
-        .args(args)
-        .env_remove("HFTRAIN_DATA")
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    (out.status.success(), text)
-}
+use crate::common::{TempDir, hftrain};
 
 #[test]
 fn bad_config_exits_non_zero_naming_file_and_key() {

@@ -322,3 +322,16 @@ pub fn hessian_free(config: &mut Config) -> &mut hftrain::config::HessianFreeCon
         .hessian_free_mut()
         .unwrap_or_else(|| panic!("the config trains with {name}, not Hessian-free"))
 }
+
+/// Runs the hftrain binary with `args` (without a data directory from the environment):
+/// whether it succeeded, and its standard error then standard output.
+pub fn hftrain(args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(args)
+        .env_remove("HFTRAIN_DATA")
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    (out.status.success(), text)
+}
