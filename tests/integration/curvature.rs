@@ -203,6 +203,103 @@ fn f64_every_layer_jvp_equals_central_differences() {
     }
 }
 
+/// A convolution as patches times a matrix (hftrain's road where Burn's kernels are slow)
+/// computes what Burn's convolution computes: the forward pass, the weight gradient, and
+/// the weight gradient of squares (the preconditioner's), with stride and padding.
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_convolution_by_patches_equals_burn_convolution() {
+    use burn::tensor::module::{conv2d, conv2d_weight_backward};
+    use burn::tensor::ops::ConvOptions;
+    use hftrain::model::layers::patches::Patches;
+    let d = flex_f64();
+    // (input, out channels, kernel, stride, padding)
+    let cases = [
+        ([2, 3, 7, 8], 4, 3, 1, 1),
+        ([2, 2, 9, 9], 3, 5, 2, 1),
+        ([3, 4, 6, 6], 5, 3, 1, 0),
+    ];
+    for (i, (input, out, k, stride, padding)) in cases.into_iter().enumerate() {
+        let seed = 300 + 10 * i as u64;
+        let x = random_tensor(seed, input, &d);
+        let w = random_tensor(seed + 1, [out, input[1], k, k], &d);
+        let options = ConvOptions::new([stride; 2], [padding; 2], [1, 1], 1);
+        let y = conv2d(x.clone(), w.clone(), None, options.clone());
+        let dy = random_tensor(seed + 2, y.dims(), &d);
+        let patches = Patches::of(&x, k, stride, padding);
+        let name = format!("{input:?} -> {out}, kernel {k} stride {stride} padding {padding}");
+
+        let err = relative_error(&patches.convolve(w.clone()), &y);
+        println!("measured: patches forward      {name:<44} relative error {err:.1e}");
+        assert!(err < 1e-12, "{name}: forward off by {err}");
+
+        let reference = conv2d_weight_backward(x.clone(), w.clone(), dy.clone(), options.clone());
+        let err = relative_error(&patches.weight_gradient(dy.clone(), w.dims()), &reference);
+        println!("measured: patches weight grad  {name:<44} relative error {err:.1e}");
+        assert!(err < 1e-12, "{name}: weight gradient off by {err}");
+
+        let squares = conv2d_weight_backward(
+            x.clone().powi_scalar(2),
+            w.clone(),
+            dy.clone().powi_scalar(2),
+            options,
+        );
+        let err = relative_error(&patches.squared_weight_gradient(dy, w.dims()), &squares);
+        println!("measured: patches squares      {name:<44} relative error {err:.1e}");
+        assert!(err < 1e-12, "{name}: squared weight gradient off by {err}");
+    }
+}
+
+/// A recorded convolution answers every vjp and jvp alike however often it is asked: a
+/// layer with many inputs per output switches to patches from its second use (a CG solve's
+/// repeated products), one with few from its first, and the answers may not change.
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_conv_record_gives_the_same_products_on_every_use() {
+    let d = flex_f64();
+    for (i, (line, input)) in [
+        ("conv 5 kernel=5 stride=2 padding=1", [2, 2, 9, 9]),
+        ("conv 4 bias=true", [2, 2, 5, 5]),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let case = layer_case(line, input);
+        let seed = 400 + 10 * i as u64;
+        let x = random_tensor(seed, input, &d);
+        let dx = random_tensor(seed + 1, input, &d);
+        let params = random_params(&case, seed, &d);
+        let tangents = random_params(&case, seed + 5, &d);
+        let (y, record) = case.layer.record(x, &params);
+        let dy = random_tensor(seed + 2, y.dims(), &d);
+        let vjp = || {
+            let mut grads = Gradients::new(params.len(), true, input[0]);
+            let dx = record.vjp(&params, dy.clone(), &mut grads, true).unwrap();
+            let (grads, squares) = grads.finish(&params);
+            (dx, grads, squares.unwrap())
+        };
+        let jvp = || flat(record.jvp(&params, &tangents, Some(dx.clone())).unwrap());
+        let (first_dx, first_grads, first_squares) = vjp();
+        let first_jvp = jvp();
+        for (use_, (dx, grads, squares)) in [vjp(), vjp()].into_iter().enumerate() {
+            let mut worst = relative_error(&flat(dx), &flat(first_dx.clone()));
+            for (a, b) in grads.iter().zip(&first_grads) {
+                worst = worst.max(relative_error(a, b));
+            }
+            for (a, b) in squares.iter().zip(&first_squares) {
+                worst = worst.max(relative_error(a, b));
+            }
+            let jvp_err = relative_error(&jvp(), &first_jvp);
+            println!(
+                "measured: record reuse {line:<36} use {}: vjp {worst:.1e}, jvp {jvp_err:.1e}",
+                use_ + 2
+            );
+            assert!(worst < 1e-12, "{line}: vjp changed on reuse by {worst}");
+            assert!(jvp_err < 1e-12, "{line}: jvp changed on reuse by {jvp_err}");
+        }
+    }
+}
+
 // ---- whole networks ----
 
 fn model(stages: Vec<StageConfig>, logit_scale: f32) -> ModelConfig {

@@ -3,15 +3,18 @@
 //! the map keeps its size at stride 1), and a bias unless batch norm follows (its mean
 //! subtraction would cancel it).
 
+use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 
 use burn::prelude::*;
 use burn::tensor::module::{conv_transpose2d, conv2d, conv2d_weight_backward};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
+use super::patches::{FEW_INPUTS, Patches};
 use crate::model::builder::{Builder, Init};
 use crate::model::layer::{
-    BatchStats, Gradients, Layer, Pass, Recorded, Shape, add_tangents, channel_sum, reshape,
+    BatchStats, Gradients, Layer, Pass, Recorded, Shape, add_tangents, channel_sum, per_channel,
+    reshape,
 };
 use crate::model::spec::LayerSpec;
 
@@ -138,15 +141,25 @@ impl Conv {
         conv2d(x, self.weight(params), bias, self.options())
     }
 
-    /// The parameters' gradients from the input `x` and the output's gradient `dy`.
+    fn weight_dims(&self) -> [usize; 4] {
+        let k = self.kernel;
+        [self.out_channels, self.in_channels, k, k]
+    }
+
+    /// The parameters' gradients from the input `x` (or its patches) and the output's
+    /// gradient `dy`.
     fn param_gradients(
         &self,
         x: Tensor<4>,
+        patches: Option<&Patches>,
         dy: Tensor<4>,
         params: &[Tensor<1>],
     ) -> (Tensor<4>, Option<Tensor<1>>) {
-        // Burn reads only the weight's shape here (its value takes no part).
-        let dw = conv2d_weight_backward(x, self.weight(params), dy.clone(), self.options());
+        let dw = match patches {
+            Some(patches) => patches.weight_gradient(dy.clone(), self.weight_dims()),
+            // Burn reads only the weight's shape here (its value takes no part).
+            None => conv2d_weight_backward(x, self.weight(params), dy.clone(), self.options()),
+        };
         (dw, self.bias.map(|_| channel_sum(dy)))
     }
 }
@@ -178,6 +191,8 @@ impl Layer for Conv {
             Box::new(ConvRecord {
                 conv: *self,
                 input: x,
+                patches: OnceCell::new(),
+                uses: Cell::new(0),
             }),
         )
     }
@@ -186,6 +201,42 @@ impl Layer for Conv {
 struct ConvRecord {
     conv: Conv,
     input: Tensor<4>,
+    /// The input's patches once made (`None` where they do not fit or do not pay here).
+    patches: OnceCell<Option<Patches>>,
+    /// vjp and jvp calls on this record so far.
+    uses: Cell<usize>,
+}
+
+impl ConvRecord {
+    /// The recorded input's patches, where they pay: from the first use for a layer with few
+    /// inputs per output (Burn's weight gradient is slow there), from the second use
+    /// otherwise (a CG solve's repeated products on one record; a plain gradient uses a
+    /// record once and keeps Burn's kernels). Made once, within the memory budget.
+    fn patches(&self) -> Option<&Patches> {
+        let uses = self.uses.get() + 1;
+        self.uses.set(uses);
+        if let Some(made) = self.patches.get() {
+            return made.as_ref();
+        }
+        let c = &self.conv;
+        let few_inputs = c.in_channels * c.kernel * c.kernel <= FEW_INPUTS;
+        if !few_inputs && uses < 2 {
+            return None;
+        }
+        let dims = self.input.dims();
+        let out = c.output_shape(Shape {
+            channels: dims[1],
+            height: dims[2],
+            width: dims[3],
+        });
+        let bytes = Patches::bytes(dims, [out.height, out.width], c.kernel);
+        self.patches
+            .get_or_init(|| {
+                Patches::allowed(bytes, &self.input.device())
+                    .then(|| Patches::of(&self.input, c.kernel, c.stride, c.padding))
+            })
+            .as_ref()
+    }
 }
 
 impl Recorded for ConvRecord {
@@ -197,15 +248,26 @@ impl Recorded for ConvRecord {
         need_input: bool,
     ) -> Option<Tensor<4>> {
         let c = &self.conv;
-        let (dw, db) = c.param_gradients(self.input.clone(), dy.clone(), params);
+        let patches = self.patches();
+        let (dw, db) = c.param_gradients(self.input.clone(), patches, dy.clone(), params);
         grads.put(c.weight, dw);
         if let (Some(index), Some(db)) = (c.bias, db) {
             grads.put(index, db);
         }
         if grads.wants_squares() {
             let squared = |t: Tensor<4>| t.powi_scalar(2);
-            let (dw2, db2) =
-                c.param_gradients(squared(self.input.clone()), squared(dy.clone()), params);
+            let (dw2, db2) = match patches {
+                Some(patches) => (
+                    patches.squared_weight_gradient(dy.clone(), c.weight_dims()),
+                    c.bias.map(|_| channel_sum(squared(dy.clone()))),
+                ),
+                None => c.param_gradients(
+                    squared(self.input.clone()),
+                    None,
+                    squared(dy.clone()),
+                    params,
+                ),
+            };
             grads.put_square(c.weight, dw2);
             if let (Some(index), Some(db2)) = (c.bias, db2) {
                 grads.put_square(index, db2);
@@ -238,7 +300,16 @@ impl Recorded for ConvRecord {
     ) -> Option<Tensor<4>> {
         // Linear in both arguments: conv(x, dW) + db + conv(dx, W).
         let c = &self.conv;
-        let from_params = c.apply(self.input.clone(), tangents);
+        let from_params = match self.patches() {
+            Some(patches) => {
+                let y = patches.convolve(c.weight(tangents));
+                match c.bias {
+                    Some(b) => y + per_channel(tangents[b].clone()),
+                    None => y,
+                }
+            }
+            None => c.apply(self.input.clone(), tangents),
+        };
         let from_input = dx.map(|dx| conv2d(dx, c.weight(params), None, c.options()));
         add_tangents(Some(from_params), from_input)
     }

@@ -9,6 +9,7 @@ pub mod flatten;
 pub mod gelu;
 pub mod linear;
 pub mod max_pool;
+pub mod patches;
 pub mod relu;
 pub mod residual;
 pub mod scale;
