@@ -70,6 +70,15 @@ fn impossible_values_are_named_with_the_expected_range() {
         &["device = \"tpu\"", "auto, wgpu, wgpu-cpu, flex"],
     );
     assert_error(load("[optimizer]\nkind = \"lbfgs\"\n"), &["kind", "lbfgs"]);
+    assert_error(
+        load(
+            "[optimizer]\nkind = \"hessian-free\"\n[optimizer.hessian_free]\njudge_on_backtracking_batch = true\n",
+        ),
+        &[
+            "optimizer.hessian_free.judge_on_backtracking_batch = true",
+            "backtracking_batch_size = 0",
+        ],
+    );
     // Several problems are reported together.
     let message = assert_error(
         load("[train]\nepochs = 0\n[checkpoint]\nkeep = 0\n"),

@@ -467,6 +467,99 @@ fn hessian_free_rejects_non_finite_steps_raises_damping_and_then_stops() {
     assert!(error.contains("not finite"), "{error}");
 }
 
+/// A quadratic whose backtracking subset is another quadratic (its own linear term), counting
+/// how often each objective is taken.
+struct WithSubset {
+    whole: Quadratic,
+    subset: Quadratic,
+    whole_calls: std::cell::Cell<usize>,
+    subset_calls: std::cell::Cell<usize>,
+}
+
+impl Problem for WithSubset {
+    fn value(&self, params: &Tensor<1>) -> f64 {
+        self.whole_calls.set(self.whole_calls.get() + 1);
+        self.whole.value_at(params)
+    }
+
+    fn backtracking_value(&self, params: &Tensor<1>) -> Option<f64> {
+        self.subset_calls.set(self.subset_calls.get() + 1);
+        Some(self.subset.value_at(params))
+    }
+
+    fn curvature(&self, _params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {
+        Box::new(Dense(self.whole.a.clone()))
+    }
+}
+
+/// `judge_on_backtracking_batch`: rho and the line search read the change of the subset's
+/// objective across the step, and the whole batch's objective is never taken during a step;
+/// without it the chosen iterate's whole-batch objective decides, as before.
+#[test]
+fn a_step_judged_on_the_backtracking_batch_reads_only_the_subset_objective() {
+    let d = Device::flex();
+    let n = 8;
+    let eigenvalues: Vec<f64> = (0..n).map(|i| 1.0 + i as f64).collect();
+    let a = matrix_with_spectrum(&eigenvalues, 6, &d);
+    let b = random_tensor(7, [n], &d);
+    let problem = || WithSubset {
+        whole: Quadratic {
+            a: a.clone(),
+            b: b.clone(),
+            poisoned: false,
+        },
+        subset: Quadratic {
+            a: a.clone(),
+            b: b.clone() + random_tensor(8, [n], &d).mul_scalar(0.3),
+            poisoned: false,
+        },
+        whole_calls: Default::default(),
+        subset_calls: Default::default(),
+    };
+    let x = random_tensor(9, [n], &d);
+    for judge_on_subset in [true, false] {
+        let problem = problem();
+        let settings = HessianFreeConfig {
+            judge_on_backtracking_batch: judge_on_subset,
+            ..HessianFreeConfig::default()
+        };
+        let value = problem.whole.value_at(&x);
+        let gradient = problem.whole.gradient(&x);
+        let (next, report) = HessianFree::new(&settings, n)
+            .step_from(&problem, &x, value, &gradient, None)
+            .unwrap();
+        assert!(report.accepted, "{report:?}");
+        assert_eq!(report.step_size, 1.0, "{report:?}");
+        let judged = match judge_on_subset {
+            true => &problem.subset,
+            false => &problem.whole,
+        };
+        let change = judged.value_at(&next) - judged.value_at(&x);
+        println!(
+            "measured: judged on subset {judge_on_subset}: actual {:.6e}, judged objective's change {change:.6e}, whole-batch values taken {}",
+            report.actual,
+            problem.whole_calls.get()
+        );
+        assert!(
+            (report.actual - change).abs() <= 1e-5 * change.abs(),
+            "rho's actual change {} is not the judged objective's {change}",
+            report.actual
+        );
+        assert!((report.rho - report.actual / report.predicted).abs() < 1e-12);
+        assert_eq!(report.value_after, report.value_before + report.actual);
+        if judge_on_subset {
+            assert_eq!(
+                problem.whole_calls.get(),
+                0,
+                "the whole batch was evaluated"
+            );
+        } else {
+            assert!(problem.whole_calls.get() >= 1);
+        }
+        assert!(problem.subset_calls.get() >= 1);
+    }
+}
+
 // ---- Hessian-free's parts, each alone ----
 
 #[test]

@@ -141,6 +141,51 @@ impl Conv {
         conv2d(x, self.weight(params), bias, self.options())
     }
 
+    /// The convolution, through the patches of `x` where there are few inputs per output
+    /// (and the patches, which the record keeps for its vjp), else by Burn's kernel. Through
+    /// the patches, Burn's autodiff (SGD, Adam) differentiates a matrix product, not the
+    /// convolution whose weight gradient is slow for few inputs; the recorded pass and the
+    /// plain one compute alike, so rho compares like with like.
+    fn forward_keeping_patches(
+        &self,
+        x: Tensor<4>,
+        params: &[Tensor<1>],
+    ) -> (Tensor<4>, Option<Patches>) {
+        if self.few_inputs() && self.patches_allowed(&x) {
+            let patches = Patches::of(&x, self.kernel, self.stride, self.padding);
+            let y = self.add_bias(patches.convolve(self.weight(params)), params);
+            return (y, Some(patches));
+        }
+        (self.apply(x, params), None)
+    }
+
+    fn add_bias(&self, y: Tensor<4>, params: &[Tensor<1>]) -> Tensor<4> {
+        match self.bias {
+            Some(b) => y + per_channel(params[b].clone()),
+            None => y,
+        }
+    }
+
+    /// Few inputs per output (`in_channels * k * k`): Burn's weight gradient is slow there,
+    /// and the patches pay from their first use.
+    fn few_inputs(&self) -> bool {
+        self.in_channels * self.kernel * self.kernel <= FEW_INPUTS
+    }
+
+    /// Whether the patches of `x` fit the budget on its device.
+    fn patches_allowed(&self, x: &Tensor<4>) -> bool {
+        let dims = x.dims();
+        let out = self.output_shape(Shape {
+            channels: dims[1],
+            height: dims[2],
+            width: dims[3],
+        });
+        Patches::allowed(
+            Patches::bytes(dims, [out.height, out.width], self.kernel),
+            &x.device(),
+        )
+    }
+
     fn weight_dims(&self) -> [usize; 4] {
         let k = self.kernel;
         [self.out_channels, self.in_channels, k, k]
@@ -181,17 +226,21 @@ impl Layer for Conv {
     }
 
     fn forward(&self, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
-        self.apply(x, pass.params)
+        self.forward_keeping_patches(x, pass.params).0
     }
 
     fn record(&self, x: Tensor<4>, params: &[Tensor<1>]) -> (Tensor<4>, Box<dyn Recorded>) {
-        let y = self.apply(x.clone(), params);
+        let (y, patches) = self.forward_keeping_patches(x.clone(), params);
+        let made = OnceCell::new();
+        if let Some(patches) = patches {
+            let _ = made.set(Some(patches));
+        }
         (
             y,
             Box::new(ConvRecord {
                 conv: *self,
                 input: x,
-                patches: OnceCell::new(),
+                patches: made,
                 uses: Cell::new(0),
             }),
         )
@@ -208,9 +257,9 @@ struct ConvRecord {
 }
 
 impl ConvRecord {
-    /// The recorded input's patches, where they pay: from the first use for a layer with few
-    /// inputs per output (Burn's weight gradient is slow there), from the second use
-    /// otherwise (a CG solve's repeated products on one record; a plain gradient uses a
+    /// The recorded input's patches, where they pay: made by the recorded pass for a layer
+    /// with few inputs per output (Burn's weight gradient is slow there), from the second use
+    /// on otherwise (a CG solve's repeated products on one record; a plain gradient uses a
     /// record once and keeps Burn's kernels). Made once, within the memory budget.
     fn patches(&self) -> Option<&Patches> {
         let uses = self.uses.get() + 1;
@@ -219,20 +268,12 @@ impl ConvRecord {
             return made.as_ref();
         }
         let c = &self.conv;
-        let few_inputs = c.in_channels * c.kernel * c.kernel <= FEW_INPUTS;
-        if !few_inputs && uses < 2 {
+        if !c.few_inputs() && uses < 2 {
             return None;
         }
-        let dims = self.input.dims();
-        let out = c.output_shape(Shape {
-            channels: dims[1],
-            height: dims[2],
-            width: dims[3],
-        });
-        let bytes = Patches::bytes(dims, [out.height, out.width], c.kernel);
         self.patches
             .get_or_init(|| {
-                Patches::allowed(bytes, &self.input.device())
+                c.patches_allowed(&self.input)
                     .then(|| Patches::of(&self.input, c.kernel, c.stride, c.padding))
             })
             .as_ref()
@@ -301,13 +342,7 @@ impl Recorded for ConvRecord {
         // Linear in both arguments: conv(x, dW) + db + conv(dx, W).
         let c = &self.conv;
         let from_params = match self.patches() {
-            Some(patches) => {
-                let y = patches.convolve(c.weight(tangents));
-                match c.bias {
-                    Some(b) => y + per_channel(tangents[b].clone()),
-                    None => y,
-                }
-            }
+            Some(patches) => c.add_bias(patches.convolve(c.weight(tangents)), tangents),
             None => c.apply(self.input.clone(), tangents),
         };
         let from_input = dx.map(|dx| conv2d(dx, c.weight(params), None, c.options()));

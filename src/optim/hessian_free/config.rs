@@ -41,6 +41,11 @@ pub struct HessianFreeConfig {
     /// (0: the whole batch). Only the chosen iterate's objective is then taken on the whole
     /// batch, for rho and the line search (Martens 2010 backtracks on a subset).
     pub backtracking_batch_size: usize,
+    /// Judge each step (rho, the line search) by the objective's change on the backtracking
+    /// batch, before and after the step, instead of on the whole batch: one forward pass on
+    /// the backtracking batch a step instead of one on the whole batch. Needs
+    /// `backtracking_batch_size` > 0.
+    pub judge_on_backtracking_batch: bool,
     /// Starting damping lambda.
     pub initial_damping: f64,
     /// Lambda stays within these bounds.
@@ -74,6 +79,7 @@ impl Default for HessianFreeConfig {
             curvature: CurvatureKind::GaussNewton,
             curvature_batch_size: 128,
             backtracking_batch_size: 0,
+            judge_on_backtracking_batch: false,
             initial_damping: 1.0,
             min_damping: 1e-6,
             max_damping: 1e6,
@@ -101,6 +107,14 @@ impl HessianFreeConfig {
         problems.check(
             h.curvature_batch_size > 0,
             format!("{key}.curvature_batch_size = 0: expected at least 1"),
+        );
+        problems.check(
+            !h.judge_on_backtracking_batch || h.backtracking_batch_size > 0,
+            format!(
+                "{key}.judge_on_backtracking_batch = true with backtracking_batch_size = 0: \
+                 give the backtracking batch a size (for example a tenth of train.batch_size), \
+                 or set judge_on_backtracking_batch = false"
+            ),
         );
         problems.check(
             positive(h.min_damping) && h.min_damping <= h.max_damping && h.max_damping.is_finite(),

@@ -197,8 +197,14 @@ impl HessianFree {
         self.counters.steps += 1;
 
         let clock = Instant::now();
-        let candidate = choose_direction(
+        let judge = Judge::new(
             problem,
+            params,
+            value,
+            self.config.judge_on_backtracking_batch,
+        );
+        let candidate = choose_direction(
+            &judge,
             params,
             gradient,
             gradient_norm_sq,
@@ -208,7 +214,7 @@ impl HessianFree {
         timing.backtracking = clock.elapsed().as_secs_f64();
 
         let clock = Instant::now();
-        let actual = candidate.value - value;
+        let actual = candidate.value - judge.before;
         let predicted = candidate.predicted;
         let rho = if predicted < 0.0 {
             actual / predicted
@@ -219,11 +225,10 @@ impl HessianFree {
         // step that does not lower f is then no failure.
         let unresolvable = candidate.value.is_finite()
             && predicted <= 0.0
-            && -predicted < RESOLUTION * value.abs();
+            && -predicted < RESOLUTION * judge.before.abs();
         let verdict = damping::verdict(rho, unresolvable, &self.config);
         self.judge(verdict);
-        let (accepted, direction_norm) =
-            self.line_search(problem, params, value, gradient, &candidate);
+        let (accepted, direction_norm) = self.line_search(&judge, params, gradient, &candidate);
         timing.line_search = clock.elapsed().as_secs_f64();
 
         let mut report = StepReport {
@@ -243,7 +248,7 @@ impl HessianFree {
             converged: false,
             timing,
         };
-        let Some((alpha, new_value)) = accepted else {
+        let Some((alpha, judged_after)) = accepted else {
             if unresolvable {
                 // Converged on this batch to f32's resolution: keep theta and the warm start.
                 report.converged = true;
@@ -260,7 +265,9 @@ impl HessianFree {
         };
         self.counters.rejected_in_a_row = 0;
         self.previous = Some(solved.solution);
-        report.value_after = new_value;
+        // Judged on the backtracking batch, the whole batch's objective after the step is
+        // estimated by the change on that batch.
+        report.value_after = value + (judged_after - judge.before);
         report.step_size = alpha;
         report.step_norm = alpha * direction_norm;
         report.accepted = true;
@@ -314,9 +321,8 @@ impl HessianFree {
     /// objective), if any, and the direction's length.
     fn line_search(
         &self,
-        problem: &dyn Problem,
+        judge: &Judge,
         params: &Tensor<1>,
-        value: f64,
         gradient: &Tensor<1>,
         candidate: &Candidate,
     ) -> (Option<(f64, f64)>, f64) {
@@ -325,13 +331,13 @@ impl HessianFree {
         let [slope, norm_sq] = read_scalars([dot(gradient, direction), dot(direction, direction)]);
         let slope = if norm_sq.is_finite() { slope } else { f64::NAN };
         let accepted = armijo(
-            value,
+            judge.before,
             slope,
             candidate.value,
             c.armijo_c,
             c.line_search_shrink,
             c.line_search_max_tries,
-            |alpha| value_at(problem, params, &direction.clone().mul_scalar(alpha)),
+            |alpha| judge.value_at(params, &direction.clone().mul_scalar(alpha)),
         );
         (accepted, norm_sq.sqrt())
     }
@@ -355,7 +361,7 @@ impl HessianFree {
 }
 
 /// The direction a step tries, with its quadratic model's predicted change and the
-/// objective on the whole batch at theta + direction.
+/// objective the step is judged by (`Judge`) at theta + direction.
 struct Candidate {
     direction: Tensor<1>,
     predicted: f64,
@@ -367,16 +373,68 @@ struct Candidate {
 /// The objective at theta + p on the whole batch (infinite where not finite, so that such a
 /// point is never chosen).
 fn value_at(problem: &dyn Problem, params: &Tensor<1>, p: &Tensor<1>) -> f64 {
-    let v = problem.value(&(params.clone() + p.clone()));
+    finite_or_infinity(problem.value(&(params.clone() + p.clone())))
+}
+
+fn finite_or_infinity(v: f64) -> f64 {
     if v.is_finite() { v } else { f64::INFINITY }
 }
 
+/// The objective a step is judged by (rho and the line search): the whole batch's, or with
+/// `judge_on_backtracking_batch` the backtracking batch's, whose value before the step then
+/// costs one forward pass on that batch, where the whole batch's after the step would cost
+/// one on the whole batch. The change on the same images before and after is what rho reads.
+struct Judge<'a> {
+    problem: &'a dyn Problem,
+    /// The judged objective at theta.
+    before: f64,
+    on_subset: bool,
+}
+
+impl<'a> Judge<'a> {
+    fn new(problem: &'a dyn Problem, params: &Tensor<1>, value: f64, on_subset: bool) -> Self {
+        let subset_value = if on_subset {
+            problem.backtracking_value(params)
+        } else {
+            None
+        };
+        match subset_value {
+            Some(before) => Self {
+                problem,
+                before,
+                on_subset: true,
+            },
+            None => Self {
+                problem,
+                before: value,
+                on_subset: false,
+            },
+        }
+    }
+
+    /// The judged objective at theta + p (infinite where not finite).
+    fn value_at(&self, params: &Tensor<1>, p: &Tensor<1>) -> f64 {
+        match self.on_subset {
+            true => self.subset_value_at(params, p).unwrap_or(f64::INFINITY),
+            false => value_at(self.problem, params, p),
+        }
+    }
+
+    /// The backtracking batch's objective at theta + p, where the problem has such a batch.
+    fn subset_value_at(&self, params: &Tensor<1>, p: &Tensor<1>) -> Option<f64> {
+        self.problem
+            .backtracking_value(&(params.clone() + p.clone()))
+            .map(finite_or_infinity)
+    }
+}
+
 /// Backtracking over CG's iterates, compared on the problem's subset where it has one (the
-/// chosen one's value on the whole batch then decides the rest); where CG made no iteration
-/// (negative curvature or a non-finite product at once), the damped gradient step
-/// -g / lambda, whose model change (with lambda I alone) is -|g|^2 / (2 lambda).
+/// chosen one's judged objective then decides the rest: on the whole batch unless the step is
+/// judged on the subset too); where CG made no iteration (negative curvature or a non-finite
+/// product at once), the damped gradient step -g / lambda, whose model change (with lambda I
+/// alone) is -|g|^2 / (2 lambda).
 fn choose_direction(
-    problem: &dyn Problem,
+    judge: &Judge,
     params: &Tensor<1>,
     gradient: &Tensor<1>,
     gradient_norm_sq: f64,
@@ -384,30 +442,28 @@ fn choose_direction(
     solved: &cg::CgResult,
 ) -> Candidate {
     let on_subset = std::cell::Cell::new(true);
-    let compare_at =
-        |it: &cg::Iterate| match problem.backtracking_value(&(params.clone() + it.x.clone())) {
-            Some(v) if v.is_finite() => v,
-            Some(_) => f64::INFINITY,
-            None => {
-                on_subset.set(false);
-                value_at(problem, params, &it.x)
-            }
-        };
+    let compare_at = |it: &cg::Iterate| match judge.subset_value_at(params, &it.x) {
+        Some(v) => v,
+        None => {
+            on_subset.set(false);
+            value_at(judge.problem, params, &it.x)
+        }
+    };
     match backtrack(&solved.iterates, compare_at) {
         Some((it, compared)) => Candidate {
             direction: it.x.clone(),
             predicted: it.model_value,
-            value: if on_subset.get() {
-                value_at(problem, params, &it.x)
-            } else {
+            value: if on_subset.get() == judge.on_subset {
                 compared
+            } else {
+                judge.value_at(params, &it.x)
             },
             iteration: it.iteration,
         },
         None => {
             let direction = gradient.clone().neg().div_scalar(damping);
             Candidate {
-                value: value_at(problem, params, &direction),
+                value: judge.value_at(params, &direction),
                 direction,
                 predicted: -gradient_norm_sq / (2.0 * damping),
                 iteration: 0,
