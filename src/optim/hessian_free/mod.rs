@@ -267,7 +267,10 @@ impl HessianFree {
         self.previous = Some(solved.solution);
         // Judged on the backtracking batch, the whole batch's objective after the step is
         // estimated by the change on that batch.
-        report.value_after = value + (judged_after - judge.before);
+        report.value_after = match judge.on_subset {
+            true => value + (judged_after - judge.before),
+            false => judged_after,
+        };
         report.step_size = alpha;
         report.step_norm = alpha * direction_norm;
         report.accepted = true;
