@@ -19,7 +19,8 @@
 #        a Hessian-free step), with the WGSL binary and, where .campaign/hftrain-vulkan.xz
 #        was carried (`cargo build --release --features vulkan`), the SPIR-V one.
 # part2: 4. the SGD run continued for SGD_MORE_MINUTES; 5. Hessian-free (configs/cifar10.toml's
-#        optimizer on the same network) for HF_MINUTES; 6. `hftrain compare` of the two.
+#        optimizer on the same network) for HF_MINUTES; 6. `hftrain compare` of the two;
+#        7. `hftrain bench` with the convolutions through patches forced on and off.
 # Every step writes its log under OUT_DIR as it goes, so a step cut short still leaves its
 # part.
 set -uo pipefail
@@ -65,7 +66,7 @@ else
     train_minutes=${PART1_TRAIN_MINUTES:-4}
     bench_seconds=${BENCH_SECONDS:-270}
     more_minutes=${SGD_MORE_MINUTES:-3}
-    hf_minutes=${HF_MINUTES:-4.5}
+    hf_minutes=${HF_MINUTES:-4}
     products=(--batch 64 --repeats 5)
     bench_settings=(BATCH=64 REPEATS=5)
 fi
@@ -164,4 +165,14 @@ PY
     log "6. compare"
     "$bin" compare "$sgd" "$hf" --out "$out/compare.png" >> "$out/compare.md" 2>&1
     tee -a "$out/campaign.log" < "$out/compare.md"
+    # On the CPU some convolutions run as patches times a matrix (README); on wgpu Burn's
+    # tuned kernels are kept until this measures both: the same bench with the patches
+    # forced on, then off (at most 40 s each).
+    log "7. convolutions through patches on $device: on, then off"
+    for patches in on off; do
+        HFTRAIN_CONV_PATCHES=$patches timeout 40 "$bin" bench --config "$work/resnet9-hf.toml" \
+            --device "$device" "${products[@]}" --cg-iterations 5 \
+            --only gradient_autodiff,gradient_backprop,sgd_step,cg_iteration 2>&1 \
+            | grep -v XDG_RUNTIME_DIR | sed "s/^/patches $patches: /" >> "$out/bench.log"
+    done
 fi

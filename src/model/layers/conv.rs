@@ -10,7 +10,7 @@ use burn::prelude::*;
 use burn::tensor::module::{conv_transpose2d, conv2d, conv2d_weight_backward};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 
-use super::patches::{FEW_INPUTS, Patches};
+use super::patches::{FEW_CHANNELS, Patches};
 use crate::model::builder::{Builder, Init};
 use crate::model::layer::{
     BatchStats, Gradients, Layer, Pass, Recorded, Shape, add_tangents, channel_sum, per_channel,
@@ -129,11 +129,7 @@ impl Conv {
     }
 
     fn weight(&self, flat: &[Tensor<1>]) -> Tensor<4> {
-        let k = self.kernel;
-        reshape(
-            &flat[self.weight],
-            [self.out_channels, self.in_channels, k, k],
-        )
+        reshape(&flat[self.weight], self.weight_dims())
     }
 
     fn apply(&self, x: Tensor<4>, params: &[Tensor<1>]) -> Tensor<4> {
@@ -141,17 +137,17 @@ impl Conv {
         conv2d(x, self.weight(params), bias, self.options())
     }
 
-    /// The convolution, through the patches of `x` where there are few inputs per output
-    /// (and the patches, which the record keeps for its vjp), else by Burn's kernel. Through
+    /// The convolution, through the patches of `x` where they pay at once (and the patches,
+    /// which the record keeps for its vjp), else by Burn's kernel. Through
     /// the patches, Burn's autodiff (SGD, Adam) differentiates a matrix product, not the
-    /// convolution whose weight gradient is slow for few inputs; the recorded pass and the
+    /// convolution whose weight gradient is slow for few input channels; the recorded pass and the
     /// plain one compute alike, so rho compares like with like.
     fn forward_keeping_patches(
         &self,
         x: Tensor<4>,
         params: &[Tensor<1>],
     ) -> (Tensor<4>, Option<Patches>) {
-        if self.few_inputs() && self.patches_allowed(&x) {
+        if self.patches_pay_at_once(&x) && self.patches_allowed(&x) {
             let patches = Patches::of(&x, self.kernel, self.stride, self.padding);
             let y = self.add_bias(patches.convolve(self.weight(params)), params);
             return (y, Some(patches));
@@ -166,10 +162,12 @@ impl Conv {
         }
     }
 
-    /// Few inputs per output (`in_channels * k * k`): Burn's weight gradient is slow there,
-    /// and the patches pay from their first use.
-    fn few_inputs(&self) -> bool {
-        self.in_channels * self.kernel * self.kernel <= FEW_INPUTS
+    /// Few input channels (an RGB network's first layer) and an input no gradient flows back
+    /// into: Burn's weight gradient is slow there, and the patches pay from their first use.
+    /// (Burn's autodiff takes the gradient of the patches back to a tracked input window by
+    /// window, which is slow.)
+    fn patches_pay_at_once(&self, x: &Tensor<4>) -> bool {
+        self.in_channels <= FEW_CHANNELS && !x.is_tracked()
     }
 
     /// Whether the patches of `x` fit the budget on its device.
@@ -258,7 +256,7 @@ struct ConvRecord {
 
 impl ConvRecord {
     /// The recorded input's patches, where they pay: made by the recorded pass for a layer
-    /// with few inputs per output (Burn's weight gradient is slow there), from the second use
+    /// with few input channels (Burn's weight gradient is slow there), from the second use
     /// on otherwise (a CG solve's repeated products on one record; a plain gradient uses a
     /// record once and keeps Burn's kernels). Made once, within the memory budget.
     fn patches(&self) -> Option<&Patches> {
@@ -268,7 +266,7 @@ impl ConvRecord {
             return made.as_ref();
         }
         let c = &self.conv;
-        if !c.few_inputs() && uses < 2 {
+        if !c.patches_pay_at_once(&self.input) && uses < 2 {
             return None;
         }
         self.patches

@@ -14,6 +14,8 @@
 //! budget. Built from Burn's differentiable tensor ops (`unfold`, `permute`, `matmul`), so
 //! the Hessian-vector product's second backprop goes through them.
 
+use std::sync::OnceLock;
+
 use burn::backend::{Backend, Dispatch};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
@@ -21,11 +23,11 @@ use burn::tensor::ops::PadMode;
 /// The most memory one layer's patches may take (they live as long as its record).
 const BUDGET_BYTES: usize = 256 << 20;
 
-/// The largest `in_channels * kernel^2` for which the patches pay on first use: Burn's weight
-/// gradient batches over the input channels, which leaves too little work per call when
-/// there are few of them (3 for images; measured on flex: 3 -> 32 channels 2.3 x faster, 32 ->
-/// 64 channels no faster).
-pub const FEW_INPUTS: usize = 32;
+/// The most input channels for which the patches pay on first use: Burn's weight gradient
+/// batches over the input channels, which leaves too little work per call when there are
+/// few of them (3 for images; measured on flex: 3 -> 32 channels 2.3 x faster, 32 -> 64
+/// channels no faster).
+pub const FEW_CHANNELS: usize = 4;
 
 /// The patches of a recorded input: `[batch * out_h * out_w, in_channels * k * k]`, each row in
 /// the weight's `[in, k, k]` order.
@@ -71,17 +73,18 @@ impl Patches {
     /// campaign measures both). `HFTRAIN_CONV_PATCHES=on|off` overrides the device rule,
     /// for measuring.
     pub fn allowed(bytes: usize, device: &Device) -> bool {
-        if bytes > BUDGET_BYTES {
-            return false;
-        }
-        match std::env::var("HFTRAIN_CONV_PATCHES").as_deref() {
-            Ok("on") => true,
-            Ok("off") => false,
-            _ => {
+        static OVERRIDE: OnceLock<Option<bool>> = OnceLock::new();
+        let forced =
+            OVERRIDE.get_or_init(|| match std::env::var("HFTRAIN_CONV_PATCHES").as_deref() {
+                Ok("on") => Some(true),
+                Ok("off") => Some(false),
+                _ => None,
+            });
+        bytes <= BUDGET_BYTES
+            && forced.unwrap_or_else(|| {
                 let name = <Dispatch as Backend>::name(device.as_dispatch());
                 name.contains("flex") || name.contains("ndarray")
-            }
-        }
+            })
     }
 
     /// The weight gradient `[out, in, k, k]` from the output's gradient `dy`: the sum over

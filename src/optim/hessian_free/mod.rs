@@ -41,13 +41,16 @@ use damping::Verdict;
 /// What one step did, for the progress line and the per-step log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepReport {
+    /// The objective on the whole batch before the step.
     pub value_before: f64,
-    /// The objective after the step (equal to `value_before` when rejected).
+    /// The objective after the step (equal to `value_before` when rejected); with
+    /// `judge_on_backtracking_batch`, `value_before` plus the backtracking batch's change.
     pub value_after: f64,
     /// The damped quadratic model's change at the chosen CG iterate (negative when CG made
     /// progress).
     pub predicted: f64,
-    /// The objective's change at the chosen CG iterate (before the line search).
+    /// The judged objective's change at the chosen CG iterate (before the line search): the
+    /// whole batch's, or the backtracking batch's with `judge_on_backtracking_batch`.
     pub actual: f64,
     pub rho: f64,
     /// Lambda used for this step's CG solve, and after its update.
