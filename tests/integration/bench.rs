@@ -3,9 +3,20 @@
 
 use std::process::Command;
 
-use hftrain::bench::{BenchArgs, QUANTITIES, run};
+use hftrain::bench::{BenchArgs, BenchReport, QUANTITIES, run};
 
-use crate::common::{TempDir, assert_error, hftrain, small_config, synthetic_binary};
+use crate::common::{
+    TempDir, assert_error, assert_succeeded, hftrain, small_config, synthetic_binary,
+};
+
+/// The names of a report's measurements, in its order.
+fn measured_names(report: &BenchReport) -> Vec<&str> {
+    report
+        .measurements
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect()
+}
 
 /// A small network's config file (the bench needs no data: it times random images).
 fn config_file(dir: &TempDir) -> std::path::PathBuf {
@@ -36,11 +47,7 @@ fn bench_times_every_quantity_and_writes_them_as_json() {
         ..args(config_file(&dir))
     })
     .unwrap();
-    let names: Vec<&str> = report
-        .measurements
-        .iter()
-        .map(|m| m.name.as_str())
-        .collect();
+    let names = measured_names(&report);
     assert_eq!(names, QUANTITIES.map(|(q, _)| q).to_vec());
     assert_eq!((report.batch, report.repeats), (16, 3));
     for m in &report.measurements {
@@ -114,11 +121,7 @@ fn bench_times_only_what_is_asked_and_names_a_wrong_quantity() {
     })
     .unwrap();
     // In the bench's own order, whatever the order asked.
-    let names: Vec<&str> = report
-        .measurements
-        .iter()
-        .map(|m| m.name.as_str())
-        .collect();
+    let names = measured_names(&report);
     assert_eq!(names, ["forward", "gradient_backprop"]);
     assert!(report.hessian_free_step.is_none());
 
@@ -205,11 +208,7 @@ fn a_wgpu_run_keeps_its_autotune_results_in_the_kernel_cache() {
         .env("HFTRAIN_KERNEL_CACHE", &cache)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let files = walk(&cache);
     println!(
         "measured: {} files in the kernel cache after one wgpu run",

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{TempDir, hftrain};
+use crate::common::{TempDir, assert_succeeded, hftrain};
 
 #[test]
 fn bad_config_exits_non_zero_naming_file_and_key() {
@@ -308,11 +308,7 @@ fn empty_environment_is_unset_and_zero_epochs_is_refused() {
         .env("HFTRAIN_DATA_URL", "")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let (ok, text) = hftrain(&[
         "train",
         "--config",

@@ -14,7 +14,9 @@ use hftrain::model::loss::cross_entropy_hessian_product;
 use hftrain::model::{Mode, Network};
 use hftrain::params::{Layout, from_host, to_host};
 
-use crate::common::{flex_f64, random_tensor, relative_error, run_f64_tests_in_child};
+use crate::common::{
+    assert_succeeded, flex_f64, random_tensor, relative_error, run_f64_tests_in_child,
+};
 
 #[test]
 fn f64_tests_pass_in_their_own_process() {
@@ -761,11 +763,7 @@ fn curvature_command_writes_products_another_framework_can_check() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     for line in [
         "gradient",
         "Hessian-vector",

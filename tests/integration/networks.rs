@@ -6,7 +6,7 @@ use hftrain::config::{Config, ModelConfig, StageConfig};
 use hftrain::model::Network;
 use hftrain::model::spec::LayerSpec;
 
-use crate::common::assert_error;
+use crate::common::{assert_error, assert_succeeded};
 
 fn network_of(path: &str) -> Network {
     let config = Config::load(std::path::Path::new(path)).unwrap();
@@ -252,11 +252,7 @@ pub fn torch_reference_parameters(config: &std::path::Path) -> Vec<(String, Stri
         .arg(config)
         .output()
         .expect("python3 runs (the PyTorch reference script is part of the project)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()

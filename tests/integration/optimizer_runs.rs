@@ -8,7 +8,9 @@ use hftrain::metrics::EpochMetrics;
 use hftrain::model::{Mode, Network};
 use hftrain::train;
 
-use crate::common::{TempDir, flex_f64, random_tensor, small_config, synthetic_binary};
+use crate::common::{
+    TempDir, assert_succeeded, flex_f64, random_tensor, small_config, synthetic_binary,
+};
 
 fn train_run(config: &Config, out: &std::path::Path) -> train::TrainOutcome {
     crate::training::train(config, out, None, None).unwrap()
@@ -253,11 +255,7 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
         .output()
         .unwrap();
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{table}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // fast: 60% at epoch 2 (1.0 min), 70% at epoch 3 (1.5 min); slow: 50% at epoch 2 (3.0
     // min), never 60%.
     let line = |name: &str| {

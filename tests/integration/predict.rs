@@ -7,7 +7,7 @@ use std::process::Command;
 use hftrain::config::Config;
 use hftrain::data::{Source, Split};
 
-use crate::common::{TempDir, small_config, synthetic_folder};
+use crate::common::{TempDir, assert_succeeded, small_config, synthetic_folder};
 
 /// A checkpoint of a small network trained one epoch on the synthetic folder.
 fn trained(dir: &Path) -> (PathBuf, Config) {
@@ -154,11 +154,7 @@ fn export_holds_the_state_dict_with_what_rebuilds_it() {
         hftrain(&args)
     };
     let out = export(false);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     // An existing file is replaced only when asked.
     let again = export(false);
     assert!(!again.status.success());

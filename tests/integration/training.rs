@@ -5,7 +5,9 @@
 use hftrain::config::Config;
 use hftrain::train::{self, TrainOutcome, TrainRequest};
 
-use crate::common::{TempDir, assert_error, small_config, synthetic_binary, synthetic_folder};
+use crate::common::{
+    TempDir, assert_error, assert_succeeded, small_config, synthetic_binary, synthetic_folder,
+};
 use crate::tensorboard::Logged;
 
 pub(crate) fn train(
@@ -449,10 +451,6 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
         .args(["plot", run.to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     check_plots();
 }
