@@ -216,6 +216,14 @@ fn open_wgpu(kinds: &[DeviceKind], api: WgpuBackend) -> Result<SelectedDevice> {
     )
 }
 
+/// Whether the device is one of Burn's CPU backends (flex, ndarray), whose tensors live in
+/// this process's memory: there plain Rust loops can read and write them, and hftrain's own
+/// kernels (convolution patches, max-pooling) were measured to beat Burn's.
+pub fn keeps_tensors_in_host_memory(device: &Device) -> bool {
+    let name = <Dispatch as Backend>::name(device.as_dispatch());
+    name.contains("flex") || name.contains("ndarray")
+}
+
 /// The runtime's own name for a wgpu device, which names its shader compiler:
 /// `wgpu<wgsl>` or `wgpu<spirv>` (inside Burn's fusion wrapper, which is left out).
 fn runtime_name(device: &Device) -> String {

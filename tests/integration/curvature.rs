@@ -252,6 +252,94 @@ fn f64_convolution_by_patches_equals_burn_convolution() {
     }
 }
 
+/// Max-pooling by hftrain's loops over host memory (flex, untracked inputs) gives exactly
+/// what Burn's pooling gives: the same maxima, the same window choices (the first maximum
+/// of a window; a NaN wins), the same vjp (Burn's own backward) and the same jvp (a gather
+/// at Burn's indices). Inputs with many ties (few distinct values, zeros after a ReLU), a
+/// NaN, windows that leave rows and columns over, and a global window.
+fn check_host_max_pool_against_burn(d: &Device) {
+    use burn::tensor::module::{max_pool2d_with_indices, max_pool2d_with_indices_backward};
+    use burn::tensor::ops::MaxPoolOptions;
+    use hftrain::model::layers::host_max_pool;
+    let values = |t: Tensor<4>| -> Vec<f64> { t.into_data().iter::<f64>().collect() };
+    let same = |a: &[f64], b: &[f64]| {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| x == y || (x.is_nan() && y.is_nan()))
+    };
+    // (input, window, seed)
+    let cases = [
+        ([2, 3, 7, 8], [2, 2], 500),
+        ([2, 2, 7, 7], [3, 3], 510),
+        ([3, 2, 6, 4], [2, 2], 520),
+        ([2, 3, 5, 6], [5, 6], 530),
+    ];
+    for (input, kernel, seed) in cases {
+        // Five levels, half of them clipped to zero as a ReLU would: ties in most windows.
+        let x = random_tensor(seed, input, d)
+            .mul_scalar(2.0)
+            .round()
+            .div_scalar(2.0)
+            .clamp_min(0.0);
+        let mut host: Vec<f32> = values(x).into_iter().map(|v| v as f32).collect();
+        host[5] = f32::NAN;
+        let x = from_host(host, d).reshape(input);
+        let name = format!("{input:?} window {kernel:?}");
+        assert!(host_max_pool::applies(&x), "{name}: the loops do not apply");
+
+        let options = MaxPoolOptions::new(kernel).with_stride(kernel);
+        let (y_burn, indices) = max_pool2d_with_indices(x.clone(), options.clone());
+        let (y, choices) = host_max_pool::pool_keeping_choices(x.clone(), kernel);
+        assert!(same(&values(y), &values(y_burn.clone())), "{name}: maxima differ");
+        let ours: Vec<i64> = choices.indices().into_data().iter::<i64>().collect();
+        let burns: Vec<i64> = indices.clone().into_data().iter::<i64>().collect();
+        assert_eq!(ours, burns, "{name}: window choices differ");
+
+        let dy = random_tensor(seed + 1, y_burn.dims(), d);
+        let reference = max_pool2d_with_indices_backward(
+            x.clone(),
+            kernel,
+            kernel,
+            [0, 0],
+            [1, 1],
+            false,
+            dy.clone(),
+            indices.clone(),
+        );
+        assert!(choices.applies_to(&dy), "{name}: the loops do not apply to dy");
+        assert!(
+            same(&values(choices.spread(dy)), &values(reference)),
+            "{name}: vjp differs"
+        );
+
+        let dx = random_tensor(seed + 2, input, d);
+        let [n, c, h, w] = input;
+        let [_, _, oh, ow] = y_burn.dims();
+        let reference = dx
+            .clone()
+            .reshape([n, c, h * w])
+            .gather(2, indices.reshape([n, c, oh * ow]))
+            .reshape([n, c, oh, ow]);
+        assert!(
+            same(&values(choices.pick(dx)), &values(reference)),
+            "{name}: jvp differs"
+        );
+        println!("measured: host max-pool {name:<32} equal to Burn's (maxima, choices, vjp, jvp)");
+    }
+}
+
+#[test]
+#[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
+fn f64_max_pool_by_host_loops_equals_burn_max_pool() {
+    check_host_max_pool_against_burn(&flex_f64());
+}
+
+#[test]
+fn max_pool_by_host_loops_equals_burn_max_pool_in_f32() {
+    check_host_max_pool_against_burn(&Device::flex());
+}
+
 /// A recorded convolution answers every vjp and jvp alike however often it is asked: a
 /// layer with many input channels runs Burn's kernels on a record's first use and the patches
 /// from its second (a CG solve's repeated products), one with few channels on an input no

@@ -9,6 +9,7 @@ use burn::tensor::IndexingUpdateOp;
 use burn::tensor::module::{max_pool2d, max_pool2d_with_indices};
 use burn::tensor::ops::MaxPoolOptions;
 
+use super::host_max_pool::{self, WindowChoices};
 use crate::model::builder::Builder;
 use crate::model::layer::{BatchStats, Gradients, Layer, Pass, Recorded, Shape};
 use crate::model::spec::LayerSpec;
@@ -85,32 +86,64 @@ impl Layer for MaxPool {
     }
 
     fn forward(&self, x: Tensor<4>, _: &mut Pass) -> Tensor<4> {
+        if host_max_pool::applies(&x) {
+            return host_max_pool::pool(x, self.kernel);
+        }
         max_pool2d(x, self.options())
     }
 
     fn record(&self, x: Tensor<4>, _: &[Tensor<1>]) -> (Tensor<4>, Box<dyn Recorded>) {
         let input_dims = x.dims();
-        let (y, indices) = max_pool2d_with_indices(x, self.options());
+        let (y, choices) = if host_max_pool::applies(&x) {
+            let (y, choices) = host_max_pool::pool_keeping_choices(x, self.kernel);
+            (y, Choices::Host(choices))
+        } else {
+            let (y, indices) = max_pool2d_with_indices(x, self.options());
+            (y, Choices::Indices(indices))
+        };
+        let output_dims = y.dims();
         (
             y,
             Box::new(MaxPoolRecord {
                 input_dims,
-                indices,
+                output_dims,
+                choices,
             }),
         )
     }
 }
 
+/// Where each window's maximum was.
+enum Choices {
+    /// Kept by our host-memory loops (CPU backends, untracked input).
+    Host(WindowChoices),
+    /// Burn's: flat argmax positions within each `h * w` plane, `[n, c, oh, ow]`.
+    Indices(Tensor<4, Int>),
+}
+
 struct MaxPoolRecord {
     input_dims: [usize; 4],
-    /// Flat argmax positions within each `h * w` plane, `[n, c, oh, ow]`.
-    indices: Tensor<4, Int>,
+    output_dims: [usize; 4],
+    choices: Choices,
 }
 
 impl MaxPoolRecord {
+    /// The choices as a tensor `[n, c, oh * ow]`, for Burn's differentiable scatter and gather.
     fn flat_indices(&self) -> Tensor<3, Int> {
-        let [n, c, oh, ow] = self.indices.dims();
-        self.indices.clone().reshape([n, c, oh * ow])
+        let indices = match &self.choices {
+            Choices::Host(choices) => choices.indices(),
+            Choices::Indices(indices) => indices.clone(),
+        };
+        let [n, c, oh, ow] = indices.dims();
+        indices.reshape([n, c, oh * ow])
+    }
+
+    /// The host-memory choices where `t` can use them.
+    fn host_choices_for(&self, t: &Tensor<4>) -> Option<&WindowChoices> {
+        match &self.choices {
+            Choices::Host(choices) if choices.applies_to(t) => Some(choices),
+            _ => None,
+        }
     }
 }
 
@@ -123,6 +156,9 @@ impl Recorded for MaxPoolRecord {
         need_input: bool,
     ) -> Option<Tensor<4>> {
         need_input.then(|| {
+            if let Some(choices) = self.host_choices_for(&dy) {
+                return choices.spread(dy);
+            }
             // Each window's gradient goes to its argmax.
             let [n, c, h, w] = self.input_dims;
             let [_, _, oh, ow] = dy.dims();
@@ -136,11 +172,13 @@ impl Recorded for MaxPoolRecord {
 
     fn jvp(&self, _: &[Tensor<1>], _: &[Tensor<1>], dx: Option<Tensor<4>>) -> Option<Tensor<4>> {
         dx.map(|dx| {
+            if let Some(choices) = self.host_choices_for(&dx) {
+                return choices.pick(dx);
+            }
             let [n, c, h, w] = self.input_dims;
-            let [_, _, oh, ow] = self.indices.dims();
             dx.reshape([n, c, h * w])
                 .gather(2, self.flat_indices())
-                .reshape([n, c, oh, ow])
+                .reshape(self.output_dims)
         })
     }
 

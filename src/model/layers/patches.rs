@@ -16,7 +16,6 @@
 
 use std::sync::OnceLock;
 
-use burn::backend::{Backend, Dispatch};
 use burn::prelude::*;
 use burn::tensor::ops::PadMode;
 
@@ -81,10 +80,7 @@ impl Patches {
                 _ => None,
             });
         bytes <= BUDGET_BYTES
-            && forced.unwrap_or_else(|| {
-                let name = <Dispatch as Backend>::name(device.as_dispatch());
-                name.contains("flex") || name.contains("ndarray")
-            })
+            && forced.unwrap_or_else(|| crate::device::keeps_tensors_in_host_memory(device))
     }
 
     /// The weight gradient `[out, in, k, k]` from the output's gradient `dy`: the sum over

@@ -1,0 +1,209 @@
+//! Max-pooling over non-overlapping windows (window = stride, no padding: the only kind
+//! hftrain's `max-pool` and `global-max-pool` have) as plain Rust loops over the tensors'
+//! memory, on the backends whose tensors live in this process's memory (flex, ndarray).
+//!
+//! Why: flex's `max_pool2d_with_indices` and the scatter that takes a gradient back through
+//! the indices each took about 190 ms for the small CNN's first pooling at batch 1000 (28.8
+//! million inputs: about 7 ns an input), a quarter of a gradient (BENCHMARKS.md, "Where
+//! flex's time goes"); a loop that reads each input once does it in a fraction of that.
+//!
+//! The same arithmetic as Burn's kernel: each window's first maximum wins, a NaN wins over
+//! any number (the last NaN of a window), and the choice is kept as the flat index of the
+//! chosen input in its `h * w` plane, as Burn's indices are. Only for inputs no gradient is
+//! tracked through (our own backprop and curvature products; Hv's double backprop and Burn's
+//! autodiff keep Burn's differentiable ops) and for f32 and f64.
+
+use std::sync::Arc;
+
+use burn::prelude::*;
+use burn::tensor::{DType, Element, TensorData};
+use rayon::prelude::*;
+
+/// The value types the loops are written for.
+trait Value: Element + Copy + PartialOrd + Default + Send + Sync {}
+impl Value for f32 {}
+impl Value for f64 {}
+
+/// Whether `x` can go through these loops: not tracked by Burn's autodiff, f32 or f64, on a
+/// backend whose tensors are in host memory.
+pub fn applies(x: &Tensor<4>) -> bool {
+    !x.is_tracked()
+        && matches!(x.dtype(), DType::F32 | DType::F64)
+        && crate::device::keeps_tensors_in_host_memory(&x.device())
+}
+
+/// Which input of every window held its maximum: `[n, c, oh, ow]` flat indices into the
+/// input's `h * w` planes.
+pub struct WindowChoices {
+    chosen: Arc<Vec<u32>>,
+    input_dims: [usize; 4],
+    output_dims: [usize; 4],
+    dtype: DType,
+    device: Device,
+}
+
+/// The maximum of each `kernel` window of `x` (the caller checked [`applies`]).
+pub fn pool(x: Tensor<4>, kernel: [usize; 2]) -> Tensor<4> {
+    pool_keeping_choices(x, kernel).0
+}
+
+/// The maximum of each `kernel` window of `x` and where it was (the caller checked
+/// [`applies`]).
+pub fn pool_keeping_choices(x: Tensor<4>, kernel: [usize; 2]) -> (Tensor<4>, WindowChoices) {
+    let (device, dtype, input_dims) = (x.device(), x.dtype(), x.dims());
+    let [n, c, h, w] = input_dims;
+    let output_dims = [n, c, h / kernel[0], w / kernel[1]];
+    let (y, chosen) = match dtype {
+        DType::F64 => {
+            let (y, chosen) = pool_planes(&values::<f64>(x), input_dims, kernel);
+            (tensor(y, output_dims, &device, dtype), chosen)
+        }
+        _ => {
+            let (y, chosen) = pool_planes(&values::<f32>(x), input_dims, kernel);
+            (tensor(y, output_dims, &device, dtype), chosen)
+        }
+    };
+    let choices = WindowChoices {
+        chosen: Arc::new(chosen),
+        input_dims,
+        output_dims,
+        dtype,
+        device,
+    };
+    (y, choices)
+}
+
+impl WindowChoices {
+    /// Whether `t` can go through the loops with these choices.
+    pub fn applies_to(&self, t: &Tensor<4>) -> bool {
+        applies(t) && t.dtype() == self.dtype
+    }
+
+    /// The vjp: each window's gradient `dy` `[n, c, oh, ow]` goes to the input that was its
+    /// maximum, zero elsewhere (the caller checked [`Self::applies_to`]).
+    pub fn spread(&self, dy: Tensor<4>) -> Tensor<4> {
+        let dims = self.input_dims;
+        match self.dtype {
+            DType::F64 => tensor(
+                self.spread_planes(&values::<f64>(dy)),
+                dims,
+                &self.device,
+                self.dtype,
+            ),
+            _ => tensor(
+                self.spread_planes(&values::<f32>(dy)),
+                dims,
+                &self.device,
+                self.dtype,
+            ),
+        }
+    }
+
+    /// The jvp: each window's chosen input of the tangent `dx` `[n, c, h, w]` (the caller
+    /// checked [`Self::applies_to`]).
+    pub fn pick(&self, dx: Tensor<4>) -> Tensor<4> {
+        let dims = self.output_dims;
+        match self.dtype {
+            DType::F64 => tensor(
+                self.pick_planes(&values::<f64>(dx)),
+                dims,
+                &self.device,
+                self.dtype,
+            ),
+            _ => tensor(
+                self.pick_planes(&values::<f32>(dx)),
+                dims,
+                &self.device,
+                self.dtype,
+            ),
+        }
+    }
+
+    /// The choices as Burn's `max_pool2d_with_indices` gives them, for the differentiable
+    /// road (a tracked gradient or tangent).
+    pub fn indices(&self) -> Tensor<4, Int> {
+        let chosen: Vec<i64> = self.chosen.iter().map(|&i| i64::from(i)).collect();
+        Tensor::from_data(TensorData::new(chosen, self.output_dims), &self.device)
+    }
+
+    fn spread_planes<T: Value>(&self, dy: &[T]) -> Vec<T> {
+        let [_, _, h, w] = self.input_dims;
+        let [_, _, oh, ow] = self.output_dims;
+        let mut dx = vec![T::default(); self.input_dims.iter().product()];
+        dx.par_chunks_mut(h * w)
+            .zip(dy.par_chunks(oh * ow))
+            .zip(self.chosen.par_chunks(oh * ow))
+            .for_each(|((plane, dy), chosen)| {
+                // Windows do not overlap: each input receives at most one gradient.
+                for (&at, &g) in chosen.iter().zip(dy) {
+                    plane[at as usize] = g;
+                }
+            });
+        dx
+    }
+
+    fn pick_planes<T: Value>(&self, dx: &[T]) -> Vec<T> {
+        let [_, _, h, w] = self.input_dims;
+        let [_, _, oh, ow] = self.output_dims;
+        let mut dy = vec![T::default(); self.output_dims.iter().product()];
+        dy.par_chunks_mut(oh * ow)
+            .zip(dx.par_chunks(h * w))
+            .zip(self.chosen.par_chunks(oh * ow))
+            .for_each(|((out, plane), chosen)| {
+                for (o, &at) in out.iter_mut().zip(chosen) {
+                    *o = plane[at as usize];
+                }
+            });
+        dy
+    }
+}
+
+/// Each plane's window maxima and the flat index of each one's input.
+fn pool_planes<T: Value>(x: &[T], dims: [usize; 4], kernel: [usize; 2]) -> (Vec<T>, Vec<u32>) {
+    let [n, c, h, w] = dims;
+    let [kh, kw] = kernel;
+    let (oh, ow) = (h / kh, w / kw);
+    assert!(
+        h * w <= u32::MAX as usize,
+        "a {h}x{w} plane is too large to pool"
+    );
+    let mut y = vec![T::default(); n * c * oh * ow];
+    let mut chosen = vec![0u32; n * c * oh * ow];
+    y.par_chunks_mut(oh * ow)
+        .zip(chosen.par_chunks_mut(oh * ow))
+        .zip(x.par_chunks(h * w))
+        .for_each(|((y, chosen), plane)| {
+            for i in 0..oh {
+                for j in 0..ow {
+                    let first = i * kh * w + j * kw;
+                    let (mut best, mut at) = (plane[first], first);
+                    for a in 0..kh {
+                        let row = first + a * w;
+                        for (b, &v) in plane[row..row + kw].iter().enumerate() {
+                            // `v != v`: a NaN, which wins as in Burn's kernel. Without
+                            // branches: which input wins is data, not a pattern a branch
+                            // predictor learns.
+                            #[allow(clippy::eq_op)]
+                            let take = (v > best) | (v != v);
+                            best = if take { v } else { best };
+                            at = if take { row + b } else { at };
+                        }
+                    }
+                    y[i * ow + j] = best;
+                    chosen[i * ow + j] = at as u32;
+                }
+            }
+        });
+    (y, chosen)
+}
+
+/// The values of a tensor in host memory, taken without a copy where nothing else holds it.
+fn values<T: Value>(x: Tensor<4>) -> Vec<T> {
+    x.into_data()
+        .try_into_vec::<T>()
+        .expect("the tensor's dtype was checked")
+}
+
+fn tensor<T: Value>(values: Vec<T>, dims: [usize; 4], device: &Device, dtype: DType) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(values, dims), (device, dtype))
+}
