@@ -55,11 +55,11 @@ pub fn pool_keeping_choices(x: Tensor<4>, kernel: [usize; 2]) -> (Tensor<4>, Win
     let output_dims = [n, c, h / kernel[0], w / kernel[1]];
     let (y, chosen) = match dtype {
         DType::F64 => {
-            let (y, chosen) = pool_planes(&values::<f64>(x), input_dims, kernel);
+            let (y, chosen) = pool_planes(values::<f64>(&x.into_data()), input_dims, kernel);
             (tensor(y, output_dims, &device, dtype), chosen)
         }
         _ => {
-            let (y, chosen) = pool_planes(&values::<f32>(x), input_dims, kernel);
+            let (y, chosen) = pool_planes(values::<f32>(&x.into_data()), input_dims, kernel);
             (tensor(y, output_dims, &device, dtype), chosen)
         }
     };
@@ -85,13 +85,13 @@ impl WindowChoices {
         let dims = self.input_dims;
         match self.dtype {
             DType::F64 => tensor(
-                self.spread_planes(&values::<f64>(dy)),
+                self.spread_planes(values::<f64>(&dy.into_data())),
                 dims,
                 &self.device,
                 self.dtype,
             ),
             _ => tensor(
-                self.spread_planes(&values::<f32>(dy)),
+                self.spread_planes(values::<f32>(&dy.into_data())),
                 dims,
                 &self.device,
                 self.dtype,
@@ -105,13 +105,13 @@ impl WindowChoices {
         let dims = self.output_dims;
         match self.dtype {
             DType::F64 => tensor(
-                self.pick_planes(&values::<f64>(dx)),
+                self.pick_planes(values::<f64>(&dx.into_data())),
                 dims,
                 &self.device,
                 self.dtype,
             ),
             _ => tensor(
-                self.pick_planes(&values::<f32>(dx)),
+                self.pick_planes(values::<f32>(&dx.into_data())),
                 dims,
                 &self.device,
                 self.dtype,
@@ -197,10 +197,10 @@ fn pool_planes<T: Value>(x: &[T], dims: [usize; 4], kernel: [usize; 2]) -> (Vec<
     (y, chosen)
 }
 
-/// The values of a tensor in host memory, taken without a copy where nothing else holds it.
-fn values<T: Value>(x: Tensor<4>) -> Vec<T> {
-    x.into_data()
-        .try_into_vec::<T>()
+/// The values of a tensor read in place (a tensor's memory on flex is aligned for SIMD, so
+/// turning it into a `Vec` would copy it).
+fn values<T: Value>(data: &TensorData) -> &[T] {
+    data.as_slice::<T>()
         .expect("the tensor's dtype was checked")
 }
 
