@@ -291,7 +291,10 @@ fn check_host_max_pool_against_burn(d: &Device) {
         let options = MaxPoolOptions::new(kernel).with_stride(kernel);
         let (y_burn, indices) = max_pool2d_with_indices(x.clone(), options.clone());
         let (y, choices) = host_max_pool::pool_keeping_choices(x.clone(), kernel);
-        assert!(same(&values(y), &values(y_burn.clone())), "{name}: maxima differ");
+        assert!(
+            same(&values(y), &values(y_burn.clone())),
+            "{name}: maxima differ"
+        );
         let ours: Vec<i64> = choices.indices().into_data().iter::<i64>().collect();
         let burns: Vec<i64> = indices.clone().into_data().iter::<i64>().collect();
         assert_eq!(ours, burns, "{name}: window choices differ");
@@ -307,7 +310,10 @@ fn check_host_max_pool_against_burn(d: &Device) {
             dy.clone(),
             indices.clone(),
         );
-        assert!(choices.applies_to(&dy), "{name}: the loops do not apply to dy");
+        assert!(
+            choices.applies_to(&dy),
+            "{name}: the loops do not apply to dy"
+        );
         assert!(
             same(&values(choices.spread(dy)), &values(reference)),
             "{name}: vjp differs"
