@@ -148,6 +148,9 @@ pub struct BenchReport {
     pub curvature_batch: usize,
     pub repeats: usize,
     pub threads: usize,
+    /// How `sgd_step` took its gradient (`train.gradient` on this device): "our backprop"
+    /// or "Burn's autodiff".
+    pub sgd_gradient: String,
     pub measurements: Vec<Measurement>,
     pub hessian_free_step: Option<StepBreakdown>,
     /// With `--layers`.
@@ -238,9 +241,11 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                 };
                 let mut sgd = Sgd::new(&sgd_config, objective.decay_mask.clone(), params.dims()[0]);
                 let sampling = CurvatureSampling::of(&config.optimizer);
+                let by_backprop = config.train.gradient.uses_backprop(device);
                 timer.time(name, || {
                     let on_batch =
-                        BatchObjective::new(&objective, &buffers, batch.clone(), sampling);
+                        BatchObjective::new(&objective, &buffers, batch.clone(), sampling)
+                            .first_order_by_backprop(by_backprop);
                     let step = sgd
                         .step(&on_batch, &params, sgd_config.lr)
                         .expect("an SGD step cannot fail");
@@ -314,6 +319,11 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         curvature_batch: curvature_batch.len(),
         repeats: args.repeats,
         threads: rayon::current_num_threads(),
+        sgd_gradient: if config.train.gradient.uses_backprop(device) {
+            "our backprop".into()
+        } else {
+            "Burn's autodiff".into()
+        },
         measurements: timer.measurements,
         hessian_free_step: breakdown,
         layers,
@@ -487,8 +497,13 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let mut out = format!(
             "{}\non {}\nbatch {} (curvature products of the Hessian-free step on {}), \
-             median of {} timed calls after one warm-up call\n\n",
-            self.model, self.device, self.batch, self.curvature_batch, self.repeats,
+             median of {} timed calls after one warm-up call; SGD steps by {}\n\n",
+            self.model,
+            self.device,
+            self.batch,
+            self.curvature_batch,
+            self.repeats,
+            self.sgd_gradient,
         );
         out += &format!(
             "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}\n",

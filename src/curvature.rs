@@ -179,6 +179,36 @@ impl<'a> NetworkObjective<'a> {
 
     /// Value and gradient by our own backprop (the layers' `vjp`).
     pub fn gradient(&self, params: &Tensor<1>, batch: &Batch, squared: bool) -> ObjectiveGradient {
+        let (out, squares) = self.backprop(params, batch, squared);
+        ObjectiveGradient {
+            value: out.loss.clone() + self.decay_value(params),
+            loss: out.loss,
+            gradient: out.gradient + self.decay_product(params),
+            squared_gradients: squares.map(|s| self.network.params.join(s)),
+            correct: out.correct,
+            stats: out.stats,
+        }
+    }
+
+    /// The loss and its gradient by our own backprop, without weight decay: what
+    /// [`loss_and_gradient`] gives by Burn's autodiff (first-order optimizers add their own
+    /// decay).
+    pub fn loss_and_gradient_by_backprop(
+        &self,
+        params: &Tensor<1>,
+        batch: &Batch,
+    ) -> LossAndGradient {
+        self.backprop(params, batch, false).0
+    }
+
+    /// The loss's gradient by the layers' `vjp`, and with `squared` the per-position sums
+    /// of squared gradients (one tensor per parameter).
+    fn backprop(
+        &self,
+        params: &Tensor<1>,
+        batch: &Batch,
+        squared: bool,
+    ) -> (LossAndGradient, Option<Vec<Tensor<1>>>) {
         let network = self.network;
         let parts = network.params.split(params);
         let tape = network.forward_recorded(batch.images.clone(), &parts);
@@ -186,15 +216,13 @@ impl<'a> NetworkObjective<'a> {
         let d_logits =
             cross_entropy_gradient(logits.clone(), batch.labels.clone(), self.label_smoothing);
         let (grads, squares) = network.backprop(&tape, &parts, d_logits, squared);
-        let loss = cross_entropy(logits.clone(), batch.labels.clone(), self.label_smoothing);
-        ObjectiveGradient {
-            value: loss.clone() + self.decay_value(params),
-            loss,
-            gradient: network.params.join(grads) + self.decay_product(params),
-            squared_gradients: squares.map(|s| network.params.join(s)),
+        let out = LossAndGradient {
+            loss: cross_entropy(logits.clone(), batch.labels.clone(), self.label_smoothing),
+            gradient: network.params.join(grads),
             correct: correct_count(logits, batch.labels.clone()),
             stats: network.recorded_stats(&tape),
-        }
+        };
+        (out, squares)
     }
 
     /// The exact Hessian-vector product by double backprop: our backprop builds `g(theta)` on
@@ -340,6 +368,8 @@ pub struct BatchObjective<'a> {
     curvature_batch: OnceCell<Batch>,
     backtracking_batch: OnceCell<Batch>,
     outcome: RefCell<Option<BatchOutcome>>,
+    /// First-order gradients by our backprop instead of Burn's autodiff (`train.gradient`).
+    first_order_by_backprop: bool,
     /// Called after each curvature product (the training loop's sign of life in a long
     /// Hessian-free step).
     on_product: Option<&'a dyn Fn()>,
@@ -360,7 +390,17 @@ impl<'a> BatchObjective<'a> {
             curvature_batch: OnceCell::new(),
             backtracking_batch: OnceCell::new(),
             outcome: RefCell::new(None),
+            first_order_by_backprop: false,
             on_product: None,
+        }
+    }
+
+    /// Takes first-order gradients (SGD's, Adam's) by our backprop where `by_backprop`, by
+    /// Burn's autodiff otherwise (see `GradientRoute`).
+    pub fn first_order_by_backprop(self, by_backprop: bool) -> Self {
+        Self {
+            first_order_by_backprop: by_backprop,
+            ..self
         }
     }
 
@@ -432,14 +472,19 @@ impl LinearOperator for Watched<'_> {
 
 impl optim::Objective for BatchObjective<'_> {
     fn loss_gradient(&self, params: &Tensor<1>) -> Tensor<1> {
-        let out = loss_and_gradient(
-            self.objective.network,
-            params,
-            self.buffers,
-            self.batch.images.clone(),
-            self.batch.labels.clone(),
-            self.objective.label_smoothing,
-        );
+        let out = if self.first_order_by_backprop {
+            self.objective
+                .loss_and_gradient_by_backprop(params, &self.batch)
+        } else {
+            loss_and_gradient(
+                self.objective.network,
+                params,
+                self.buffers,
+                self.batch.images.clone(),
+                self.batch.labels.clone(),
+                self.objective.label_smoothing,
+            )
+        };
         self.keep(|| BatchOutcome {
             loss: out.loss,
             correct: out.correct,

@@ -21,7 +21,7 @@ pub use crate::optim::adam::AdamConfig;
 pub use crate::optim::schedule::{ScheduleConfig, ScheduleKind};
 pub use crate::optim::sgd::SgdConfig;
 pub use crate::optim::{CurvatureKind, HessianFreeConfig, HessianFreeSettings, OptimizerConfig};
-pub use run::{CheckpointConfig, TrainConfig};
+pub use run::{CheckpointConfig, GradientRoute, TrainConfig};
 
 use crate::validate::Problems;
 

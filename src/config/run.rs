@@ -27,6 +27,34 @@ pub struct TrainConfig {
     /// batches of `batch_size` images, into `metrics.csv` and TensorBoard (`curvature/`).
     pub spectrum_every: usize,
     pub spectrum_batches: usize,
+    /// How SGD and Adam take their gradient (Hessian-free always uses our backprop).
+    pub gradient: GradientRoute,
+}
+
+/// `train.gradient`: Burn's autodiff, or hftrain's own backprop through the layers' `vjp`
+/// (the one Hessian-free uses and the tests hold to Burn's autodiff). The two compute the
+/// same gradient; they differ in speed by device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GradientRoute {
+    /// Our backprop on Burn's CPU backends, where it measured 10-20% faster on the classic
+    /// small CNN (its max-pooling and first convolution are our own kernels there); Burn's
+    /// autodiff on wgpu, until the GPU campaign measures both (BENCHMARKS.md).
+    #[default]
+    Auto,
+    Autodiff,
+    Backprop,
+}
+
+impl GradientRoute {
+    /// Whether first-order steps on `device` take the gradient by our backprop.
+    pub fn uses_backprop(self, device: &burn::prelude::Device) -> bool {
+        match self {
+            GradientRoute::Auto => crate::device::keeps_tensors_in_host_memory(device),
+            GradientRoute::Autodiff => false,
+            GradientRoute::Backprop => true,
+        }
+    }
 }
 
 impl Default for TrainConfig {
@@ -41,6 +69,7 @@ impl Default for TrainConfig {
             bn_recompute_batches: None,
             spectrum_every: 0,
             spectrum_batches: 1,
+            gradient: GradientRoute::Auto,
         }
     }
 }

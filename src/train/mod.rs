@@ -262,6 +262,7 @@ impl Session {
             batch,
             CurvatureSampling::of(&self.config.optimizer),
         )
+        .first_order_by_backprop(self.config.train.gradient.uses_backprop(&self.device))
         .watched(on_product);
         let step = self.optimizer.step(&on_batch, &self.params, lr)?;
         let outcome = on_batch.into_outcome().ok_or_else(|| {

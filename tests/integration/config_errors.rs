@@ -53,6 +53,10 @@ fn wrong_type_is_named() {
         load("[train]\nepochs = \"ten\"\n"),
         &["epochs", "invalid type"],
     );
+    assert_error(
+        load("[train]\ngradient = \"sideways\"\n"),
+        &["gradient", "sideways", "`auto`, `autodiff`, `backprop`"],
+    );
 }
 
 #[test]

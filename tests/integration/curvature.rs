@@ -564,6 +564,28 @@ fn f64_our_backprop_equals_burn_autodiff_gradient() {
             );
             assert!(err < bound, "{name}: gradient off by {err}");
             assert!(loss_gap < 1e-12, "{name}: loss off by {loss_gap}");
+
+            // The same through the first-order route (`train.gradient = "backprop"`), with
+            // what the training loop reads besides: the correct count and batch norm's
+            // batch statistics, which update its running averages.
+            let first_order = objective.loss_and_gradient_by_backprop(&p.params, &p.batch);
+            let err = relative_error(&first_order.gradient, &reference.gradient);
+            assert!(err < bound, "{name}: first-order gradient off by {err}");
+            assert_eq!(
+                first_order.correct.into_scalar::<i64>(),
+                reference.correct.clone().into_scalar::<i64>(),
+                "{name}: correct count"
+            );
+            assert_eq!(first_order.stats.len(), reference.stats.len(), "{name}");
+            for (a, b) in first_order.stats.iter().zip(&reference.stats) {
+                let err =
+                    relative_error(&a.mean, &b.mean).max(relative_error(&a.variance, &b.variance));
+                assert!(err < 1e-12, "{name}: batch statistics off by {err}");
+                assert_eq!(
+                    (a.running_mean, a.running_var, a.count),
+                    (b.running_mean, b.running_var, b.count)
+                );
+            }
         }
     }
 }

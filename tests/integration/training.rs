@@ -117,6 +117,49 @@ fn flex_resume_is_bit_exact() {
     }
 }
 
+/// SGD takes its gradient by our backprop on the CPU (`train.gradient = "auto"`) and by
+/// Burn's autodiff where asked: the two runs train alike, batch norm's running statistics
+/// included, up to f32 rounding (the two sum in different orders).
+#[test]
+fn sgd_by_our_backprop_trains_as_sgd_by_burn_autodiff() {
+    use hftrain::config::GradientRoute;
+    let data = synthetic_binary();
+    let mut config = small_config(&data, "flex");
+    config.data.train_limit = 200;
+    config.data.test_limit = 100;
+    config.train.epochs = 1;
+    let dir = TempDir::new();
+    let mut runs = Vec::new();
+    for route in [GradientRoute::Autodiff, GradientRoute::Backprop] {
+        config.train.gradient = route;
+        runs.push(train(&config, &dir.path().join(format!("{route:?}")), None, None).unwrap());
+    }
+    let (autodiff, backprop) = (&runs[0], &runs[1]);
+    let params = max_abs_difference(&autodiff.params, &backprop.params);
+    let buffers = max_abs_difference(&autodiff.buffers, &backprop.buffers);
+    let scale = autodiff.params.iter().fold(0f32, |m, p| m.max(p.abs()));
+    println!(
+        "measured: autodiff vs backprop SGD: params {params:.1e} (largest {scale:.2}), statistics {buffers:.1e}"
+    );
+    // Bit-identical parameters would mean both runs took one route.
+    assert_ne!(
+        autodiff.params, backprop.params,
+        "train.gradient made no difference"
+    );
+    assert!(
+        params < 1e-5 * scale.max(1.0),
+        "parameters differ by {params}"
+    );
+    assert!(buffers < 1e-5, "running statistics differ by {buffers}");
+    let losses = |run: &TrainOutcome| run.metrics.iter().map(|m| m.train_loss).collect::<Vec<_>>();
+    for (a, b) in losses(autodiff).iter().zip(losses(backprop)) {
+        assert!(
+            (a - b).abs() < 1e-5 * a.abs().max(1.0),
+            "train loss {a} against {b}"
+        );
+    }
+}
+
 #[test]
 fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
     let data = synthetic_binary();
