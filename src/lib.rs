@@ -1,6 +1,7 @@
 //! hftrain: a CIFAR-10 trainer on Burn with first-order optimizers and a Hessian-free
 //! (truncated Newton) second-order optimizer.
 
+pub mod allocator;
 pub mod bench;
 pub mod bn_statistics;
 pub mod checkpoint;

@@ -278,3 +278,39 @@ fn bench_times_each_layer_and_the_layers_make_the_network() {
         whole.into_data().try_to_vec::<f32>().unwrap()
     );
 }
+
+/// After `keep_freed_memory_for_reuse` (which `main` calls first), a large block freed and
+/// allocated again is served from memory already mapped: the kernel does not fault its pages
+/// in (and zero them) a second time. Measured on this thread only (`RUSAGE_THREAD`), over a
+/// block larger than glibc's largest mmap threshold (32 MiB), which glibc's defaults would
+/// always map afresh. A few tries, in case another test's thread takes the freed block first.
+#[test]
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn freed_large_blocks_are_reused_without_faulting_their_pages_in_again() {
+    hftrain::allocator::keep_freed_memory_for_reuse();
+    const BYTES: usize = 48 << 20;
+    let pages = (BYTES / 4096) as i64;
+    let faults = || {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given.
+        let usage = unsafe {
+            assert_eq!(libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr()), 0);
+            usage.assume_init()
+        };
+        usage.ru_minflt
+    };
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        drop(std::hint::black_box(vec![1u8; BYTES]));
+        let before = faults();
+        let again = std::hint::black_box(vec![2u8; BYTES]);
+        let faulted = faults() - before;
+        drop(again);
+        if faulted < pages / 10 {
+            println!("measured: a {BYTES}-byte block again: {faulted} page faults ({pages} pages)");
+            return;
+        }
+        seen.push(faulted);
+    }
+    panic!("a freed {BYTES}-byte block was not reused: {seen:?} page faults of {pages} pages");
+}

@@ -260,7 +260,7 @@ fn f64_convolution_by_patches_equals_burn_convolution() {
 fn check_host_max_pool_against_burn(d: &Device) {
     use burn::tensor::module::{max_pool2d_with_indices, max_pool2d_with_indices_backward};
     use burn::tensor::ops::MaxPoolOptions;
-    use hftrain::model::layers::host_max_pool;
+    use hftrain::model::layers::host;
     let values = |t: Tensor<4>| -> Vec<f64> { t.into_data().iter::<f64>().collect() };
     let same = |a: &[f64], b: &[f64]| {
         a.len() == b.len()
@@ -286,11 +286,11 @@ fn check_host_max_pool_against_burn(d: &Device) {
         host[5] = f32::NAN;
         let x = from_host(host, d).reshape(input);
         let name = format!("{input:?} window {kernel:?}");
-        assert!(host_max_pool::applies(&x), "{name}: the loops do not apply");
+        assert!(host::applies(&x), "{name}: the loops do not apply");
 
         let options = MaxPoolOptions::new(kernel).with_stride(kernel);
         let (y_burn, indices) = max_pool2d_with_indices(x.clone(), options.clone());
-        let (y, choices) = host_max_pool::pool_keeping_choices(x.clone(), kernel);
+        let (y, choices) = host::pool_keeping_choices(x.clone(), kernel);
         assert!(
             same(&values(y), &values(y_burn.clone())),
             "{name}: maxima differ"

@@ -9,7 +9,7 @@ use burn::tensor::IndexingUpdateOp;
 use burn::tensor::module::{max_pool2d, max_pool2d_with_indices};
 use burn::tensor::ops::MaxPoolOptions;
 
-use super::host_max_pool::{self, WindowChoices};
+use super::host::{self, WindowChoices};
 use crate::model::builder::Builder;
 use crate::model::layer::{BatchStats, Gradients, Layer, Pass, Recorded, Shape};
 use crate::model::spec::LayerSpec;
@@ -86,16 +86,16 @@ impl Layer for MaxPool {
     }
 
     fn forward(&self, x: Tensor<4>, _: &mut Pass) -> Tensor<4> {
-        if host_max_pool::applies(&x) {
-            return host_max_pool::pool(x, self.kernel);
+        if host::applies(&x) {
+            return host::pool(x, self.kernel);
         }
         max_pool2d(x, self.options())
     }
 
     fn record(&self, x: Tensor<4>, _: &[Tensor<1>]) -> (Tensor<4>, Box<dyn Recorded>) {
         let input_dims = x.dims();
-        let (y, choices) = if host_max_pool::applies(&x) {
-            let (y, choices) = host_max_pool::pool_keeping_choices(x, self.kernel);
+        let (y, choices) = if host::applies(&x) {
+            let (y, choices) = host::pool_keeping_choices(x, self.kernel);
             (y, Choices::Host(choices))
         } else {
             let (y, indices) = max_pool2d_with_indices(x, self.options());

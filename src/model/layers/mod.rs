@@ -7,7 +7,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod flatten;
 pub mod gelu;
-pub mod host_max_pool;
+pub mod host;
 pub mod linear;
 pub mod max_pool;
 pub mod patches;

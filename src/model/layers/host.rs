@@ -1,17 +1,24 @@
-//! Max-pooling over non-overlapping windows (window = stride, no padding: the only kind
-//! hftrain's `max-pool` and `global-max-pool` have) as plain Rust loops over the tensors'
-//! memory, on the backends whose tensors live in this process's memory (flex, ndarray).
+//! Plain Rust loops over the tensors' memory, on the backends whose tensors live in this
+//! process's memory (flex, ndarray), for the layer steps where Burn's CPU kernels measured
+//! slow (BENCHMARKS.md, "Where flex's time goes"), each a single pass over the memory.
 //!
-//! Why: flex's `max_pool2d_with_indices` and the scatter that takes a gradient back through
-//! the indices each took about 190 ms for the small CNN's first pooling at batch 1000 (28.8
-//! million inputs: about 7 ns an input), a quarter of a gradient (BENCHMARKS.md, "Where
-//! flex's time goes"); a loop that reads each input once does it in a fraction of that.
+//! - Max-pooling over non-overlapping windows (window = stride, no padding: the only kind
+//!   hftrain's `max-pool` and `global-max-pool` have). Flex's `max_pool2d_with_indices` and
+//!   the scatter that takes a gradient back through its indices each took about 190 ms for
+//!   the small CNN's first pooling at batch 1000 (28.8 million inputs), a quarter of a
+//!   gradient. The same arithmetic as Burn's kernel: each window's first maximum wins, a NaN
+//!   wins over any number (the last NaN of a window), and the choice is kept as the flat
+//!   index of the chosen input in its `h * w` plane, as Burn's indices are.
 //!
-//! The same arithmetic as Burn's kernel: each window's first maximum wins, a NaN wins over
-//! any number (the last NaN of a window), and the choice is kept as the flat index of the
-//! chosen input in its `h * w` plane, as Burn's indices are. Only for inputs no gradient is
-//! tracked through (our own backprop and curvature products; Hv's double backprop and Burn's
-//! autodiff keep Burn's differentiable ops) and for f32 and f64.
+//!
+//! Reading a tensor this way is free only where its memory is already in row-major order: a
+//! convolution's output on flex is not (it is a view of its matrix product), and reading it
+//! copies it. ReLU's recorded pass in one loop (output and derivative) was slower for that
+//! reason (164-183 ms against 71-75 ms on the small CNN's first layer at batch 1000).
+//!
+//! Only for inputs no gradient is tracked through (our own backprop and curvature products,
+//! evaluation; Hv's double backprop and Burn's autodiff keep Burn's differentiable ops) and
+//! for f32 and f64.
 
 use std::sync::Arc;
 
@@ -19,7 +26,7 @@ use burn::prelude::*;
 use burn::tensor::{DType, Element, TensorData};
 use rayon::prelude::*;
 
-/// The value types the loops are written for.
+/// The value types the loops are written for (`Default` is their zero).
 trait Value: Element + Copy + PartialOrd + Default + Send + Sync {}
 impl Value for f32 {}
 impl Value for f64 {}
@@ -160,8 +167,36 @@ impl WindowChoices {
 
 /// Each plane's window maxima and the flat index of each one's input.
 fn pool_planes<T: Value>(x: &[T], dims: [usize; 4], kernel: [usize; 2]) -> (Vec<T>, Vec<u32>) {
+    match kernel {
+        // The common window with its size known to the compiler, so that its loops unroll.
+        [2, 2] => pool_planes_by(x, dims, Fixed::<2, 2>),
+        _ => pool_planes_by(x, dims, kernel),
+    }
+}
+
+/// A window's size, known when the code is compiled (`Fixed`) or only when it runs.
+trait Window: Copy + Send + Sync {
+    fn size(self) -> [usize; 2];
+}
+
+impl Window for [usize; 2] {
+    fn size(self) -> [usize; 2] {
+        self
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Fixed<const H: usize, const W: usize>;
+
+impl<const H: usize, const W: usize> Window for Fixed<H, W> {
+    fn size(self) -> [usize; 2] {
+        [H, W]
+    }
+}
+
+fn pool_planes_by<T: Value, K: Window>(x: &[T], dims: [usize; 4], window: K) -> (Vec<T>, Vec<u32>) {
     let [n, c, h, w] = dims;
-    let [kh, kw] = kernel;
+    let [kh, kw] = window.size();
     let (oh, ow) = (h / kh, w / kw);
     assert!(
         h * w <= u32::MAX as usize,
@@ -173,6 +208,8 @@ fn pool_planes<T: Value>(x: &[T], dims: [usize; 4], kernel: [usize; 2]) -> (Vec<
         .zip(chosen.par_chunks_mut(oh * ow))
         .zip(x.par_chunks(h * w))
         .for_each(|((y, chosen), plane)| {
+            // Asked here, inside the loop's own code, so that a `Fixed` size is a constant.
+            let [kh, kw] = window.size();
             for i in 0..oh {
                 for j in 0..ow {
                     let first = i * kh * w + j * kw;
