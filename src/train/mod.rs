@@ -291,7 +291,7 @@ impl Session {
         if self.on_cpu && run > 3600.0 {
             log::warn!(
                 "this run would take about {} on the CPU; configs/cifar10-small-hf.toml (the \
-                 classic small CNN with Hessian-free) trains on two CPU cores in about 5 minutes \
+                 classic small CNN with Hessian-free) trains on two CPU cores in about 2 minutes \
                  an epoch, and configs/cifar10-small-sgd.toml reaches 70% in about 4 minutes \
                  (BENCHMARKS.md)",
                 human_duration(run)
