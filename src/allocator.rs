@@ -9,10 +9,27 @@
 //! reuse"). With mmap off and the heap trimmed only past 2 GiB of free memory at its top,
 //! freed blocks stay in malloc's free lists and the next step's tensors reuse them, as
 //! PyTorch's caching allocator does for GPU memory. The cost: the process keeps the memory of
-//! its peak (+13% peak RSS measured on that gradient).
+//! its peak (+13% peak RSS measured on that gradient). `HFTRAIN_MALLOC=system` leaves malloc
+//! as glibc sets it up.
+//!
+//! (glibc still maps afresh a block over 64 MiB asked for by a thread other than the main
+//! one, whose arena cannot grow that far; Burn's flex allocates a layer's output on the
+//! calling thread, which is the main one in training.)
 
-/// Sets malloc up as above; called first thing in `main`, before large blocks exist. Other
-/// C libraries' allocators are left as they are.
+/// The variable that leaves malloc's defaults alone (`system`).
+pub const VARIABLE: &str = "HFTRAIN_MALLOC";
+
+/// Sets malloc up as above unless `HFTRAIN_MALLOC=system`. Called first thing in `main`, so
+/// that every large block is served this way.
+pub fn set_up_from_environment() {
+    if std::env::var(VARIABLE).is_ok_and(|v| v == "system") {
+        return;
+    }
+    keep_freed_memory_for_reuse();
+}
+
+/// Sets malloc up as above (later calls change only later blocks). Other C libraries'
+/// allocators are left as they are.
 pub fn keep_freed_memory_for_reuse() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes malloc's tuning parameters; no block is touched.

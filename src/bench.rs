@@ -199,6 +199,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     );
     let v = crate::inspect::seeded_direction(network.params.total(), config.seed, device);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
+    let sgd_by_backprop = config.train.gradient.uses_backprop(device);
     let mut timer = Timer {
         repeats: args.repeats,
         batch: batch_size,
@@ -241,11 +242,10 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                 };
                 let mut sgd = Sgd::new(&sgd_config, objective.decay_mask.clone(), params.dims()[0]);
                 let sampling = CurvatureSampling::of(&config.optimizer);
-                let by_backprop = config.train.gradient.uses_backprop(device);
                 timer.time(name, || {
                     let on_batch =
                         BatchObjective::new(&objective, &buffers, batch.clone(), sampling)
-                            .first_order_by_backprop(by_backprop);
+                            .first_order_by_backprop(sgd_by_backprop);
                     let step = sgd
                         .step(&on_batch, &params, sgd_config.lr)
                         .expect("an SGD step cannot fail");
@@ -319,7 +319,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         curvature_batch: curvature_batch.len(),
         repeats: args.repeats,
         threads: rayon::current_num_threads(),
-        sgd_gradient: if config.train.gradient.uses_backprop(device) {
+        sgd_gradient: if sgd_by_backprop {
             "our backprop".into()
         } else {
             "Burn's autodiff".into()

@@ -22,7 +22,9 @@ use crate::train::{self, TrainRequest};
     with Hessian-free (truncated Newton) optimisation or SGD/Adam",
     after_help = "On a GPU, which kernel is fastest for each shape is measured once and kept \
     across runs and resumes in ~/.cache/hftrain/kernels ($XDG_CACHE_HOME/hftrain/kernels where \
-    set); HFTRAIN_KERNEL_CACHE=DIR keeps it elsewhere, HFTRAIN_KERNEL_CACHE=off keeps nothing."
+    set); HFTRAIN_KERNEL_CACHE=DIR keeps it elsewhere, HFTRAIN_KERNEL_CACHE=off keeps nothing. \
+    On Linux, freed memory is kept for the next step's tensors (HFTRAIN_MALLOC=system leaves \
+    malloc as it was)."
 )]
 pub struct Cli {
     #[command(subcommand)]

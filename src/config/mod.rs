@@ -137,6 +137,16 @@ impl Config {
                 self.optimizer
             ),
         );
+        // Hessian-free always takes its gradient by our backprop: a route set for it would be
+        // silently ignored.
+        problems.check(
+            self.optimizer.lr().is_some() || self.train.gradient == GradientRoute::Auto,
+            format!(
+                "train.gradient = \"{}\": chooses how SGD and Adam take their gradient; \
+                 optimizer {} always uses hftrain's own backprop; remove the setting",
+                self.train.gradient, self.optimizer
+            ),
+        );
         self.checkpoint.validate(&mut problems);
         problems.into_result().map_err(anyhow::Error::msg)
     }
@@ -149,6 +159,8 @@ impl Config {
             let mut c = c.clone();
             c.name = String::new();
             c.device = DeviceChoice::Auto;
+            // Like the device: either route computes the same gradient, up to rounding.
+            c.train.gradient = GradientRoute::Auto;
             c.data.dir = PathBuf::new();
             c.checkpoint = CheckpointConfig::default();
             c.train.log_every = 1;

@@ -37,13 +37,25 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum GradientRoute {
-    /// Our backprop on Burn's CPU backends, where it measured 10-20% faster on the classic
-    /// small CNN (its max-pooling and first convolution are our own kernels there); Burn's
-    /// autodiff on wgpu, until the GPU campaign measures both (BENCHMARKS.md).
+    /// Our backprop on Burn's CPU backends, where an SGD step measured 8-10% faster on the
+    /// classic small CNN and the smoke network (max-pooling and the first convolution are our
+    /// own kernels there); Burn's autodiff on wgpu, until the GPU campaign measures both
+    /// (BENCHMARKS.md).
     #[default]
     Auto,
     Autodiff,
     Backprop,
+}
+
+impl std::fmt::Display for GradientRoute {
+    /// The name a config writes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GradientRoute::Auto => "auto",
+            GradientRoute::Autodiff => "autodiff",
+            GradientRoute::Backprop => "backprop",
+        })
+    }
 }
 
 impl GradientRoute {

@@ -279,9 +279,10 @@ fn bench_times_each_layer_and_the_layers_make_the_network() {
     );
 }
 
-/// After `keep_freed_memory_for_reuse` (which `main` calls first), a large block freed and
+/// After `keep_freed_memory_for_reuse` (which `main` sets up first), a large block freed and
 /// allocated again is served from memory already mapped: the kernel does not fault its pages
-/// in (and zero them) a second time. Measured on this thread only (`RUSAGE_THREAD`), over a
+/// in (and zero them) a second time. (The setting then holds for the rest of this test
+/// process, as it does for hftrain's: it changes where blocks come from, not their contents.) Measured on this thread only (`RUSAGE_THREAD`), over a
 /// block larger than glibc's largest mmap threshold (32 MiB), which glibc's defaults would
 /// always map afresh. A few tries, in case another test's thread takes the freed block first.
 #[test]

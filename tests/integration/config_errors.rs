@@ -57,6 +57,15 @@ fn wrong_type_is_named() {
         load("[train]\ngradient = \"sideways\"\n"),
         &["gradient", "sideways", "`auto`, `autodiff`, `backprop`"],
     );
+    // Hessian-free always takes our backprop: a route set for it is named, not ignored.
+    assert_error(
+        load("[optimizer]\nkind = \"hessian-free\"\n[train]\ngradient = \"autodiff\"\n"),
+        &[
+            "train.gradient = \"autodiff\"",
+            "hessian-free",
+            "remove the setting",
+        ],
+    );
 }
 
 #[test]

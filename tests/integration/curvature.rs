@@ -276,14 +276,20 @@ fn check_host_max_pool_against_burn(d: &Device) {
         ([2, 3, 5, 6], [5, 6], 530),
     ];
     for (input, kernel, seed) in cases {
-        // Five levels, half of them clipped to zero as a ReLU would: ties in most windows.
+        // Five levels: ties in most windows; in every other case the negative ones clipped to
+        // zero as a ReLU would, so that whole windows tie at zero.
         let x = random_tensor(seed, input, d)
             .mul_scalar(2.0)
             .round()
-            .div_scalar(2.0)
-            .clamp_min(0.0);
+            .div_scalar(2.0);
+        let x = if seed % 20 == 0 { x.clamp_min(0.0) } else { x };
         let mut host: Vec<f32> = values(x).into_iter().map(|v| v as f32).collect();
-        host[5] = f32::NAN;
+        // The first window of the first plane: two NaNs (the last one wins) and a larger
+        // number after them (a NaN still wins).
+        let width = input[3];
+        host[0] = f32::NAN;
+        host[1] = f32::NAN;
+        host[width] = 5.0;
         let x = from_host(host, d).reshape(input);
         let name = format!("{input:?} window {kernel:?}");
         assert!(host::applies(&x), "{name}: the loops do not apply");
@@ -333,6 +339,32 @@ fn check_host_max_pool_against_burn(d: &Device) {
         );
         println!("measured: host max-pool {name:<32} equal to Burn's (maxima, choices, vjp, jvp)");
     }
+
+    // A record made by the loops answers a tracked gradient or tangent (as Hv's double
+    // backprop would ask) by Burn's differentiable ops at the same choices.
+    let case = layer_case("max-pool", [2, 3, 7, 8]);
+    let x = random_tensor(550, case.input, d);
+    let (y, record) = case.layer.record(x.clone(), &[]);
+    let dy = random_tensor(551, y.dims(), d);
+    let dx = random_tensor(552, case.input, d);
+    let mut grads = Gradients::new(0, false, case.input[0]);
+    let untracked = record.vjp(&[], dy.clone(), &mut grads, true).unwrap();
+    let tracked = record
+        .vjp(&[], dy.autodiff().require_grad(), &mut grads, true)
+        .unwrap();
+    assert!(tracked.is_tracked(), "the tracked gradient lost its tape");
+    assert!(
+        same(&values(untracked), &values(tracked.inner())),
+        "tracked vjp differs"
+    );
+    let untracked = record.jvp(&[], &[], Some(dx.clone())).unwrap();
+    let tracked = record
+        .jvp(&[], &[], Some(dx.autodiff().require_grad()))
+        .unwrap();
+    assert!(
+        same(&values(untracked), &values(tracked.inner())),
+        "tracked jvp differs"
+    );
 }
 
 #[test]
@@ -557,8 +589,9 @@ fn f64_our_backprop_equals_burn_autodiff_gradient() {
                 smoothing,
             );
             let err = relative_error(&ours.gradient, &reference.gradient);
-            let loss_gap =
-                (ours.loss.into_scalar::<f64>() - reference.loss.into_scalar::<f64>()).abs();
+            let loss_gap = (ours.loss.into_scalar::<f64>()
+                - reference.loss.clone().into_scalar::<f64>())
+            .abs();
             println!(
                 "measured: gradient   {name:<42} smoothing {smoothing}: relative error {err:.1e}, loss gap {loss_gap:.1e}"
             );
@@ -571,6 +604,13 @@ fn f64_our_backprop_equals_burn_autodiff_gradient() {
             let first_order = objective.loss_and_gradient_by_backprop(&p.params, &p.batch);
             let err = relative_error(&first_order.gradient, &reference.gradient);
             assert!(err < bound, "{name}: first-order gradient off by {err}");
+            let loss_gap = (first_order.loss.into_scalar::<f64>()
+                - reference.loss.clone().into_scalar::<f64>())
+            .abs();
+            assert!(
+                loss_gap < 1e-12,
+                "{name}: first-order loss off by {loss_gap}"
+            );
             assert_eq!(
                 first_order.correct.into_scalar::<i64>(),
                 reference.correct.clone().into_scalar::<i64>(),

@@ -151,6 +151,11 @@ fn sgd_by_our_backprop_trains_as_sgd_by_burn_autodiff() {
         "parameters differ by {params}"
     );
     assert!(buffers < 1e-5, "running statistics differ by {buffers}");
+    assert!(
+        GradientRoute::Auto.uses_backprop(&burn::prelude::Device::flex()),
+        "auto takes our backprop on the CPU"
+    );
+    assert_eq!(autodiff.metrics.len(), backprop.metrics.len());
     let losses = |run: &TrainOutcome| run.metrics.iter().map(|m| m.train_loss).collect::<Vec<_>>();
     for (a, b) in losses(autodiff).iter().zip(losses(backprop)) {
         assert!(

@@ -6,10 +6,9 @@
 //!   hftrain's `max-pool` and `global-max-pool` have). Flex's `max_pool2d_with_indices` and
 //!   the scatter that takes a gradient back through its indices each took about 190 ms for
 //!   the small CNN's first pooling at batch 1000 (28.8 million inputs), a quarter of a
-//!   gradient. The same arithmetic as Burn's kernel: each window's first maximum wins, a NaN
+//!   gradient. The same arithmetic as flex's kernel: each window's first maximum wins, a NaN
 //!   wins over any number (the last NaN of a window), and the choice is kept as the flat
 //!   index of the chosen input in its `h * w` plane, as Burn's indices are.
-//!
 //!
 //! Reading a tensor this way is free only where its memory is already in row-major order: a
 //! convolution's output on flex is not (it is a view of its matrix product), and reading it
@@ -19,8 +18,6 @@
 //! Only for inputs no gradient is tracked through (our own backprop and curvature products,
 //! evaluation; Hv's double backprop and Burn's autodiff keep Burn's differentiable ops) and
 //! for f32 and f64.
-
-use std::sync::Arc;
 
 use burn::prelude::*;
 use burn::tensor::{DType, Element, TensorData};
@@ -42,7 +39,7 @@ pub fn applies(x: &Tensor<4>) -> bool {
 /// Which input of every window held its maximum: `[n, c, oh, ow]` flat indices into the
 /// input's `h * w` planes.
 pub struct WindowChoices {
-    chosen: Arc<Vec<u32>>,
+    chosen: Box<[u32]>,
     input_dims: [usize; 4],
     output_dims: [usize; 4],
     dtype: DType,
@@ -57,6 +54,7 @@ pub fn pool(x: Tensor<4>, kernel: [usize; 2]) -> Tensor<4> {
 /// The maximum of each `kernel` window of `x` and where it was (the caller checked
 /// [`applies`]).
 pub fn pool_keeping_choices(x: Tensor<4>, kernel: [usize; 2]) -> (Tensor<4>, WindowChoices) {
+    debug_assert!(applies(&x));
     let (device, dtype, input_dims) = (x.device(), x.dtype(), x.dims());
     let [n, c, h, w] = input_dims;
     let output_dims = [n, c, h / kernel[0], w / kernel[1]];
@@ -65,13 +63,14 @@ pub fn pool_keeping_choices(x: Tensor<4>, kernel: [usize; 2]) -> (Tensor<4>, Win
             let (y, chosen) = pool_planes(values::<f64>(&x.into_data()), input_dims, kernel);
             (tensor(y, output_dims, &device, dtype), chosen)
         }
-        _ => {
+        DType::F32 => {
             let (y, chosen) = pool_planes(values::<f32>(&x.into_data()), input_dims, kernel);
             (tensor(y, output_dims, &device, dtype), chosen)
         }
+        dtype => unreachable!("the host loops admit f32 and f64 only, not {dtype:?}"),
     };
     let choices = WindowChoices {
-        chosen: Arc::new(chosen),
+        chosen: chosen.into_boxed_slice(),
         input_dims,
         output_dims,
         dtype,
@@ -89,6 +88,7 @@ impl WindowChoices {
     /// The vjp: each window's gradient `dy` `[n, c, oh, ow]` goes to the input that was its
     /// maximum, zero elsewhere (the caller checked [`Self::applies_to`]).
     pub fn spread(&self, dy: Tensor<4>) -> Tensor<4> {
+        debug_assert!(self.applies_to(&dy));
         let dims = self.input_dims;
         match self.dtype {
             DType::F64 => tensor(
@@ -97,18 +97,20 @@ impl WindowChoices {
                 &self.device,
                 self.dtype,
             ),
-            _ => tensor(
+            DType::F32 => tensor(
                 self.spread_planes(values::<f32>(&dy.into_data())),
                 dims,
                 &self.device,
                 self.dtype,
             ),
+            dtype => unreachable!("the host loops admit f32 and f64 only, not {dtype:?}"),
         }
     }
 
     /// The jvp: each window's chosen input of the tangent `dx` `[n, c, h, w]` (the caller
     /// checked [`Self::applies_to`]).
     pub fn pick(&self, dx: Tensor<4>) -> Tensor<4> {
+        debug_assert!(self.applies_to(&dx));
         let dims = self.output_dims;
         match self.dtype {
             DType::F64 => tensor(
@@ -117,12 +119,13 @@ impl WindowChoices {
                 &self.device,
                 self.dtype,
             ),
-            _ => tensor(
+            DType::F32 => tensor(
                 self.pick_planes(values::<f32>(&dx.into_data())),
                 dims,
                 &self.device,
                 self.dtype,
             ),
+            dtype => unreachable!("the host loops admit f32 and f64 only, not {dtype:?}"),
         }
     }
 
@@ -238,7 +241,7 @@ fn pool_planes_by<T: Value, K: Window>(x: &[T], dims: [usize; 4], window: K) -> 
 /// turning it into a `Vec` would copy it).
 fn values<T: Value>(data: &TensorData) -> &[T] {
     data.as_slice::<T>()
-        .expect("the tensor's dtype was checked")
+        .expect("a host tensor of a checked dtype reads as a slice of it")
 }
 
 fn tensor<T: Value>(values: Vec<T>, dims: [usize; 4], device: &Device, dtype: DType) -> Tensor<4> {

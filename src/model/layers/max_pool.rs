@@ -162,7 +162,7 @@ impl Recorded for MaxPoolRecord {
             // Each window's gradient goes to its argmax.
             let [n, c, h, w] = self.input_dims;
             let [_, _, oh, ow] = dy.dims();
-            let zeros = Tensor::<3>::zeros([n, c, h * w], &dy.device());
+            let zeros = Tensor::<3>::zeros([n, c, h * w], (&dy.device(), dy.dtype()));
             let dy = dy.reshape([n, c, oh * ow]);
             zeros
                 .scatter(2, self.flat_indices(), dy, IndexingUpdateOp::Add)
