@@ -89,42 +89,38 @@ impl WindowChoices {
     /// maximum, zero elsewhere (the caller checked [`Self::applies_to`]).
     pub fn spread(&self, dy: Tensor<4>) -> Tensor<4> {
         debug_assert!(self.applies_to(&dy));
-        let dims = self.input_dims;
-        match self.dtype {
-            DType::F64 => tensor(
-                self.spread_planes(values::<f64>(&dy.into_data())),
-                dims,
-                &self.device,
-                self.dtype,
-            ),
-            DType::F32 => tensor(
-                self.spread_planes(values::<f32>(&dy.into_data())),
-                dims,
-                &self.device,
-                self.dtype,
-            ),
-            dtype => unreachable!("the host loops admit f32 and f64 only, not {dtype:?}"),
-        }
+        self.in_own_dtype(
+            dy,
+            self.input_dims,
+            |dy| self.spread_planes(dy),
+            |dy| self.spread_planes(dy),
+        )
     }
 
     /// The jvp: each window's chosen input of the tangent `dx` `[n, c, h, w]` (the caller
     /// checked [`Self::applies_to`]).
     pub fn pick(&self, dx: Tensor<4>) -> Tensor<4> {
         debug_assert!(self.applies_to(&dx));
-        let dims = self.output_dims;
+        self.in_own_dtype(
+            dx,
+            self.output_dims,
+            |dx| self.pick_planes(dx),
+            |dx| self.pick_planes(dx),
+        )
+    }
+
+    /// A tensor of `dims` from the values of `t` by the loop for the record's dtype.
+    fn in_own_dtype(
+        &self,
+        t: Tensor<4>,
+        dims: [usize; 4],
+        f32_loop: impl FnOnce(&[f32]) -> Vec<f32>,
+        f64_loop: impl FnOnce(&[f64]) -> Vec<f64>,
+    ) -> Tensor<4> {
+        let data = t.into_data();
         match self.dtype {
-            DType::F64 => tensor(
-                self.pick_planes(values::<f64>(&dx.into_data())),
-                dims,
-                &self.device,
-                self.dtype,
-            ),
-            DType::F32 => tensor(
-                self.pick_planes(values::<f32>(&dx.into_data())),
-                dims,
-                &self.device,
-                self.dtype,
-            ),
+            DType::F64 => tensor(f64_loop(values(&data)), dims, &self.device, self.dtype),
+            DType::F32 => tensor(f32_loop(values(&data)), dims, &self.device, self.dtype),
             dtype => unreachable!("the host loops admit f32 and f64 only, not {dtype:?}"),
         }
     }
