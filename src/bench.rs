@@ -12,8 +12,10 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::curvature::{Batch, BatchObjective, CurvatureSampling, NetworkObjective};
+use crate::config::{Config, Precision};
+use crate::curvature::{
+    Batch, BatchObjective, CurvatureSampling, LossAndGradient, NetworkObjective,
+};
 use crate::data::{CHANNELS, IMAGE_SIDE};
 use crate::device::DeviceChoice;
 use crate::fsutil::write_atomic;
@@ -26,6 +28,7 @@ use crate::optim::hessian_free::StepTiming;
 use crate::optim::sgd::{Sgd, SgdConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::params::from_host;
+use crate::precision::{Arithmetic, MixedPrecision};
 use crate::rng::Rng;
 
 /// The options of `hftrain bench`.
@@ -57,6 +60,11 @@ pub struct BenchArgs {
     /// Also time each layer alone (forward, vjp, jvp), to see where a gradient's time goes.
     #[arg(long)]
     pub layers: bool,
+    /// The arithmetic of SGD's and Adam's gradient, as `train.precision` sets it for
+    /// training: the first-order quantities (gradient_autodiff, gradient_backprop, sgd_step)
+    /// are timed in it; the curvature products stay f32 [default: the config's].
+    #[arg(long)]
+    pub precision: Option<Precision>,
 }
 
 /// The quantities, in the order they are timed (cheapest first, so that the process's peak
@@ -151,6 +159,8 @@ pub struct BenchReport {
     /// How `sgd_step` took its gradient (`train.gradient` on this device): "our backprop"
     /// or "Burn's autodiff".
     pub sgd_gradient: String,
+    /// The arithmetic of the first-order quantities ("f32", "bf16", "f16").
+    pub precision: String,
     pub measurements: Vec<Measurement>,
     pub hessian_free_step: Option<StepBreakdown>,
     /// With `--layers`.
@@ -200,6 +210,18 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     let v = crate::inspect::seeded_direction(network.params.total(), config.seed, device);
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     let sgd_by_backprop = config.train.gradient.uses_backprop(device);
+    let precision = args.precision.unwrap_or(config.train.precision);
+    let setting = match args.precision {
+        Some(_) => "--precision",
+        None => "train.precision",
+    };
+    let mixed = MixedPrecision::on_device(precision, device, &selected.description, setting)?;
+    // A first-order gradient in the bench's precision (f16's loss scale carried from call to
+    // call, as in training).
+    let first_order = |compute: &dyn Fn(Arithmetic) -> LossAndGradient| match &mixed {
+        Some(mixed) => mixed.gradient(compute),
+        None => compute(Arithmetic::FULL),
+    };
     let mut timer = Timer {
         repeats: args.repeats,
         batch: batch_size,
@@ -222,18 +244,29 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                 let _ = correct.into_scalar::<i64>();
             }),
             "gradient_autodiff" => timer.time(name, || {
-                let out = crate::curvature::loss_and_gradient(
-                    &network,
-                    &params,
-                    &buffers,
-                    batch.images.clone(),
-                    batch.labels.clone(),
-                    config.train.label_smoothing,
-                );
+                let out = first_order(&|arithmetic| {
+                    crate::curvature::loss_and_gradient(
+                        &network,
+                        &params,
+                        &buffers,
+                        batch.images.clone(),
+                        batch.labels.clone(),
+                        config.train.label_smoothing,
+                        arithmetic,
+                    )
+                });
                 sync(&out.gradient);
             }),
-            "gradient_backprop" => timer.time(name, || {
-                sync(&objective.gradient(&params, &batch, false).gradient)
+            // Hessian-free's gradient (with its weight-decay term) in f32, our backprop's
+            // first-order gradient in a lower precision.
+            "gradient_backprop" => timer.time(name, || match &mixed {
+                None => sync(&objective.gradient(&params, &batch, false).gradient),
+                Some(_) => sync(
+                    &first_order(&|arithmetic| {
+                        objective.loss_and_gradient_by_backprop(&params, &batch, arithmetic)
+                    })
+                    .gradient,
+                ),
             }),
             "sgd_step" => {
                 let sgd_config = match &config.optimizer {
@@ -245,7 +278,8 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                 timer.time(name, || {
                     let on_batch =
                         BatchObjective::new(&objective, &buffers, batch.clone(), sampling)
-                            .first_order_by_backprop(sgd_by_backprop);
+                            .first_order_by_backprop(sgd_by_backprop)
+                            .in_precision(mixed.as_ref());
                     let step = sgd
                         .step(&on_batch, &params, sgd_config.lr)
                         .expect("an SGD step cannot fail");
@@ -319,6 +353,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         curvature_batch: curvature_batch.len(),
         repeats: args.repeats,
         threads: rayon::current_num_threads(),
+        precision: precision.to_string(),
         sgd_gradient: if sgd_by_backprop {
             "our backprop".into()
         } else {
@@ -497,13 +532,15 @@ impl BenchReport {
     pub fn table(&self) -> String {
         let mut out = format!(
             "{}\non {}\nbatch {} (curvature products of the Hessian-free step on {}), \
-             median of {} timed calls after one warm-up call; SGD steps by {}\n\n",
+             median of {} timed calls after one warm-up call; SGD steps by {}; first-order \
+             gradients in {}\n\n",
             self.model,
             self.device,
             self.batch,
             self.curvature_batch,
             self.repeats,
             self.sgd_gradient,
+            self.precision,
         );
         out += &format!(
             "{:<20} {:>12} {:>12} {:>12} {:>12} {:>12}\n",

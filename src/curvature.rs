@@ -17,6 +17,7 @@ use crate::model::{BatchStats, Mode, Network, Tape, correct_count, cross_entropy
 pub use crate::optim::CurvatureKind;
 use crate::optim::cg::LinearOperator;
 use crate::optim::{self, Gradient, OptimizerConfig, Problem};
+use crate::precision::{Arithmetic, MixedPrecision};
 
 /// One batch's loss and gradient, with what the training loop reports and updates.
 pub struct LossAndGradient {
@@ -30,7 +31,9 @@ pub struct LossAndGradient {
     pub stats: Vec<BatchStats>,
 }
 
-/// Loss and gradient by Burn's autodiff (the first-order path).
+/// Loss and gradient by Burn's autodiff (the first-order path), in `arithmetic` (see
+/// `precision.rs`: the network on low-precision copies of the parameters and images, the loss
+/// in the parameters' dtype).
 ///
 /// Each parameter tensor is sliced from the flat vector *before* it is marked as a leaf, so
 /// the backward pass writes each gradient into its own tensor instead of scattering every
@@ -42,19 +45,43 @@ pub fn loss_and_gradient(
     images: Tensor<4>,
     labels: Tensor<1, Int>,
     label_smoothing: f32,
+    arithmetic: Arithmetic,
 ) -> LossAndGradient {
     let leaves = autodiff_leaves(network, params);
-    let buffer_parts = network.buffers.split(buffers);
-    let out = network.forward(images, &leaves, &buffer_parts, Mode::Train);
-    let correct = correct_count(out.logits.clone().detach().inner(), labels.clone());
-    let loss = cross_entropy(out.logits, labels, label_smoothing);
-    let grads = loss.backward();
+    let lowered: Vec<Tensor<1>> = leaves.iter().map(|l| arithmetic.lower(l.clone())).collect();
+    let buffer_parts: Vec<Tensor<1>> = network
+        .buffers
+        .split(buffers)
+        .into_iter()
+        .map(|b| arithmetic.lower(b))
+        .collect();
+    let out = network.forward(
+        arithmetic.lower(images),
+        &lowered,
+        &buffer_parts,
+        Mode::Train,
+    );
+    let logits = arithmetic.raise(out.logits, params.dtype());
+    let correct = correct_count(logits.clone().detach().inner(), labels.clone());
+    let loss = cross_entropy(logits, labels, label_smoothing);
+    let grads = scaled(loss.clone(), arithmetic.loss_scale).backward();
+    let gradient = leaf_gradients(network, &leaves, &grads);
     LossAndGradient {
         loss: loss.detach().inner(),
-        gradient: leaf_gradients(network, &leaves, &grads),
+        gradient: unscaled(gradient, arithmetic.loss_scale),
         correct,
         stats: out.stats,
     }
+}
+
+/// `t * scale`; `t` itself at scale 1 (the f32 path's arithmetic unchanged).
+fn scaled<const D: usize>(t: Tensor<D>, scale: f32) -> Tensor<D> {
+    if scale == 1.0 { t } else { t.mul_scalar(scale) }
+}
+
+/// `t / scale`; `t` itself at scale 1.
+fn unscaled<const D: usize>(t: Tensor<D>, scale: f32) -> Tensor<D> {
+    if scale == 1.0 { t } else { t.div_scalar(scale) }
 }
 
 fn autodiff_leaves(network: &Network, params: &Tensor<1>) -> Vec<Tensor<1>> {
@@ -179,7 +206,7 @@ impl<'a> NetworkObjective<'a> {
 
     /// Value and gradient by our own backprop (the layers' `vjp`).
     pub fn gradient(&self, params: &Tensor<1>, batch: &Batch, squared: bool) -> ObjectiveGradient {
-        let (out, squares) = self.backprop(params, batch, squared);
+        let (out, squares) = self.backprop(params, batch, squared, Arithmetic::FULL);
         ObjectiveGradient {
             value: out.loss.clone() + self.decay_value(params),
             loss: out.loss,
@@ -190,35 +217,44 @@ impl<'a> NetworkObjective<'a> {
         }
     }
 
-    /// The loss and its gradient by our own backprop, without weight decay: what
-    /// [`loss_and_gradient`] gives by Burn's autodiff (first-order optimizers add their own
-    /// decay).
+    /// The loss and its gradient by our own backprop, without weight decay, in `arithmetic`:
+    /// what [`loss_and_gradient`] gives by Burn's autodiff (first-order optimizers add their
+    /// own decay).
     pub fn loss_and_gradient_by_backprop(
         &self,
         params: &Tensor<1>,
         batch: &Batch,
+        arithmetic: Arithmetic,
     ) -> LossAndGradient {
-        self.backprop(params, batch, false).0
+        self.backprop(params, batch, false, arithmetic).0
     }
 
-    /// The loss's gradient by the layers' `vjp`, and with `squared` the per-position sums
-    /// of squared gradients (one tensor per parameter).
+    /// The loss's gradient by the layers' `vjp` in `arithmetic` (see `precision.rs`), and
+    /// with `squared` the per-position sums of squared gradients (one tensor per parameter).
     fn backprop(
         &self,
         params: &Tensor<1>,
         batch: &Batch,
         squared: bool,
+        arithmetic: Arithmetic,
     ) -> (LossAndGradient, Option<Vec<Tensor<1>>>) {
         let network = self.network;
-        let parts = network.params.split(params);
-        let tape = network.forward_recorded(batch.images.clone(), &parts);
-        let logits = tape.logits.clone();
+        let parts: Vec<Tensor<1>> = network
+            .params
+            .split(params)
+            .into_iter()
+            .map(|p| arithmetic.lower(p))
+            .collect();
+        let tape = network.forward_recorded(arithmetic.lower(batch.images.clone()), &parts);
+        let logits = arithmetic.raise(tape.logits.clone(), params.dtype());
         let d_logits =
             cross_entropy_gradient(logits.clone(), batch.labels.clone(), self.label_smoothing);
+        let d_logits = arithmetic.lower(scaled(d_logits, arithmetic.loss_scale));
         let (grads, squares) = network.backprop(&tape, &parts, d_logits, squared);
+        let gradient = arithmetic.raise(network.params.join(grads), params.dtype());
         let out = LossAndGradient {
             loss: cross_entropy(logits.clone(), batch.labels.clone(), self.label_smoothing),
-            gradient: network.params.join(grads),
+            gradient: unscaled(gradient, arithmetic.loss_scale),
             correct: correct_count(logits, batch.labels.clone()),
             stats: network.recorded_stats(&tape),
         };
@@ -370,6 +406,8 @@ pub struct BatchObjective<'a> {
     outcome: RefCell<Option<BatchOutcome>>,
     /// First-order gradients by our backprop instead of Burn's autodiff (`train.gradient`).
     first_order_by_backprop: bool,
+    /// First-order gradients in bf16 or f16 (`train.precision`; None: f32).
+    mixed_precision: Option<&'a MixedPrecision>,
     /// Called after each curvature product (the training loop's sign of life in a long
     /// Hessian-free step).
     on_product: Option<&'a dyn Fn()>,
@@ -391,6 +429,7 @@ impl<'a> BatchObjective<'a> {
             backtracking_batch: OnceCell::new(),
             outcome: RefCell::new(None),
             first_order_by_backprop: false,
+            mixed_precision: None,
             on_product: None,
         }
     }
@@ -401,6 +440,32 @@ impl<'a> BatchObjective<'a> {
         Self {
             first_order_by_backprop: by_backprop,
             ..self
+        }
+    }
+
+    /// Takes first-order gradients in `mixed_precision` (None: in f32).
+    pub fn in_precision(self, mixed_precision: Option<&'a MixedPrecision>) -> Self {
+        Self {
+            mixed_precision,
+            ..self
+        }
+    }
+
+    /// The first-order loss and gradient in `arithmetic`, by the route `train.gradient` chose.
+    fn first_order(&self, params: &Tensor<1>, arithmetic: Arithmetic) -> LossAndGradient {
+        if self.first_order_by_backprop {
+            self.objective
+                .loss_and_gradient_by_backprop(params, &self.batch, arithmetic)
+        } else {
+            loss_and_gradient(
+                self.objective.network,
+                params,
+                self.buffers,
+                self.batch.images.clone(),
+                self.batch.labels.clone(),
+                self.objective.label_smoothing,
+                arithmetic,
+            )
         }
     }
 
@@ -472,18 +537,9 @@ impl LinearOperator for Watched<'_> {
 
 impl optim::Objective for BatchObjective<'_> {
     fn loss_gradient(&self, params: &Tensor<1>) -> Tensor<1> {
-        let out = if self.first_order_by_backprop {
-            self.objective
-                .loss_and_gradient_by_backprop(params, &self.batch)
-        } else {
-            loss_and_gradient(
-                self.objective.network,
-                params,
-                self.buffers,
-                self.batch.images.clone(),
-                self.batch.labels.clone(),
-                self.objective.label_smoothing,
-            )
+        let out = match self.mixed_precision {
+            Some(mixed) => mixed.gradient(|arithmetic| self.first_order(params, arithmetic)),
+            None => self.first_order(params, Arithmetic::FULL),
         };
         self.keep(|| BatchOutcome {
             loss: out.loss,

@@ -147,6 +147,7 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
                 batch.images.clone(),
                 batch.labels.clone(),
                 config.train.label_smoothing,
+                crate::precision::Arithmetic::FULL,
             );
             sync(&out.gradient)
         }));

@@ -26,6 +26,7 @@ pub mod model;
 pub mod optim;
 pub mod params;
 pub mod plots;
+pub mod precision;
 pub mod predict;
 pub mod report;
 pub mod rng;

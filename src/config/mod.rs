@@ -21,7 +21,7 @@ pub use crate::optim::adam::AdamConfig;
 pub use crate::optim::schedule::{ScheduleConfig, ScheduleKind};
 pub use crate::optim::sgd::SgdConfig;
 pub use crate::optim::{CurvatureKind, HessianFreeConfig, HessianFreeSettings, OptimizerConfig};
-pub use run::{CheckpointConfig, GradientRoute, TrainConfig};
+pub use run::{CheckpointConfig, GradientRoute, Precision, TrainConfig};
 
 use crate::validate::Problems;
 
@@ -145,6 +145,15 @@ impl Config {
                 "train.gradient = \"{}\": chooses how SGD and Adam take their gradient; \
                  optimizer {} always uses hftrain's own backprop; remove the setting",
                 self.train.gradient, self.optimizer
+            ),
+        );
+        problems.check(
+            self.optimizer.lr().is_some() || self.train.precision == Precision::F32,
+            format!(
+                "train.precision = \"{}\": half precision is for SGD and Adam; optimizer {} \
+                 computes in f32 (its CG and step acceptance are not measured in half \
+                 precision); remove the setting",
+                self.train.precision, self.optimizer
             ),
         );
         self.checkpoint.validate(&mut problems);

@@ -29,6 +29,8 @@ pub struct TrainConfig {
     pub spectrum_batches: usize,
     /// How SGD and Adam take their gradient (Hessian-free always uses our backprop).
     pub gradient: GradientRoute,
+    /// The arithmetic of SGD's and Adam's gradient (see `Precision`).
+    pub precision: Precision,
 }
 
 /// `train.gradient`: Burn's autodiff, or hftrain's own backprop through the layers' `vjp`
@@ -69,6 +71,45 @@ impl GradientRoute {
     }
 }
 
+/// `train.precision`: the dtype SGD's and Adam's forward and backward passes compute in.
+/// Master weights, the optimizer's state, the loss and evaluation stay in f32 either way
+/// (mixed precision as PyTorch's autocast does it; see `precision.rs`). Hessian-free stays
+/// f32: nobody has measured that CG converges and rho stays meaningful in half precision.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Precision {
+    /// Everything in the parameters' own dtype (f32; f64 in the tests).
+    #[default]
+    F32,
+    /// bfloat16: f32's range with 8 bits of mantissa; no loss scaling needed.
+    Bf16,
+    /// IEEE half: 11 bits of mantissa but a range up to 65504, so the loss is scaled
+    /// (dynamically) to keep small gradients from flushing to zero.
+    F16,
+}
+
+impl Precision {
+    /// The lower dtype the network computes in (None: the parameters' own).
+    pub fn low_dtype(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(burn::tensor::FloatDType::BF16),
+            Precision::F16 => Some(burn::tensor::FloatDType::F16),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    /// The name a config writes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+            Precision::F16 => "f16",
+        })
+    }
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -82,6 +123,7 @@ impl Default for TrainConfig {
             spectrum_every: 0,
             spectrum_batches: 1,
             gradient: GradientRoute::Auto,
+            precision: Precision::F32,
         }
     }
 }

@@ -245,9 +245,17 @@ impl Network {
         let mut parts = self.buffers.split(&buffers);
         for s in stats {
             let unbiased = s.count as f32 / (s.count.max(2) - 1) as f32;
-            let mean = s.mean.clone().detach().inner();
-            let var = s.variance.clone().detach().inner().mul_scalar(unbiased);
             let (im, iv) = (s.running_mean, s.running_var);
+            // Statistics of a half-precision pass (`train.precision`) join the buffers' dtype.
+            let dtype = burn::tensor::FloatDType::from(parts[im].dtype());
+            let mean = s.mean.clone().detach().inner().cast(dtype);
+            let var = s
+                .variance
+                .clone()
+                .detach()
+                .inner()
+                .cast(dtype)
+                .mul_scalar(unbiased);
             parts[im] = parts[im].clone().mul_scalar(1.0 - momentum) + mean.mul_scalar(momentum);
             parts[iv] = parts[iv].clone().mul_scalar(1.0 - momentum) + var.mul_scalar(momentum);
         }

@@ -28,6 +28,7 @@ use crate::model::Network;
 use crate::optim::schedule::Schedule;
 use crate::optim::{Optimizer, StepInfo};
 use crate::params::to_host;
+use crate::precision::MixedPrecision;
 use crate::run_dir::RunPaths;
 use crate::words::{count, human_duration};
 use progress::Progress;
@@ -88,6 +89,8 @@ struct Session {
     optimizer: Box<dyn Optimizer>,
     /// 1 where weight decay applies.
     decay_mask: Tensor<1>,
+    /// `train.precision` below f32 (f16's loss scale lives here from step to step).
+    mixed_precision: Option<MixedPrecision>,
     schedule: Schedule,
     steps_per_epoch: usize,
     /// The device computes in the host's memory (flex, or wgpu on a software adapter).
@@ -263,6 +266,7 @@ impl Session {
             CurvatureSampling::of(&self.config.optimizer),
         )
         .first_order_by_backprop(self.config.train.gradient.uses_backprop(&self.device))
+        .in_precision(self.mixed_precision.as_ref())
         .watched(on_product);
         let step = self.optimizer.step(&on_batch, &self.params, lr)?;
         let outcome = on_batch.into_outcome().ok_or_else(|| {

@@ -17,6 +17,7 @@ use crate::memory;
 use crate::model::Network;
 use crate::optim::schedule::Schedule;
 use crate::params::from_host;
+use crate::precision::MixedPrecision;
 use crate::run_dir::{self, RunPaths};
 use crate::session;
 
@@ -209,6 +210,18 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         memory::check_fits(&config, &network, available)?;
     }
 
+    let mixed_precision = MixedPrecision::on_device(
+        config.train.precision,
+        &device,
+        &selected.description,
+        "train.precision",
+    )?;
+    if mixed_precision.is_some() {
+        log::info!(
+            "gradients in {} (weights, optimizer state, loss and evaluation in f32)",
+            config.train.precision
+        );
+    }
     let decay_mask = network.params.decay_mask(&device);
     let mut optimizer = config
         .optimizer
@@ -271,6 +284,7 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         buffers,
         optimizer,
         decay_mask,
+        mixed_precision,
         schedule,
         steps_per_epoch,
         on_cpu: selected.host_memory,

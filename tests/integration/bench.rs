@@ -35,6 +35,7 @@ fn args(config: std::path::PathBuf) -> BenchArgs {
         only: Vec::new(),
         json: None,
         layers: false,
+        precision: None,
     }
 }
 
@@ -124,6 +125,23 @@ fn bench_times_only_what_is_asked_and_names_a_wrong_quantity() {
     let names = measured_names(&report);
     assert_eq!(names, ["forward", "gradient_backprop"]);
     assert!(report.hessian_free_step.is_none());
+    assert_eq!(report.precision, "f32");
+
+    // `--precision` times the first-order quantities in it and says so.
+    let report = run(&BenchArgs {
+        only: vec!["gradient_autodiff".into(), "sgd_step".into()],
+        repeats: 1,
+        precision: Some(hftrain::config::Precision::Bf16),
+        ..args(config_file(&dir))
+    })
+    .unwrap();
+    assert_eq!(measured_names(&report), ["gradient_autodiff", "sgd_step"]);
+    assert_eq!(report.precision, "bf16");
+    assert!(
+        report.table().contains("first-order gradients in bf16"),
+        "{}",
+        report.table()
+    );
 
     assert_error(
         run(&BenchArgs {

@@ -66,6 +66,24 @@ fn wrong_type_is_named() {
             "remove the setting",
         ],
     );
+    assert_error(
+        load("[train]\nprecision = \"fp8\"\n"),
+        &["precision", "fp8", "`f32`, `bf16`, `f16`"],
+    );
+    // Hessian-free computes in f32: half precision set for it is named, not ignored.
+    assert_error(
+        load("[optimizer]\nkind = \"hessian-free\"\n[train]\nprecision = \"bf16\"\n"),
+        &[
+            "train.precision = \"bf16\"",
+            "hessian-free",
+            "f32",
+            "remove the setting",
+        ],
+    );
+    assert!(
+        load("[train]\nprecision = \"f16\"\n").is_ok(),
+        "SGD takes f16"
+    );
 }
 
 #[test]

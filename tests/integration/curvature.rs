@@ -13,6 +13,7 @@ use hftrain::model::layers::{Residual, build_list};
 use hftrain::model::loss::cross_entropy_hessian_product;
 use hftrain::model::{Mode, Network};
 use hftrain::params::{Layout, from_host, to_host};
+use hftrain::precision::Arithmetic;
 
 use crate::common::{
     assert_succeeded, flex_f64, random_tensor, relative_error, run_f64_tests_in_child,
@@ -455,7 +456,7 @@ fn model(stages: Vec<StageConfig>, logit_scale: f32) -> ModelConfig {
 /// (kinks), GELU and average pooling (smooth, so the exact Hessian has second-derivative
 /// terms the Gauss-Newton matrix leaves out), residual blocks with and without projection,
 /// unpadded convolutions, flatten and a hidden linear layer.
-fn networks() -> Vec<(&'static str, ModelConfig)> {
+pub(crate) fn networks() -> Vec<(&'static str, ModelConfig)> {
     vec![
         (
             "conv-bn-relu, max-pool, residual, global max, scale",
@@ -542,13 +543,13 @@ fn softmax_regression() -> ModelConfig {
     model(vec![StageConfig::new(&["flatten"])], 1.0)
 }
 
-struct Problem {
-    network: Network,
-    params: Tensor<1>,
-    batch: Batch,
+pub(crate) struct Problem {
+    pub(crate) network: Network,
+    pub(crate) params: Tensor<1>,
+    pub(crate) batch: Batch,
 }
 
-fn problem(model: &ModelConfig, seed: u64, n: usize, d: &Device) -> Problem {
+pub(crate) fn problem(model: &ModelConfig, seed: u64, n: usize, d: &Device) -> Problem {
     let network = Network::new(model, 10).unwrap();
     let (params, _) = network.init(seed, d);
     let images = random_tensor(seed + 1, [n, 3, 32, 32], d);
@@ -587,6 +588,7 @@ fn f64_our_backprop_equals_burn_autodiff_gradient() {
                 p.batch.images.clone(),
                 p.batch.labels.clone(),
                 smoothing,
+                Arithmetic::FULL,
             );
             let err = relative_error(&ours.gradient, &reference.gradient);
             let loss_gap = (ours.loss.into_scalar::<f64>()
@@ -601,7 +603,8 @@ fn f64_our_backprop_equals_burn_autodiff_gradient() {
             // The same through the first-order route (`train.gradient = "backprop"`), with
             // what the training loop reads besides: the correct count and batch norm's
             // batch statistics, which update its running averages.
-            let first_order = objective.loss_and_gradient_by_backprop(&p.params, &p.batch);
+            let first_order =
+                objective.loss_and_gradient_by_backprop(&p.params, &p.batch, Arithmetic::FULL);
             let err = relative_error(&first_order.gradient, &reference.gradient);
             assert!(err < bound, "{name}: first-order gradient off by {err}");
             let loss_gap = (first_order.loss.into_scalar::<f64>()
@@ -1001,6 +1004,7 @@ fn curvature_command_writes_products_another_framework_can_check() {
         images,
         labels,
         config.train.label_smoothing,
+        Arithmetic::FULL,
     );
     // Two f32 code paths (our backprop in the child, Burn's autodiff here) that sum in
     // different orders: their gap is rounding, growing with the square root of the longest

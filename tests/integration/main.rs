@@ -16,6 +16,7 @@ mod hessian_free;
 mod networks;
 mod optimizer_runs;
 mod optimizers;
+mod precision;
 mod predict;
 mod reliability;
 mod spectrum;

@@ -101,8 +101,8 @@ impl Recorded for AvgPoolRecord {
             let [_, c, h, w] = self.input_dims;
             let [kh, kw] = self.layer.kernel;
             let [_, _, oh, ow] = dy.dims();
-            let weight =
-                Tensor::<4>::ones([c, 1, kh, kw], &dy.device()).div_scalar((kh * kw) as f64);
+            let weight = Tensor::<4>::ones([c, 1, kh, kw], (&dy.device(), dy.dtype()))
+                .div_scalar((kh * kw) as f64);
             let options =
                 ConvTransposeOptions::new([kh, kw], [0, 0], [h - oh * kh, w - ow * kw], [1, 1], c);
             conv_transpose2d(dy, weight, None, options)

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
+use burn::tensor::DType;
 use burn::tensor::module::{batch_norm, batch_norm_train};
 
 use crate::model::builder::{Builder, Init};
@@ -45,6 +46,16 @@ pub fn build(
     Ok((Arc::new(layer), input))
 }
 
+/// The dtype batch norm computes in: f32 for a half-precision input (`train.precision`), as
+/// cuDNN's batch norm does: its statistics are sums over every position of a channel, and
+/// normalising subtracts nearly equal numbers.
+fn compute_dtype(input: DType) -> DType {
+    match input {
+        DType::BF16 | DType::F16 => DType::F32,
+        other => other,
+    }
+}
+
 impl BatchNorm {
     fn stats(&self, mean: Tensor<1>, variance: Tensor<1>, input: &Tensor<4>) -> BatchStats {
         let [n, _, h, w] = input.dims();
@@ -64,11 +75,14 @@ impl Layer for BatchNorm {
     }
 
     fn forward(&self, x: Tensor<4>, pass: &mut Pass) -> Tensor<4> {
+        let io = x.dtype();
+        let wide = compute_dtype(io);
+        let x = x.cast(wide);
         let (g, b) = (
-            pass.params[self.gamma].clone(),
-            pass.params[self.beta].clone(),
+            pass.params[self.gamma].clone().cast(wide),
+            pass.params[self.beta].clone().cast(wide),
         );
-        match pass.mode {
+        let y = match pass.mode {
             Mode::Train => {
                 let out = batch_norm_train(x.clone(), g, b, EPSILON);
                 pass.stats.push(self.stats(out.mean, out.variance, &x));
@@ -78,23 +92,27 @@ impl Layer for BatchNorm {
                 x,
                 g,
                 b,
-                pass.buffers[self.running_mean].clone(),
-                pass.buffers[self.running_var].clone(),
+                pass.buffers[self.running_mean].clone().cast(wide),
+                pass.buffers[self.running_var].clone().cast(wide),
                 EPSILON,
             ),
-        }
+        };
+        y.cast(io)
     }
 
     fn record(&self, x: Tensor<4>, params: &[Tensor<1>]) -> (Tensor<4>, Box<dyn Recorded>) {
         // Written out in differentiable ops (Burn's fused batch norm cannot be differentiated
         // a second time).
+        let io = x.dtype();
+        let x = x.cast(compute_dtype(io));
         let mean = channel_mean(x.clone());
         let centered = x.clone() - mean.clone();
         let variance = channel_mean(centered.clone().powi_scalar(2));
         let inv_std = variance.clone().add_scalar(EPSILON).sqrt().recip();
         let normalized = centered * inv_std.clone();
-        let y = normalized.clone() * per_channel(params[self.gamma].clone())
-            + per_channel(params[self.beta].clone());
+        let wide = x.dtype();
+        let y = normalized.clone() * per_channel(params[self.gamma].clone().cast(wide))
+            + per_channel(params[self.beta].clone().cast(wide));
         let c = self.channels;
         let stats = self.stats(mean.reshape([c]), variance.reshape([c]), &x);
         let record = BatchNormRecord {
@@ -102,8 +120,9 @@ impl Layer for BatchNorm {
             normalized,
             inv_std,
             stats,
+            io,
         };
-        (y, Box::new(record))
+        (y.cast(io), Box::new(record))
     }
 }
 
@@ -114,9 +133,17 @@ struct BatchNormRecord {
     /// `1 / sqrt(var + eps)`, `[1, c, 1, 1]`.
     inv_std: Tensor<4>,
     stats: BatchStats,
+    /// The dtype of the layer's input and output (the record's tensors are in
+    /// `compute_dtype(io)`).
+    io: DType,
 }
 
 impl BatchNormRecord {
+    /// `t` in the dtype the record's tensors are in.
+    fn wide<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        t.cast(self.normalized.dtype())
+    }
+
     /// How the normalised input moves with the input: the batch statistics move too.
     /// `inv_std * (d - mean(d) - x_hat * mean(x_hat * d))`, means per channel.
     fn normalized_change(&self, d: Tensor<4>) -> Tensor<4> {
@@ -135,16 +162,25 @@ impl Recorded for BatchNormRecord {
         need_input: bool,
     ) -> Option<Tensor<4>> {
         let l = &self.layer;
-        grads.put(l.gamma, channel_sum(dy.clone() * self.normalized.clone()));
-        grads.put(l.beta, channel_sum(dy.clone()));
+        let dy = self.wide(dy);
+        // Each parameter's gradient in the parameter's own dtype.
+        let own = params[l.gamma].dtype();
+        grads.put(
+            l.gamma,
+            channel_sum(dy.clone() * self.normalized.clone()).cast(own),
+        );
+        grads.put(l.beta, channel_sum(dy.clone()).cast(own));
         if grads.wants_squares() {
             let dy2 = dy.clone().powi_scalar(2);
             let xhat2 = self.normalized.clone().powi_scalar(2);
-            grads.put_square(l.gamma, channel_sum(dy2.clone() * xhat2));
-            grads.put_square(l.beta, channel_sum(dy2));
+            grads.put_square(l.gamma, channel_sum(dy2.clone() * xhat2).cast(own));
+            grads.put_square(l.beta, channel_sum(dy2).cast(own));
         }
         // The map from x to x_hat is self-adjoint, so its vjp is the same expression.
-        need_input.then(|| self.normalized_change(dy) * per_channel(params[l.gamma].clone()))
+        need_input.then(|| {
+            let gamma = per_channel(self.wide(params[l.gamma].clone()));
+            (self.normalized_change(dy) * gamma).cast(self.io)
+        })
     }
 
     fn jvp(
@@ -154,11 +190,13 @@ impl Recorded for BatchNormRecord {
         dx: Option<Tensor<4>>,
     ) -> Option<Tensor<4>> {
         let l = &self.layer;
-        let from_params = self.normalized.clone() * per_channel(tangents[l.gamma].clone())
-            + per_channel(tangents[l.beta].clone());
-        let from_input =
-            dx.map(|dx| self.normalized_change(dx) * per_channel(params[l.gamma].clone()));
-        crate::model::layer::add_tangents(Some(from_params), from_input)
+        let from_params = self.normalized.clone()
+            * per_channel(self.wide(tangents[l.gamma].clone()))
+            + per_channel(self.wide(tangents[l.beta].clone()));
+        let from_input = dx.map(|dx| {
+            self.normalized_change(self.wide(dx)) * per_channel(self.wide(params[l.gamma].clone()))
+        });
+        crate::model::layer::add_tangents(Some(from_params), from_input).map(|t| t.cast(self.io))
     }
 
     fn batch_stats(&self, stats: &mut Vec<BatchStats>) {

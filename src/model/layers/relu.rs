@@ -37,7 +37,7 @@ impl Layer for Relu {
         // comparison and a masked fill each time cost 12 to 19 times the forward pass on
         // flex (BENCHMARKS.md). It is a constant of the parameters, as the derivative of
         // ReLU is almost everywhere.
-        let derivative = x.clone().greater_elem(0.0).float();
+        let derivative = x.clone().greater_elem(0.0).float().cast(x.dtype());
         let y = burn::tensor::activation::relu(x);
         (y, Box::new(ReluRecord { derivative }))
     }
