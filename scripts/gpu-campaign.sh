@@ -20,7 +20,8 @@
 #        was carried (`cargo build --release --features vulkan`), the SPIR-V one.
 # part2: 4. the SGD run continued for SGD_MORE_MINUTES; 5. Hessian-free (configs/cifar10.toml's
 #        optimizer on the same network) for HF_MINUTES; 6. `hftrain compare` of the two;
-#        7. `hftrain bench` with the convolutions through patches forced on and off.
+#        7. `hftrain bench` with the convolutions through patches forced on and off; 8. SGD's
+#        gradient in f16 (WGSL) and bf16 (SPIR-V), `hftrain bench --precision`.
 # Every step writes its log under OUT_DIR as it goes, so a step cut short still leaves its
 # part.
 set -uo pipefail
@@ -65,7 +66,7 @@ else
     # 4 minutes of SGD and at most 4.5 of bench keep part1 under 10 minutes.
     train_minutes=${PART1_TRAIN_MINUTES:-4}
     bench_seconds=${BENCH_SECONDS:-270}
-    more_minutes=${SGD_MORE_MINUTES:-3}
+    more_minutes=${SGD_MORE_MINUTES:-2.5}
     hf_minutes=${HF_MINUTES:-4}
     products=(--batch 64 --repeats 5)
     bench_settings=(BATCH=64 REPEATS=5)
@@ -174,5 +175,18 @@ PY
             --device "$device" "${products[@]}" --cg-iterations 5 \
             --only gradient_autodiff,gradient_backprop,sgd_step,cg_iteration 2>&1 \
             | grep -v XDG_RUNTIME_DIR | sed "s/^/patches $patches: /" >> "$out/bench.log"
+    done
+    # Mixed precision (`train.precision`, off by default until this measures it): SGD's
+    # gradient in f16 with the WGSL binary (where the adapter has f16 shaders) and in bf16
+    # with the SPIR-V one, beside step 3b's f32 figures; a device without the arithmetic
+    # says so in the log (at most 30 s each).
+    log "8. first-order gradients in half precision on $device"
+    for variant in "f16:$bin" "bf16:$vulkan_bin"; do
+        precision=${variant%%:*}; binary=${variant#*:}
+        [ -x "$binary" ] || { log "precision $precision: no binary $binary"; continue; }
+        timeout 30 "$binary" bench --config "$work/resnet9-sgd.toml" --device "$device" \
+            "${products[@]}" --precision "$precision" \
+            --only gradient_autodiff,gradient_backprop,sgd_step 2>&1 \
+            | grep -v XDG_RUNTIME_DIR | sed "s/^/precision $precision: /" >> "$out/bench.log"
     done
 fi
