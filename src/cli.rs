@@ -135,7 +135,8 @@ pub enum Command {
         command: DataCommand,
     },
     /// Compare runs: test accuracy and train loss against wall time and data passes in one
-    /// picture, and a table of each run's time to 50%, 60% and 70% test accuracy.
+    /// picture, and a table of each run's time to 50%, 60% and 70% test accuracy (or the
+    /// levels asked).
     Compare {
         /// Run directories, e.g. runs/cifar10-small-sgd runs/cifar10-small-hf.
         #[arg(required = true)]
@@ -143,6 +144,9 @@ pub enum Command {
         /// Where to write the picture (PNG).
         #[arg(long, default_value = "compare.png")]
         out: PathBuf,
+        /// Test accuracies (percent, comma-separated) the table gives each run's time to.
+        #[arg(long, default_value = "50,60,70")]
+        levels: String,
     },
     /// Draw a run's plots again from its metrics.csv (and steps.csv) into <run>/plots/.
     Plot {
@@ -346,8 +350,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Compare { runs, out } => {
-            print!("{}", crate::compare::compare(&runs, &out)?);
+        Command::Compare { runs, out, levels } => {
+            let levels = crate::compare::parse_levels(&levels)?;
+            print!("{}", crate::compare::compare(&runs, &out, &levels)?);
             println!("picture: {}", out.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -13,8 +13,26 @@ use crate::config::Config;
 use crate::metrics::EpochMetrics;
 use crate::plots::{Series, line_chart};
 
-/// Test accuracies the table reports the time to.
+/// Test accuracies the table reports the time to, unless `--levels` names others.
 pub const LEVELS: [f64; 3] = [0.5, 0.6, 0.7];
+
+/// `--levels 30,31.5`: test accuracies in percent, each in (0, 100], as fractions.
+pub fn parse_levels(text: &str) -> Result<Vec<f64>> {
+    let levels = text
+        .split(',')
+        .map(|part| {
+            let part = part.trim().trim_end_matches('%');
+            match part.parse::<f64>() {
+                Ok(p) if p > 0.0 && p <= 100.0 => Ok(p / 100.0),
+                _ => bail!(
+                    "--levels {text}: `{part}` is not a test accuracy in percent; expected \
+                     numbers in (0, 100] separated by commas, e.g. --levels 50,60,70"
+                ),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(levels)
+}
 
 /// One run's epochs and what names it.
 pub struct Run {
@@ -66,28 +84,29 @@ impl Run {
     }
 }
 
-/// The comparison table, as Markdown.
-pub fn table(runs: &[Run]) -> String {
-    let mut out = String::from("| run | best test acc | epochs | minutes |");
-    for level in LEVELS {
-        let _ = write!(out, " to {:.0}% |", 100.0 * level);
+/// The comparison table, as Markdown: each run's time to each of `levels`.
+pub fn table(runs: &[Run], levels: &[f64]) -> String {
+    let mut out = String::from("| run | best test acc | epochs | wall |");
+    for level in levels {
+        // Percent to a tenth: 0.58 * 100 is 57.99999999999999 in f64.
+        let _ = write!(out, " to {}% |", (1000.0 * level).round() / 10.0);
     }
     out += "\n|---|---|---|---|";
-    out += &"---|".repeat(LEVELS.len());
+    out += &"---|".repeat(levels.len());
     for run in runs {
         let best = run.rows.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
         let (seconds, last) = run.timeline().last().map(|(s, r)| (*s, r.epoch)).unwrap();
         let _ = write!(
             out,
-            "\n| {} | {:.2}% | {last} | {:.1} |",
+            "\n| {} | {:.2}% | {last} | {} |",
             run.label,
             100.0 * best,
-            seconds / 60.0
+            wall(seconds)
         );
-        for level in LEVELS {
+        for &level in levels {
             match run.time_to(level) {
                 Some((s, epoch)) => {
-                    let _ = write!(out, " {:.1} min (epoch {epoch}) |", s / 60.0);
+                    let _ = write!(out, " {} (epoch {epoch}) |", wall(s));
                 }
                 None => out += " not reached |",
             }
@@ -95,6 +114,16 @@ pub fn table(runs: &[Run]) -> String {
     }
     out.push('\n');
     out
+}
+
+/// A table's time: minutes to a tenth, seconds to a tenth under a minute (a small problem's
+/// whole run can take seconds).
+fn wall(seconds: f64) -> String {
+    if seconds < 60.0 {
+        format!("{seconds:.1} s")
+    } else {
+        format!("{:.1} min", seconds / 60.0)
+    }
 }
 
 /// Four charts in one picture: test accuracy and train loss, against minutes and against
@@ -136,9 +165,10 @@ pub fn picture(runs: &[Run]) -> Result<RgbImage> {
     Ok(out)
 }
 
-/// Loads the runs, writes the picture to `out` and returns the table. A run without a
-/// finished epoch is left out with a warning (a budget can end before one).
-pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<String> {
+/// Loads the runs, writes the picture to `out` and returns the table of the times to
+/// `levels`. A run without a finished epoch is left out with a warning (a budget can end
+/// before one).
+pub fn compare(dirs: &[PathBuf], out: &Path, levels: &[f64]) -> Result<String> {
     let mut runs = Vec::new();
     for dir in dirs {
         match Run::load(dir) {
@@ -150,5 +180,5 @@ pub fn compare(dirs: &[PathBuf], out: &Path) -> Result<String> {
         bail!("none of the runs has a finished epoch to compare");
     }
     crate::plots::save(&picture(&runs)?, out)?;
-    Ok(table(&runs))
+    Ok(table(&runs, levels))
 }

@@ -277,6 +277,43 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
     );
     let picture = image::open(&png).unwrap().into_rgb8();
     assert_eq!(picture.dimensions(), (1280, 800));
+
+    // Other levels on request (a small problem's accuracies are far below 50%); a level that
+    // is not a percentage is named.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .arg("compare")
+        .args(&paths)
+        .args(["--out", png.to_str().unwrap(), "--levels", "45,58%"])
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| to 45% | to 58% |"), "{table}");
+    let fast = table.lines().find(|l| l.contains("fast (sgd)")).unwrap();
+    assert!(
+        fast.contains("0.5 min (epoch 1) | 1.0 min (epoch 2) |"),
+        "{table}"
+    );
+    let slow = table
+        .lines()
+        .find(|l| l.contains("slow (hessian-free)"))
+        .unwrap();
+    assert!(
+        slow.contains("3.0 min (epoch 2) | 4.5 min (epoch 3) |"),
+        "{table}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .arg("compare")
+        .args(&paths)
+        .args(["--levels", "50,0.6x"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--levels 50,0.6x") && err.contains("`0.6x`"),
+        "{err}"
+    );
     let count = |rgb: [u8; 3]| picture.pixels().filter(|p| p.0 == rgb).count();
     for (rgb, run) in [([31, 119, 180], "first"), ([214, 39, 40], "second")] {
         assert!(count(rgb) > 200, "the {run} run's colour is missing");
