@@ -13,9 +13,7 @@ use burn::prelude::*;
 use serde::Serialize;
 
 use crate::config::{Config, Precision};
-use crate::curvature::{
-    Batch, BatchObjective, CurvatureSampling, LossAndGradient, NetworkObjective,
-};
+use crate::curvature::{Batch, BatchObjective, CurvatureSampling, NetworkObjective};
 use crate::data::{CHANNELS, IMAGE_SIDE};
 use crate::device::DeviceChoice;
 use crate::fsutil::write_atomic;
@@ -28,7 +26,7 @@ use crate::optim::hessian_free::StepTiming;
 use crate::optim::sgd::{Sgd, SgdConfig};
 use crate::optim::{Optimizer, OptimizerConfig};
 use crate::params::from_host;
-use crate::precision::{Arithmetic, MixedPrecision};
+use crate::precision::{MixedPrecision, first_order_gradient};
 use crate::rng::Rng;
 
 /// The options of `hftrain bench`.
@@ -84,7 +82,7 @@ pub const QUANTITIES: [(&str, &str); 9] = [
     ),
     (
         "gradient_backprop",
-        "loss and gradient by our backprop (Hessian-free's)",
+        "loss and gradient by our backprop (SGD's on the CPU; Hessian-free's less its decay)",
     ),
     (
         "sgd_step",
@@ -216,12 +214,6 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         None => "train.precision",
     };
     let mixed = MixedPrecision::on_device(precision, device, &selected.description, setting)?;
-    // A first-order gradient in the bench's precision (f16's loss scale carried from call to
-    // call, as in training).
-    let first_order = |compute: &dyn Fn(Arithmetic) -> LossAndGradient| match &mixed {
-        Some(mixed) => mixed.gradient(compute),
-        None => compute(Arithmetic::FULL),
-    };
     let mut timer = Timer {
         repeats: args.repeats,
         batch: batch_size,
@@ -244,7 +236,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                 let _ = correct.into_scalar::<i64>();
             }),
             "gradient_autodiff" => timer.time(name, || {
-                let out = first_order(&|arithmetic| {
+                let out = first_order_gradient(mixed.as_ref(), |arithmetic| {
                     crate::curvature::loss_and_gradient(
                         &network,
                         &params,
@@ -257,16 +249,11 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
                 });
                 sync(&out.gradient);
             }),
-            // Hessian-free's gradient (with its weight-decay term) in f32, our backprop's
-            // first-order gradient in a lower precision.
-            "gradient_backprop" => timer.time(name, || match &mixed {
-                None => sync(&objective.gradient(&params, &batch, false).gradient),
-                Some(_) => sync(
-                    &first_order(&|arithmetic| {
-                        objective.loss_and_gradient_by_backprop(&params, &batch, arithmetic)
-                    })
-                    .gradient,
-                ),
+            "gradient_backprop" => timer.time(name, || {
+                let out = first_order_gradient(mixed.as_ref(), |arithmetic| {
+                    objective.loss_and_gradient_by_backprop(&params, &batch, arithmetic)
+                });
+                sync(&out.gradient);
             }),
             "sgd_step" => {
                 let sgd_config = match &config.optimizer {

@@ -145,7 +145,7 @@ pub enum Command {
         #[arg(long, default_value = "compare.png")]
         out: PathBuf,
         /// Test accuracies (percent, comma-separated) the table gives each run's time to.
-        #[arg(long, default_value = "50,60,70")]
+        #[arg(long, default_value = crate::compare::DEFAULT_LEVELS)]
         levels: String,
     },
     /// Draw a run's plots again from its metrics.csv (and steps.csv) into <run>/plots/.

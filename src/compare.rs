@@ -13,8 +13,8 @@ use crate::config::Config;
 use crate::metrics::EpochMetrics;
 use crate::plots::{Series, line_chart};
 
-/// Test accuracies the table reports the time to, unless `--levels` names others.
-pub const LEVELS: [f64; 3] = [0.5, 0.6, 0.7];
+/// Test accuracies (percent) the table reports the time to, unless `--levels` names others.
+pub const DEFAULT_LEVELS: &str = "50,60,70";
 
 /// `--levels 30,31.5`: test accuracies in percent, each in (0, 100], as fractions.
 pub fn parse_levels(text: &str) -> Result<Vec<f64>> {
@@ -31,6 +31,12 @@ pub fn parse_levels(text: &str) -> Result<Vec<f64>> {
             }
         })
         .collect::<Result<Vec<_>>>()?;
+    if levels.iter().all(|&l| l <= 0.01) {
+        bail!(
+            "--levels {text}: test accuracies are in percent (--levels 50,60 for 50% and 60%), \
+             and every level here is at most 1%"
+        );
+    }
     Ok(levels)
 }
 

@@ -17,7 +17,7 @@ use crate::model::{BatchStats, Mode, Network, Tape, correct_count, cross_entropy
 pub use crate::optim::CurvatureKind;
 use crate::optim::cg::LinearOperator;
 use crate::optim::{self, Gradient, OptimizerConfig, Problem};
-use crate::precision::{Arithmetic, MixedPrecision};
+use crate::precision::{Arithmetic, MixedPrecision, first_order_gradient};
 
 /// One batch's loss and gradient, with what the training loop reports and updates.
 pub struct LossAndGradient {
@@ -49,12 +49,8 @@ pub fn loss_and_gradient(
 ) -> LossAndGradient {
     let leaves = autodiff_leaves(network, params);
     let lowered: Vec<Tensor<1>> = leaves.iter().map(|l| arithmetic.lower(l.clone())).collect();
-    let buffer_parts: Vec<Tensor<1>> = network
-        .buffers
-        .split(buffers)
-        .into_iter()
-        .map(|b| arithmetic.lower(b))
-        .collect();
+    // Training mode reads no buffer: they stay as they are.
+    let buffer_parts = network.buffers.split(buffers);
     let out = network.forward(
         arithmetic.lower(images),
         &lowered,
@@ -238,6 +234,10 @@ impl<'a> NetworkObjective<'a> {
         squared: bool,
         arithmetic: Arithmetic,
     ) -> (LossAndGradient, Option<Vec<Tensor<1>>>) {
+        debug_assert!(
+            !squared || arithmetic == Arithmetic::FULL,
+            "squared gradients (Hessian-free's preconditioner) are taken in full precision"
+        );
         let network = self.network;
         let parts: Vec<Tensor<1>> = network
             .params
@@ -251,7 +251,13 @@ impl<'a> NetworkObjective<'a> {
             cross_entropy_gradient(logits.clone(), batch.labels.clone(), self.label_smoothing);
         let d_logits = arithmetic.lower(scaled(d_logits, arithmetic.loss_scale));
         let (grads, squares) = network.backprop(&tape, &parts, d_logits, squared);
-        let gradient = arithmetic.raise(network.params.join(grads), params.dtype());
+        // Each part back in the parameters' dtype before they are joined: batch norm's come
+        // in f32 already, the others in the low dtype.
+        let grads = grads
+            .into_iter()
+            .map(|g| arithmetic.raise(g, params.dtype()))
+            .collect();
+        let gradient = network.params.join(grads);
         let out = LossAndGradient {
             loss: cross_entropy(logits.clone(), batch.labels.clone(), self.label_smoothing),
             gradient: unscaled(gradient, arithmetic.loss_scale),
@@ -537,10 +543,9 @@ impl LinearOperator for Watched<'_> {
 
 impl optim::Objective for BatchObjective<'_> {
     fn loss_gradient(&self, params: &Tensor<1>) -> Tensor<1> {
-        let out = match self.mixed_precision {
-            Some(mixed) => mixed.gradient(|arithmetic| self.first_order(params, arithmetic)),
-            None => self.first_order(params, Arithmetic::FULL),
-        };
+        let out = first_order_gradient(self.mixed_precision, |arithmetic| {
+            self.first_order(params, arithmetic)
+        });
         self.keep(|| BatchOutcome {
             loss: out.loss,
             correct: out.correct,

@@ -10,8 +10,15 @@
 //! whose gradient overflowed, the gradient is taken again at the halved scale, so every step
 //! is taken (an overflow costs one more gradient, a few times a run). The scale is a power of
 //! two, so scaling and unscaling are exact: it changes a gradient only where f16 would have
-//! flushed a value to zero or overflowed. It is not kept in checkpoints; a resumed run starts
-//! again at 2^16 and finds its level within a few gradients.
+//! flushed a value to zero or overflowed. It is not kept in checkpoints: a resumed run starts
+//! again at 2^16, comes down to a lower level within a few gradients, and back up to a higher
+//! one at GradScaler's pace (a doubling per 2000 finite gradients). A loss that is not finite
+//! is not the scale's doing (the forward pass overflowed f16's range, or the run diverged):
+//! the gradient is used as it is and the training loop's own check stops the run.
+//!
+//! Batch norm computes in f32 (see `batch_norm.rs`) and, by our backprop, gives its
+//! parameters' gradients in f32 too, as autocast keeps batch norm's parameters; by Burn's
+//! autodiff they pass through the low dtype on their way back to the f32 weights.
 
 use std::cell::Cell;
 
@@ -47,7 +54,7 @@ impl Arithmetic {
     /// `t` (computed in the low dtype) back in `dtype`, the parameters' own.
     pub fn raise<const D: usize>(&self, t: Tensor<D>, dtype: DType) -> Tensor<D> {
         match self.low {
-            Some(_) => t.cast(FloatDType::from(dtype)),
+            Some(_) => t.cast(dtype),
             None => t,
         }
     }
@@ -74,10 +81,15 @@ impl LossScale {
     pub const INITIAL: f32 = 65536.0;
     /// Finite gradients in a row before the scale doubles.
     pub const GROWTH_INTERVAL: u32 = 2000;
-    /// Beyond this, f16's largest value (65504) times a gradient of 1e-4 overflows anyway.
+    /// 2^24: past it, any scaled gradient above 65504 / 2^24 (about 4e-3) overflows f16.
     const MAX: f32 = 16_777_216.0;
 
+    /// A scale of `scale`, a power of two (so that scaling is exact) from 1 to `MAX`.
     pub fn new(scale: f32) -> Self {
+        assert!(
+            (1.0..=Self::MAX).contains(&scale) && scale.log2().fract() == 0.0,
+            "a loss scale is a power of two from 1 to 2^24, not {scale}"
+        );
         Self {
             scale,
             finite_in_a_row: 0,
@@ -137,10 +149,17 @@ impl MixedPrecision {
             return Ok(None);
         };
         if !device.supports_dtype(low) {
+            let elsewhere = match precision {
+                // WGSL has no bf16 type at all.
+                Precision::Bf16 => {
+                    "bf16 needs flex (any CPU) or a `--features vulkan` build (SPIR-V) on a \
+                     driver with bf16; or use \"f16\""
+                }
+                _ => "f16 needs flex (any CPU) or a wgpu adapter with f16 shaders",
+            };
             anyhow::bail!(
                 "{setting} = \"{precision}\": the device ({description}) has no {precision} \
-                 arithmetic; use \"f32\" on it, or another device (flex computes bf16 and f16 \
-                 on any CPU; wgpu needs an adapter with f16 shaders)"
+                 arithmetic; use \"f32\" on it ({elsewhere})"
             );
         }
         Ok(Self::of(precision))
@@ -160,7 +179,8 @@ impl MixedPrecision {
     }
 
     /// The gradient `compute` gives in this precision; for f16, taken again at a halved
-    /// scale while it overflows (one host read a gradient, as GradScaler's step does).
+    /// scale while the gradient overflows and the loss does not (one host read a gradient,
+    /// as GradScaler's step does).
     pub fn gradient(&self, compute: impl Fn(Arithmetic) -> LossAndGradient) -> LossAndGradient {
         let Some(cell) = &self.loss_scale else {
             return compute(Arithmetic {
@@ -174,7 +194,11 @@ impl MixedPrecision {
                 low: Some(self.low),
                 loss_scale: scale.scale,
             });
-            let next = scale.after(all_finite(&out.gradient));
+            let [loss_finite, gradient_finite] = finite([&out.loss, &out.gradient]);
+            if !loss_finite {
+                return out;
+            }
+            let next = scale.after(gradient_finite);
             cell.set(scale);
             if next == AfterGradient::Use {
                 return out;
@@ -187,8 +211,24 @@ impl MixedPrecision {
     }
 }
 
-/// Whether every value of `t` is finite (one host read): `0 * x` is 0 for a finite x and NaN
-/// for an infinite or NaN one.
-pub fn all_finite(t: &Tensor<1>) -> bool {
-    t.clone().mul_scalar(0.0).sum().into_scalar::<f64>() == 0.0
+/// For each tensor, whether every value of it is finite, in one host read.
+pub fn finite<const N: usize>(tensors: [&Tensor<1>; N]) -> [bool; N] {
+    let flags: Vec<Tensor<1, Bool>> = tensors
+        .iter()
+        .map(|t| (*t).clone().is_finite().bool_not().any().bool_not())
+        .collect();
+    let values: Vec<bool> = Tensor::cat(flags, 0).into_data().iter::<bool>().collect();
+    values.try_into().expect("one flag per tensor")
+}
+
+/// The first-order gradient `compute` gives in `mixed` precision, or in the parameters' own
+/// dtype where there is none.
+pub fn first_order_gradient(
+    mixed: Option<&MixedPrecision>,
+    compute: impl Fn(Arithmetic) -> LossAndGradient,
+) -> LossAndGradient {
+    match mixed {
+        Some(mixed) => mixed.gradient(compute),
+        None => compute(Arithmetic::FULL),
+    }
 }

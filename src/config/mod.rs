@@ -170,6 +170,10 @@ impl Config {
             c.device = DeviceChoice::Auto;
             // Like the device: either route computes the same gradient, up to rounding.
             c.train.gradient = GradientRoute::Auto;
+            // Weights, optimizer state and checkpoints are f32 in every precision: a run
+            // may go on in another (a half-precision run resumed on a device without that
+            // arithmetic, say), its gradients then rounded differently.
+            c.train.precision = Precision::F32;
             c.data.dir = PathBuf::new();
             c.checkpoint = CheckpointConfig::default();
             c.train.log_every = 1;

@@ -246,8 +246,9 @@ impl Network {
         for s in stats {
             let unbiased = s.count as f32 / (s.count.max(2) - 1) as f32;
             let (im, iv) = (s.running_mean, s.running_var);
-            // Statistics of a half-precision pass (`train.precision`) join the buffers' dtype.
-            let dtype = burn::tensor::FloatDType::from(parts[im].dtype());
+            // Batch norm's statistics are in the dtype it computes in (f32 under half
+            // precision): they join the buffers' (f64 in the tests).
+            let dtype = parts[im].dtype();
             let mean = s.mean.clone().detach().inner().cast(dtype);
             let var = s
                 .variance

@@ -15,7 +15,7 @@ use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use crate::checkpoint::{self, Checkpoint, EpochProgress, Position};
-use crate::config::Config;
+use crate::config::{Config, Precision};
 use crate::curvature::{Batch, BatchObjective, BatchOutcome, CurvatureSampling, NetworkObjective};
 use crate::data::Dataset;
 use crate::data::batcher::{EpochPlan, Prefetcher, Transform};
@@ -188,10 +188,17 @@ impl Session {
             }
             if let Err(what) = check_finite(&outcome.loss, &params) {
                 progress.abandon();
+                // f16's range ends at 65504: a forward pass past it looks like divergence.
+                let f16 = if self.config.train.precision == Precision::F16 {
+                    "; in train.precision = \"f16\" an activation past 65504 overflows: try \"bf16\" \
+                     (f32's range) or \"f32\""
+                } else {
+                    ""
+                };
                 bail!(
                     "training diverged: {what} at epoch {} step {} (global step {}, learning \
                      rate {lr:.3e}); nothing of this step was saved, the last checkpoint is {}; \
-                     lower optimizer.lr or lengthen schedule.warmup_epochs",
+                     lower optimizer.lr or lengthen schedule.warmup_epochs{f16}",
                     epoch + 1,
                     step + 1,
                     self.position.global_step + 1,

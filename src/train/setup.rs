@@ -160,6 +160,14 @@ fn resolve_config(
                     differences.join("\n  ")
                 );
             }
+            if given.train.precision != ckpt.config.train.precision {
+                log::info!(
+                    "train.precision: this run trained in {} until {}, and goes on in {}",
+                    ckpt.config.train.precision,
+                    dir.display(),
+                    given.train.precision
+                );
+            }
             given.clone()
         }
         (Some(given), None) => given.clone(),

@@ -154,6 +154,10 @@ fn run_differences_list_each_changed_key() {
     b.data.dir = "elsewhere".into();
     b.device = hftrain::config::DeviceChoice::Flex;
     b.checkpoint.keep = 9;
+    // Nor the arithmetic of the gradient: its route and its precision (the weights are f32
+    // in all of them), so a half-precision run can go on where that arithmetic is missing.
+    b.train.gradient = hftrain::config::GradientRoute::Autodiff;
+    b.train.precision = hftrain::config::Precision::Bf16;
     let diffs = a.run_differences(&b);
     assert_eq!(diffs.len(), 2, "{diffs:?}");
     assert!(

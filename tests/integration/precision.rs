@@ -122,29 +122,50 @@ fn half_precision_gradients_are_the_f32_gradient_to_half_precision() {
 #[test]
 fn an_overflowing_f16_gradient_is_taken_again_at_a_lower_loss_scale() {
     let d = Device::flex();
-    let (name, model) = &networks()[3];
+    let (name, model) = &smooth_networks()[0];
     let p = problem(model, 6, 8, &d);
     let reference = gradient(&p, true, Arithmetic::FULL);
-    // 2^40 times the logits' gradient (about 0.1 / 8 here) is far past f16's largest value
-    // (65504): the first gradients are infinite.
-    let start = 2f32.powi(40);
-    let mixed = MixedPrecision::of(Precision::F16)
-        .unwrap()
-        .with_loss_scale(start);
-    let out = mixed.gradient(|arithmetic| gradient(&p, true, arithmetic));
-    let scale = mixed.loss_scale().unwrap();
-    let err = relative_error(&out.gradient, &reference.gradient);
-    println!(
-        "measured: f16 from loss scale 2^40 on {name}: settled at 2^{}, gradient relative error {err:.1e}",
-        scale.log2()
-    );
-    assert!(scale < 2f32.powi(20), "the scale was not lowered: {scale}");
-    assert!(
-        scale >= 1.0 && scale.log2().fract() == 0.0,
-        "a power of two: {scale}"
-    );
-    assert!(hftrain::precision::all_finite(&out.gradient));
-    assert!(err < 16.0 * 2f64.powi(-11), "gradient off by {err}");
+    for by_backprop in [true, false] {
+        // 2^24 times the logits' gradient (about 0.1 / 8 here) is far past f16's largest
+        // value (65504): the first gradients overflow, the loss does not.
+        let start = 2f32.powi(24);
+        let mixed = MixedPrecision::of(Precision::F16)
+            .unwrap()
+            .with_loss_scale(start);
+        let out = mixed.gradient(|arithmetic| gradient(&p, by_backprop, arithmetic));
+        let scale = mixed.loss_scale().unwrap();
+        let err = relative_error(&out.gradient, &reference.gradient);
+        println!(
+            "measured: f16 from loss scale 2^24 on {name} (backprop {by_backprop}): settled at 2^{}, gradient relative error {err:.1e}",
+            scale.log2()
+        );
+        assert!(scale < start, "the scale was not lowered: {scale}");
+        assert!(
+            scale >= 1.0 && scale.log2().fract() == 0.0,
+            "a power of two: {scale}"
+        );
+        assert_eq!(
+            hftrain::precision::finite([&out.loss, &out.gradient]),
+            [true, true]
+        );
+        // What it settled on is the gradient at that scale, computed afresh.
+        let again = gradient(
+            &p,
+            by_backprop,
+            Arithmetic {
+                low: Some(burn::tensor::FloatDType::F16),
+                loss_scale: scale,
+            },
+        );
+        assert_eq!(
+            out.gradient.to_data().as_slice::<f32>().unwrap(),
+            again.gradient.to_data().as_slice::<f32>().unwrap(),
+            "backprop {by_backprop}: the retaken gradient is not the one at its scale"
+        );
+        // And it is the f32 gradient to f16's precision (the smooth network: 8 roundoffs,
+        // as in the test above).
+        assert!(err < 8.0 * 2f64.powi(-11), "gradient off by {err}");
+    }
 
     // bf16 has f32's range: no loss scale at all.
     assert_eq!(
@@ -177,6 +198,13 @@ fn the_loss_scale_follows_gradscalers_rule() {
     let mut one = LossScale::new(1.0);
     assert_eq!(one.after(false), AfterGradient::Use);
     assert_eq!(one.scale, 1.0);
+    // A scale is a power of two (scaling is then exact), from 1 to 2^24.
+    for bad in [0.0, 3.0, f32::INFINITY, f32::NAN, 2f32.powi(25)] {
+        assert!(
+            std::panic::catch_unwind(|| LossScale::new(bad)).is_err(),
+            "accepted a loss scale of {bad}"
+        );
+    }
 }
 
 #[test]
@@ -191,9 +219,10 @@ fn a_device_without_the_arithmetic_is_refused_by_name() {
         );
         assert!(mixed.unwrap().is_some(), "flex computes {precision}");
     }
-    // WGSL has no bf16 type: wgpu on the software adapter (installed wherever the suite runs)
-    // cannot compute in it.
-    let wgpu = select(DeviceChoice::WgpuCpu)
+    // WGSL has no bf16 type: wgpu (a GPU, or the software adapter installed wherever the
+    // suite runs) cannot compute in it. `wgpu` as the wgpu training tests select it: a
+    // process registers the software adapter once, under one choice.
+    let wgpu = select(DeviceChoice::Wgpu)
         .expect("the Vulkan software adapter (lavapipe, package mesa-vulkan-drivers) is installed");
     let err = MixedPrecision::on_device(
         Precision::Bf16,
@@ -204,7 +233,12 @@ fn a_device_without_the_arithmetic_is_refused_by_name() {
     .unwrap_err()
     .to_string();
     println!("measured: {err}");
-    for needle in ["train.precision = \"bf16\"", &wgpu.description, "\"f32\""] {
+    for needle in [
+        "train.precision = \"bf16\"",
+        &wgpu.description,
+        "\"f32\"",
+        "--features vulkan",
+    ] {
         assert!(err.contains(needle), "{needle:?} missing from: {err}");
     }
 }

@@ -167,44 +167,51 @@ fn sgd_by_our_backprop_trains_as_sgd_by_burn_autodiff() {
 
 #[test]
 fn sgd_in_half_precision_trains_as_sgd_in_f32() {
-    use hftrain::config::Precision;
+    use hftrain::config::{GradientRoute, Precision};
     let data = synthetic_binary();
     let mut config = small_config(&data, "flex");
     config.data.train_limit = 200;
     config.data.test_limit = 100;
     config.train.epochs = 2;
     let dir = TempDir::new();
-    let mut runs = Vec::new();
-    for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
-        config.train.precision = precision;
-        let run = train(&config, &dir.path().join(precision.to_string()), None, None).unwrap();
-        runs.push((precision, run));
-    }
-    let f32_run = &runs[0].1;
-    let scale = f32_run.params.iter().fold(0f32, |m, p| m.max(p.abs()));
-    for (precision, run) in &runs[1..] {
-        let params = max_abs_difference(&f32_run.params, &run.params);
-        let losses: Vec<(f64, f64)> = f32_run
-            .metrics
-            .iter()
-            .zip(&run.metrics)
-            .map(|(a, b)| (a.train_loss, b.train_loss))
-            .collect();
-        println!(
-            "measured: SGD in {precision} against f32: params {params:.1e} (largest {scale:.2}), train losses {losses:?}"
-        );
-        assert_ne!(f32_run.params, run.params, "{precision} made no difference");
-        // Two epochs of 200 images: the rounding of a half-precision gradient (a few parts
-        // in a thousand) moves the weights by that much of each step, not by the step.
-        assert!(
-            params < 0.05 * scale,
-            "{precision}: parameters differ by {params}"
-        );
-        for (a, b) in losses {
-            assert!(
-                b.is_finite() && (a - b).abs() < 0.05 * a,
-                "{precision}: train loss {b} against {a}"
+    // Both routes of the gradient: our backprop (the CPU's) and Burn's autodiff (wgpu's).
+    for route in [GradientRoute::Backprop, GradientRoute::Autodiff] {
+        config.train.gradient = route;
+        let mut runs = Vec::new();
+        for precision in [Precision::F32, Precision::Bf16, Precision::F16] {
+            config.train.precision = precision;
+            let out = dir.path().join(format!("{route}-{precision}"));
+            runs.push((precision, train(&config, &out, None, None).unwrap()));
+        }
+        let f32_run = &runs[0].1;
+        let scale = f32_run.params.iter().fold(0f32, |m, p| m.max(p.abs()));
+        for (precision, run) in &runs[1..] {
+            let params = max_abs_difference(&f32_run.params, &run.params);
+            let losses: Vec<(f64, f64)> = f32_run
+                .metrics
+                .iter()
+                .zip(&run.metrics)
+                .map(|(a, b)| (a.train_loss, b.train_loss))
+                .collect();
+            println!(
+                "measured: SGD by {route} in {precision} against f32: params {params:.1e} (largest {scale:.2}), train losses {losses:?}"
             );
+            assert_ne!(
+                f32_run.params, run.params,
+                "{route} {precision}: no difference"
+            );
+            // Two epochs of 200 images: the rounding of a half-precision gradient (a few parts
+            // in a thousand) moves the weights by that much of each step, not by the step.
+            assert!(
+                params < 0.05 * scale,
+                "{route} {precision}: parameters differ by {params}"
+            );
+            for (a, b) in losses {
+                assert!(
+                    b.is_finite() && (a - b).abs() < 0.05 * a,
+                    "{route} {precision}: train loss {b} against {a}"
+                );
+            }
         }
     }
 }

@@ -162,19 +162,17 @@ impl Recorded for BatchNormRecord {
         need_input: bool,
     ) -> Option<Tensor<4>> {
         let l = &self.layer;
+        // The parameters' gradients stay in the dtype batch norm computes in (f32 under half
+        // precision, as autocast keeps batch norm's parameters: each is a sum over every
+        // position of a channel, which f16's range would cap).
         let dy = self.wide(dy);
-        // Each parameter's gradient in the parameter's own dtype.
-        let own = params[l.gamma].dtype();
-        grads.put(
-            l.gamma,
-            channel_sum(dy.clone() * self.normalized.clone()).cast(own),
-        );
-        grads.put(l.beta, channel_sum(dy.clone()).cast(own));
+        grads.put(l.gamma, channel_sum(dy.clone() * self.normalized.clone()));
+        grads.put(l.beta, channel_sum(dy.clone()));
         if grads.wants_squares() {
             let dy2 = dy.clone().powi_scalar(2);
             let xhat2 = self.normalized.clone().powi_scalar(2);
-            grads.put_square(l.gamma, channel_sum(dy2.clone() * xhat2).cast(own));
-            grads.put_square(l.beta, channel_sum(dy2).cast(own));
+            grads.put_square(l.gamma, channel_sum(dy2.clone() * xhat2));
+            grads.put_square(l.beta, channel_sum(dy2));
         }
         // The map from x to x_hat is self-adjoint, so its vjp is the same expression.
         need_input.then(|| {

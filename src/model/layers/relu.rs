@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use crate::model::builder::Builder;
 use crate::model::layer::{BatchStats, Gradients, Layer, Pass, Recorded, Shape};
@@ -37,7 +38,10 @@ impl Layer for Relu {
         // comparison and a masked fill each time cost 12 to 19 times the forward pass on
         // flex (BENCHMARKS.md). It is a constant of the parameters, as the derivative of
         // ReLU is almost everywhere.
-        let derivative = x.clone().greater_elem(0.0).float().cast(x.dtype());
+        let derivative = x
+            .clone()
+            .greater_elem(0.0)
+            .cast(FloatDType::from(x.dtype()));
         let y = burn::tensor::activation::relu(x);
         (y, Box::new(ReluRecord { derivative }))
     }
