@@ -17,7 +17,7 @@ use crate::model::{BatchStats, Mode, Network, Tape, correct_count, cross_entropy
 pub use crate::optim::CurvatureKind;
 use crate::optim::cg::LinearOperator;
 use crate::optim::{self, Gradient, OptimizerConfig, Problem};
-use crate::precision::{Arithmetic, MixedPrecision, first_order_gradient};
+use crate::precision::{Arithmetic, LossAndGradientOf, MixedPrecision, first_order_gradient};
 
 /// One batch's loss and gradient, with what the training loop reports and updates.
 pub struct LossAndGradient {
@@ -29,6 +29,16 @@ pub struct LossAndGradient {
     pub correct: Tensor<1, Int>,
     /// Batch-norm statistics, for the running-statistics update.
     pub stats: Vec<BatchStats>,
+}
+
+impl LossAndGradientOf for LossAndGradient {
+    fn loss(&self) -> &Tensor<1> {
+        &self.loss
+    }
+
+    fn gradient(&self) -> &Tensor<1> {
+        &self.gradient
+    }
 }
 
 /// Loss and gradient by Burn's autodiff (the first-order path), in `arithmetic` (see

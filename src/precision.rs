@@ -26,7 +26,13 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
 use crate::config::Precision;
-use crate::curvature::LossAndGradient;
+
+/// What the loss scale reads of a gradient evaluation (`curvature::LossAndGradient`): its
+/// loss and its gradient, whose finiteness decide whether it is taken again.
+pub trait LossAndGradientOf {
+    fn loss(&self) -> &Tensor<1>;
+    fn gradient(&self) -> &Tensor<1>;
+}
 
 /// How one gradient is computed: in the parameters' own dtype, or in `low` with the logits'
 /// gradient multiplied by `loss_scale` before it enters `low`.
@@ -181,7 +187,7 @@ impl MixedPrecision {
     /// The gradient `compute` gives in this precision; for f16, taken again at a halved
     /// scale while the gradient overflows and the loss does not (one host read a gradient,
     /// as GradScaler's step does).
-    pub fn gradient(&self, compute: impl Fn(Arithmetic) -> LossAndGradient) -> LossAndGradient {
+    pub fn gradient<T: LossAndGradientOf>(&self, compute: impl Fn(Arithmetic) -> T) -> T {
         let Some(cell) = &self.loss_scale else {
             return compute(Arithmetic {
                 low: Some(self.low),
@@ -194,7 +200,7 @@ impl MixedPrecision {
                 low: Some(self.low),
                 loss_scale: scale.scale,
             });
-            let [loss_finite, gradient_finite] = finite([&out.loss, &out.gradient]);
+            let [loss_finite, gradient_finite] = finite([out.loss(), out.gradient()]);
             if !loss_finite {
                 return out;
             }
@@ -223,10 +229,10 @@ pub fn finite<const N: usize>(tensors: [&Tensor<1>; N]) -> [bool; N] {
 
 /// The first-order gradient `compute` gives in `mixed` precision, or in the parameters' own
 /// dtype where there is none.
-pub fn first_order_gradient(
+pub fn first_order_gradient<T: LossAndGradientOf>(
     mixed: Option<&MixedPrecision>,
-    compute: impl Fn(Arithmetic) -> LossAndGradient,
-) -> LossAndGradient {
+    compute: impl Fn(Arithmetic) -> T,
+) -> T {
     match mixed {
         Some(mixed) => mixed.gradient(compute),
         None => compute(Arithmetic::FULL),
