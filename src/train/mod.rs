@@ -216,6 +216,13 @@ impl Session {
             self.position.global_step += 1;
             self.position.step_in_epoch = step + 1;
             self.recorder.step(self.position, &outcome.loss, &info);
+            // f16's loss scale, as AMP users watch GradScaler's (`precision/loss_scale`).
+            if let Some(scale) = self.mixed_precision.as_ref().and_then(|m| m.loss_scale()) {
+                self.recorder.scalars(
+                    self.position.global_step,
+                    &[("precision/loss_scale", scale)],
+                );
+            }
 
             let last = step + 1 == plan.steps();
             if (step + 1).is_multiple_of(self.config.train.log_every) || last {

@@ -200,6 +200,22 @@ fn sgd_in_half_precision_trains_as_sgd_in_f32() {
                 f32_run.params, run.params,
                 "{route} {precision}: no difference"
             );
+            // f16's loss scale is in TensorBoard at every step; bf16 has none.
+            let out = dir.path().join(format!("{route}-{precision}"));
+            let scales: Vec<f32> = crate::tensorboard::curves(&out)
+                .iter()
+                .flat_map(|(_, scalars)| scalars.iter())
+                .filter(|(tag, _)| tag == "precision/loss_scale")
+                .map(|(_, value)| value.0)
+                .collect();
+            match precision {
+                Precision::F16 => {
+                    let steps = run.metrics.last().unwrap().step;
+                    assert_eq!(scales.len(), steps, "{route}: one loss scale a step");
+                    assert!(scales.iter().all(|s| *s >= 1.0 && s.log2().fract() == 0.0));
+                }
+                _ => assert!(scales.is_empty(), "{route} {precision}: {scales:?}"),
+            }
             // Two epochs of 200 images: the rounding of a half-precision gradient (a few parts
             // in a thousand) moves the weights by that much of each step, not by the step.
             assert!(
