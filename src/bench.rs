@@ -35,7 +35,7 @@ pub struct BenchArgs {
     /// The config whose network (and Hessian-free settings, where it has them) is timed.
     #[arg(long, short, default_value = "configs/cifar10.toml")]
     pub config: PathBuf,
-    /// Device: auto, wgpu, wgpu-cpu or flex [default: the config's].
+    /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the config's].
     #[arg(long)]
     pub device: Option<DeviceChoice>,
     /// Images in the batch every quantity is timed on [default: the config's
@@ -86,7 +86,7 @@ pub const QUANTITIES: [(&str, &str); 9] = [
     ),
     (
         "sgd_step",
-        "one SGD step: autodiff gradient and Nesterov update",
+        "one SGD step: the gradient by train.gradient's route, then Nesterov's update",
     ),
     (
         "gauss_newton_vector",

@@ -57,7 +57,7 @@ pub enum Command {
         /// Run directory [default: runs/<config name>].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Device: auto, wgpu, wgpu-cpu or flex [default: the config's `device`, itself
+        /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the config's `device`, itself
         /// `auto` (a GPU through wgpu, else the CPU) unless set].
         #[arg(long)]
         device: Option<DeviceChoice>,
@@ -79,7 +79,7 @@ pub enum Command {
         /// Data directory [default: the checkpoint config's `data.dir`].
         #[arg(long, env = "HFTRAIN_DATA")]
         data: Option<PathBuf>,
-        /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+        /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the checkpoint config's].
         #[arg(long)]
         device: Option<DeviceChoice>,
         /// Evaluate on at most this many test images, balanced over classes [default: all].
@@ -110,7 +110,7 @@ pub enum Command {
         /// Also write the predictions as JSON to this file [default: none, only printed].
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+        /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the checkpoint config's].
         #[arg(long)]
         device: Option<DeviceChoice>,
     },
@@ -172,7 +172,7 @@ pub enum Command {
         /// Data directory [default: the checkpoint config's `data.dir`].
         #[arg(long, env = "HFTRAIN_DATA")]
         data: Option<PathBuf>,
-        /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+        /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the checkpoint config's].
         #[arg(long)]
         device: Option<DeviceChoice>,
         /// Timed runs of each product after one warm-up; the median is printed.

@@ -27,7 +27,9 @@ pub struct AdamConfig {
 impl Default for AdamConfig {
     fn default() -> Self {
         Self {
-            lr: 0.1,
+            // PyTorch's and Keras's default: Adam's step is about `lr` per coordinate, so
+            // an SGD-sized rate (0.1, the default here before) throws the weights about.
+            lr: 1e-3,
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-8,

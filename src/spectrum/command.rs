@@ -59,7 +59,7 @@ pub struct SpectrumArgs {
     /// Data directory [default: the checkpoint config's `data.dir`].
     #[arg(long, env = "HFTRAIN_DATA")]
     pub data: Option<PathBuf>,
-    /// Device: auto, wgpu, wgpu-cpu or flex [default: the checkpoint config's].
+    /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the checkpoint config's].
     #[arg(long)]
     pub device: Option<crate::device::DeviceChoice>,
     /// Training batches the curvature is averaged over (drawn without augmentation from the
