@@ -123,9 +123,32 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
         return Ok(selected.clone());
     }
     crate::kernel_cache::configure();
-    let selected = open(choice)?;
+    let selected = match open(choice) {
+        Ok(selected) => selected,
+        // wgpu registers each kind of adapter once per process: where this choice comes
+        // down to the software adapter another choice already holds (`wgpu` falling back to
+        // the one `wgpu-cpu` opened, or the reverse), it is served that device.
+        Err(e) => match cache
+            .iter()
+            .find(|(other, held)| same_software_adapter(choice, **other, held))
+        {
+            Some((_, held)) => held.clone(),
+            None => return Err(e),
+        },
+    };
     cache.insert(choice, selected.clone());
     Ok(selected)
+}
+
+/// Whether `choice` would open the software adapter that `other` holds as `held`: the same
+/// graphics API, and `held` a wgpu device on a CPU adapter.
+fn same_software_adapter(choice: DeviceChoice, other: DeviceChoice, held: &SelectedDevice) -> bool {
+    use DeviceChoice::*;
+    let same_api = matches!(
+        (choice, other),
+        (Wgpu, WgpuCpu) | (WgpuCpu, Wgpu) | (Vulkan, VulkanCpu) | (VulkanCpu, Vulkan)
+    );
+    same_api && held.host_memory && held.description.starts_with("wgpu<")
 }
 
 fn open(choice: DeviceChoice) -> Result<SelectedDevice> {

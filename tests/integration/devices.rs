@@ -64,3 +64,21 @@ fn vulkan_cpu_names_its_compiler_and_computes_what_flex_computes() {
         "vulkan-cpu's gradient is off flex's by {error}"
     );
 }
+
+/// wgpu registers its software adapter once per process: `wgpu` (falling back to it where
+/// there is no GPU) and `wgpu-cpu` both come up, whichever a process asks for first.
+#[test]
+fn wgpu_and_wgpu_cpu_both_open_in_one_process() {
+    let cpu = select(DeviceChoice::WgpuCpu)
+        .expect("the wgpu software adapter (lavapipe, package mesa-vulkan-drivers) is installed");
+    let any = select(DeviceChoice::Wgpu).expect("wgpu opens an adapter");
+    println!(
+        "measured: wgpu-cpu is {}; wgpu is {}",
+        cpu.description, any.description
+    );
+    assert!(cpu.description.contains("Cpu"), "{}", cpu.description);
+    if any.description.contains(" Cpu:") {
+        // No GPU: both are the one software adapter.
+        assert_eq!(any.description, cpu.description);
+    }
+}

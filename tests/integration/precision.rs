@@ -220,8 +220,7 @@ fn a_device_without_the_arithmetic_is_refused_by_name() {
         assert!(mixed.unwrap().is_some(), "flex computes {precision}");
     }
     // WGSL has no bf16 type: wgpu (a GPU, or the software adapter installed wherever the
-    // suite runs) cannot compute in it. `wgpu` as the wgpu training tests select it: a
-    // process registers the software adapter once, under one choice.
+    // suite runs) cannot compute in it.
     let wgpu = select(DeviceChoice::Wgpu)
         .expect("the Vulkan software adapter (lavapipe, package mesa-vulkan-drivers) is installed");
     let err = MixedPrecision::on_device(
