@@ -18,7 +18,7 @@ use crate::model::Network;
 /// Bytes a run needs at the least: (parameters, activations of one batch).
 pub fn lower_bound(config: &Config, network: &Network) -> (u64, u64) {
     // Evaluation keeps no activations for a backward pass: the training batch is the bound.
-    let batch = config.train.batch_size as u64;
+    let batch = config.train.largest_batch_size() as u64;
     let parameters = network.params.total() as u64;
     (
         4 * 4 * parameters,
@@ -56,11 +56,12 @@ pub fn check_fits(config: &Config, network: &Network, available: u64) -> Result<
         bail!(
             "this run needs at least {} of memory ({} for {parameters} parameters and their \
              gradient and optimizer state, {} for the activations of a batch of {}), more than \
-             the {} available: lower train.batch_size or the channels in model.stages",
+             the {} available: lower train.batch_size (or batch_size_milestones) or the channels in \
+             model.stages",
             gib(params + activations),
             gib(params),
             gib(activations),
-            config.train.batch_size,
+            config.train.largest_batch_size(),
             gib(available)
         );
     }

@@ -56,7 +56,9 @@ pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> St
     let _ = writeln!(
         out,
         "- batch size {}, label smoothing {}, seed {}",
-        config.train.batch_size, config.train.label_smoothing, config.seed
+        config.train.batch_size_in_words(),
+        config.train.label_smoothing,
+        config.seed
     );
     let seconds: f64 = metrics.iter().map(|m| m.epoch_seconds).sum();
     let _ = writeln!(

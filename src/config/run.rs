@@ -9,6 +9,15 @@ use crate::validate::{Problems, fraction};
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
+    /// The training batch grows over the run: `[[3, 2000], [5, 4000]]` takes `batch_size`
+    /// images a step in epochs 1-2, 2000 from epoch 3 and 4000 from epoch 5 on (epochs
+    /// counted from 1, as the progress lines count them). A larger batch late in a run lowers
+    /// the gradient's noise where smaller steps are wanted: Smith et al. 2018 ("Don't decay
+    /// the learning rate, increase the batch size") for SGD, Byrd et al. 2012 (dynamic sample
+    /// sizes) for Newton-CG; and with Hessian-free it makes an epoch cheaper, since CG's cost
+    /// per step does not grow with the batch. Empty: `batch_size` throughout.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub batch_size_milestones: Vec<[usize; 2]>,
     pub eval_batch_size: usize,
     /// Batch norm running-statistics momentum (PyTorch's convention: new = (1-m) old + m batch).
     pub bn_momentum: f32,
@@ -17,7 +26,8 @@ pub struct TrainConfig {
     /// Read the loss back from the device (and refresh the progress bar) every this many steps.
     pub log_every: usize,
     /// Before each end-of-epoch evaluation and checkpoint, recompute batch norm's running
-    /// statistics with the current weights over this many training batches (0: keep the
+    /// statistics with the current weights over this many training batches of `batch_size`
+    /// images, the first batch size where milestones grow it (0: keep the
     /// running averages; see `bn_statistics.rs`). Unset: 10 for Hessian-free, whose few large
     /// steps leave the running averages behind, 0 for SGD and Adam.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -115,6 +125,7 @@ impl Default for TrainConfig {
         Self {
             epochs: 16,
             batch_size: 512,
+            batch_size_milestones: Vec::new(),
             eval_batch_size: 1000,
             bn_momentum: 0.1,
             label_smoothing: 0.0,
@@ -129,6 +140,37 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// The training batch of the epoch with this 0-based index (`batch_size_milestones`).
+    pub fn batch_size_of_epoch(&self, epoch: usize) -> usize {
+        self.batch_size_milestones
+            .iter()
+            .filter(|[from, _]| epoch + 1 >= *from)
+            .map(|[_, size]| *size)
+            .next_back()
+            .unwrap_or(self.batch_size)
+    }
+
+    /// The training batch in words: `1000`, or `1000 (2000 from epoch 3, 4000 from epoch 5)`.
+    pub fn batch_size_in_words(&self) -> String {
+        let later: Vec<String> = self
+            .batch_size_milestones
+            .iter()
+            .map(|[epoch, size]| format!("{size} from epoch {epoch}"))
+            .collect();
+        match later.is_empty() {
+            true => self.batch_size.to_string(),
+            false => format!("{} ({})", self.batch_size, later.join(", ")),
+        }
+    }
+
+    /// The largest training batch of the run (what memory must hold).
+    pub fn largest_batch_size(&self) -> usize {
+        self.batch_size_milestones
+            .iter()
+            .map(|[_, size]| *size)
+            .fold(self.batch_size, usize::max)
+    }
+
     pub fn validate(&self, problems: &mut Problems) {
         for (key, value) in [
             ("epochs", self.epochs),
@@ -139,6 +181,7 @@ impl TrainConfig {
         ] {
             problems.check(value > 0, format!("train.{key} = 0: expected at least 1"));
         }
+        self.validate_milestones(problems);
         problems.check(
             fraction(self.bn_momentum as f64),
             format!(
@@ -153,6 +196,36 @@ impl TrainConfig {
                 self.label_smoothing
             ),
         );
+    }
+
+    /// Milestones from epoch 2 on (epoch 1 trains with `batch_size`), in increasing order,
+    /// each with a batch of at least one image.
+    fn validate_milestones(&self, problems: &mut Problems) {
+        let key = "train.batch_size_milestones";
+        let mut after = 1;
+        for &[epoch, size] in &self.batch_size_milestones {
+            problems.check(
+                epoch > after,
+                if after == 1 {
+                    format!(
+                        "{key}: [{epoch}, {size}] starts at epoch {epoch}; milestones start at \
+                         epoch 2 or later (epoch 1 trains with train.batch_size = {}: set that \
+                         instead)",
+                        self.batch_size
+                    )
+                } else {
+                    format!(
+                        "{key}: [{epoch}, {size}] comes after a milestone at epoch {after}; \
+                         list the milestones as [epoch, batch size] in increasing epoch order"
+                    )
+                },
+            );
+            problems.check(
+                size > 0,
+                format!("{key}: [{epoch}, 0]: a batch needs at least one image"),
+            );
+            after = after.max(epoch);
+        }
     }
 }
 

@@ -150,7 +150,13 @@ impl EpochPlan {
     }
 
     pub fn steps(&self) -> usize {
-        self.order.len() / self.batch_size.max(1)
+        Self::steps_of(self.order.len(), self.batch_size)
+    }
+
+    /// The steps of an epoch of `len` images in batches of `batch_size` (without drawing the
+    /// order).
+    pub fn steps_of(len: usize, batch_size: usize) -> usize {
+        len / batch_size.min(len).max(1)
     }
 
     pub fn batch_indices(&self, step: usize) -> &[usize] {

@@ -80,10 +80,13 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    pub fn new(peak: f64, config: &ScheduleConfig, steps_per_epoch: usize, epochs: usize) -> Self {
-        let total_steps = (steps_per_epoch * epochs).max(1);
-        let warmup_steps =
-            ((config.warmup_epochs * steps_per_epoch as f64).round() as usize).min(total_steps);
+    /// The schedule over a run whose epochs take `epoch_steps` steps each (one entry per
+    /// epoch: the count changes where `train.batch_size_milestones` changes the batch). The
+    /// warm-up lasts `warmup_epochs` of those epochs; the decay spreads over the steps after
+    /// it, so an epoch of larger batches, with fewer steps, moves the learning rate less.
+    pub fn new(peak: f64, config: &ScheduleConfig, epoch_steps: &[usize]) -> Self {
+        let total_steps = epoch_steps.iter().sum::<usize>().max(1);
+        let warmup_steps = steps_in(epoch_steps, config.warmup_epochs).min(total_steps);
         Self {
             peak,
             config: config.clone(),
@@ -111,4 +114,13 @@ impl Schedule {
         };
         self.peak * (c.final_lr_fraction + (1.0 - c.final_lr_fraction) * fraction)
     }
+}
+
+/// Steps in the first `epochs` epochs (a fraction of an epoch rounded to whole steps of it).
+fn steps_in(epoch_steps: &[usize], epochs: f64) -> usize {
+    let whole = (epochs.floor() as usize).min(epoch_steps.len());
+    let partial = epoch_steps.get(whole).map_or(0, |&steps| {
+        ((epochs - whole as f64) * steps as f64).round() as usize
+    });
+    epoch_steps[..whole].iter().sum::<usize>() + partial
 }

@@ -92,7 +92,8 @@ struct Session {
     /// `train.precision` below f32 (f16's loss scale lives here from step to step).
     mixed_precision: Option<MixedPrecision>,
     schedule: Schedule,
-    steps_per_epoch: usize,
+    /// Steps in each epoch of the run (`train.batch_size_milestones` changes the count).
+    epoch_steps: Vec<usize>,
     /// The device computes in the host's memory (flex, or wgpu on a software adapter).
     on_cpu: bool,
     recorder: Recorder,
@@ -152,7 +153,14 @@ impl Session {
     /// The steps of the current epoch, from where the position stands.
     fn train_epoch(&mut self) -> Result<EpochEnd> {
         let (epoch, epochs) = (self.position.epoch, self.config.train.epochs);
-        let (seed, batch_size) = (self.config.seed, self.config.train.batch_size);
+        let seed = self.config.seed;
+        let batch_size = self.config.train.batch_size_of_epoch(epoch);
+        if epoch > 0 && batch_size != self.config.train.batch_size_of_epoch(epoch - 1) {
+            log::info!(
+                "epoch {}: {batch_size} images a step from here (train.batch_size_milestones)",
+                epoch + 1
+            );
+        }
         let plan = EpochPlan::new(seed, epoch, self.train.len(), batch_size);
         let first = self.position.step_in_epoch;
         let progress = Progress::start(epoch, epochs, plan.steps(), first);
@@ -294,12 +302,16 @@ impl Session {
     }
 
     /// After the session's first step (`seconds`, `steps_left` in the epoch): how long the
-    /// epoch and the run will take at that pace, and on a CPU, where that is hours, the config
-    /// that fits one.
+    /// epoch and the run will take at that pace (per image, where later epochs take larger
+    /// batches), and on a CPU, where that is hours, the config that fits one.
     fn estimate_time(&self, seconds: f64, steps_left: usize) {
-        let epochs_after = self.config.train.epochs - self.position.epoch - 1;
-        let per_epoch = seconds * self.steps_per_epoch as f64;
-        let run = seconds * steps_left as f64 + per_epoch * epochs_after as f64;
+        let (epoch, train) = (self.position.epoch, &self.config.train);
+        let batch_of = |e: usize| train.batch_size_of_epoch(e).min(self.train.len());
+        let per_image = seconds / batch_of(epoch) as f64;
+        let images_of = |e: usize| (self.epoch_steps[e] * batch_of(e)) as f64;
+        let per_epoch = per_image * images_of(epoch);
+        let later: f64 = (epoch + 1..train.epochs).map(images_of).sum();
+        let run = seconds * steps_left as f64 + per_image * later;
         log::info!(
             "first step took {}: about {} an epoch, {} for the run (evaluation not included)",
             human_duration(seconds),
@@ -386,6 +398,8 @@ impl Session {
             self.config.seed,
             epoch,
             self.train.len(),
+            // The first batch size, where milestones grow the training batch: the statistics'
+            // cost stays what `bn_recompute_batches` says.
             self.config.train.batch_size,
         );
         let eval_transform = Transform::eval(&self.config.data);

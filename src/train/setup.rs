@@ -272,14 +272,17 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         data: data.summary.clone(),
     };
     let recorder = Recorder::open(&paths, &config, facts, position, &metrics)?;
-    let steps_per_epoch =
-        EpochPlan::new(config.seed, 0, data.train.len(), config.train.batch_size).steps();
+    let epoch_steps: Vec<usize> = (0..config.train.epochs)
+        .map(|epoch| {
+            let batch_size = config.train.batch_size_of_epoch(epoch);
+            EpochPlan::steps_of(data.train.len(), batch_size)
+        })
+        .collect();
     // Hessian-free has no learning rate: its schedule (unused by it) peaks at 1.
     let schedule = Schedule::new(
         config.optimizer.lr().unwrap_or(1.0),
         &config.schedule,
-        steps_per_epoch,
-        config.train.epochs,
+        &epoch_steps,
     );
     Ok(Session {
         config,
@@ -294,7 +297,7 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         decay_mask,
         mixed_precision,
         schedule,
-        steps_per_epoch,
+        epoch_steps,
         on_cpu: selected.host_memory,
         recorder,
         position,

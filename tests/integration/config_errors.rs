@@ -110,6 +110,29 @@ fn impossible_values_are_named_with_the_expected_range() {
             "backtracking_batch_size = 0",
         ],
     );
+    assert_error(
+        load("[train]\nbatch_size_milestones = [[1, 2000]]\n"),
+        &[
+            "train.batch_size_milestones: [1, 2000] starts at epoch 1",
+            "epoch 2 or later",
+            "train.batch_size = 512",
+        ],
+    );
+    assert_error(
+        load("[train]\nbatch_size_milestones = [[5, 4000], [3, 2000]]\n"),
+        &[
+            "[3, 2000] comes after a milestone at epoch 5",
+            "increasing epoch order",
+        ],
+    );
+    assert_error(
+        load("[train]\nbatch_size_milestones = [[3, 0]]\n"),
+        &["train.batch_size_milestones: [3, 0]", "at least one image"],
+    );
+    assert_error(
+        load("[train]\nbatch_size_milestones = [3, 2000]\n"),
+        &["batch_size_milestones", "invalid type"],
+    );
     // Several problems are reported together.
     let message = assert_error(
         load("[train]\nepochs = 0\n[checkpoint]\nkeep = 0\n"),
@@ -266,6 +289,15 @@ fn a_run_too_large_for_memory_is_refused_with_the_setting_to_change() {
         ],
     );
     assert!(params > 0, "{message}");
+    // A batch that grows later in the run is what memory must hold.
+    let mut growing = Config::parse("name = \"growing\"").unwrap();
+    let network = hftrain::model::Network::new(&growing.model, 10).unwrap();
+    let (_, first) = hftrain::memory::lower_bound(&growing, &network);
+    growing.train.batch_size_milestones = vec![[3, 4 * growing.train.batch_size]];
+    assert_eq!(
+        hftrain::memory::lower_bound(&growing, &network).1,
+        4 * first
+    );
     // The default run fits in a few GiB.
     let default = Config::parse("name = \"default\"").unwrap();
     let network = hftrain::model::Network::new(&default.model, 10).unwrap();

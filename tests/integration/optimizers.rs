@@ -108,7 +108,7 @@ fn schedule_warms_up_then_decays_to_the_final_fraction() {
         initial_lr_fraction: 0.1,
         final_lr_fraction: 0.0,
     };
-    let s = Schedule::new(1.0, &config, 10, 5);
+    let s = Schedule::new(1.0, &config, &[10; 5]);
     assert!((s.lr(0) - (0.1 + 0.9 * 0.1)).abs() < 1e-12);
     assert!(
         (s.lr(9) - 1.0).abs() < 1e-12,
@@ -122,8 +122,7 @@ fn schedule_warms_up_then_decays_to_the_final_fraction() {
             kind: ScheduleKind::OneCycle,
             ..config.clone()
         },
-        10,
-        5,
+        &[10; 5],
     );
     assert!(
         (one_cycle.lr(30) - 1.0).abs() < 1e-12,
@@ -135,8 +134,36 @@ fn schedule_warms_up_then_decays_to_the_final_fraction() {
             kind: ScheduleKind::Constant,
             ..config
         },
-        10,
-        5,
+        &[10; 5],
     );
     assert_eq!(constant.lr(45), 2.0);
+}
+
+/// Where `train.batch_size_milestones` gives later epochs fewer steps, the warm-up still lasts
+/// its epochs and the decay ends at the run's last step.
+#[test]
+fn schedule_over_epochs_of_different_lengths() {
+    let config = ScheduleConfig {
+        kind: ScheduleKind::OneCycle,
+        warmup_epochs: 1.5,
+        initial_lr_fraction: 0.0,
+        final_lr_fraction: 0.0,
+    };
+    // 10 steps, then 4, 4 and 2: the warm-up is 10 + 2 steps, the decay the other 8.
+    let s = Schedule::new(1.0, &config, &[10, 4, 4, 2]);
+    assert!((s.lr(10) - 11.0 / 12.0).abs() < 1e-12, "{}", s.lr(10));
+    assert!((s.lr(11) - 1.0).abs() < 1e-12, "{}", s.lr(11));
+    assert!((s.lr(12) - 1.0).abs() < 1e-12, "{}", s.lr(12));
+    assert!((s.lr(16) - 0.5).abs() < 1e-12, "{}", s.lr(16));
+    assert!((s.lr(19) - 1.0 / 8.0).abs() < 1e-12, "{}", s.lr(19));
+    // A warm-up longer than the run ends with it.
+    let long = Schedule::new(
+        1.0,
+        &ScheduleConfig {
+            warmup_epochs: 9.0,
+            ..config
+        },
+        &[10, 4],
+    );
+    assert!((long.lr(13) - 1.0).abs() < 1e-12);
 }

@@ -117,6 +117,55 @@ fn flex_resume_is_bit_exact() {
     }
 }
 
+/// `train.batch_size_milestones`: each epoch takes the batch its milestone gives (its step
+/// count shows it), the learning rate's decay ends at the run's last step, not where a run of
+/// the first batch size would, and a run stopped where the batch changes resumes bit-exact.
+#[test]
+fn growing_batch_changes_the_steps_and_resumes_bit_exact() {
+    let data = synthetic_binary();
+    let mut config = small_config(&data, "flex");
+    config.data.train_limit = 200;
+    config.data.test_limit = 100;
+    config.train.epochs = 3;
+    config.train.batch_size_milestones = vec![[2, 100], [3, 200]];
+    config.schedule.kind = hftrain::config::ScheduleKind::OneCycle;
+    config.schedule.final_lr_fraction = 0.0;
+    config.validate().unwrap();
+    let dir = TempDir::new();
+    let full = train(&config, &dir.path().join("full"), None, None).unwrap();
+    let steps: Vec<usize> = full.metrics.iter().map(|m| m.step).collect();
+    assert_eq!(
+        steps,
+        [4, 6, 7],
+        "200 images in batches of 50, 100, then 200"
+    );
+    // Half an epoch of warm-up (2 steps), then a linear decay over the other 5 steps: the
+    // last step (index 6) at 1/5 of the peak; counting three epochs of 4 steps would give 3/5.
+    let last_lr = full.metrics.last().unwrap().lr;
+    let peak = config.optimizer.lr().unwrap();
+    assert!((last_lr - peak / 5.0).abs() < 1e-9 * peak, "{last_lr}");
+
+    let parted = dir.path().join("parted");
+    train(&config, &parted, None, Some(1)).unwrap();
+    let resumed = train(&config, &parted, Some("latest"), None).unwrap();
+    assert_eq!(
+        full.params, resumed.params,
+        "parameters differ after resume"
+    );
+    assert_eq!(full.buffers, resumed.buffers, "buffers differ after resume");
+    for (a, b) in full.metrics.iter().zip(&resumed.metrics) {
+        assert_eq!(
+            (a.train_loss, a.test_accuracy, a.step, a.lr),
+            (b.train_loss, b.test_accuracy, b.step, b.lr)
+        );
+    }
+    let report = std::fs::read_to_string(parted.join("report.md")).unwrap();
+    assert!(
+        report.contains("batch size 50 (100 from epoch 2, 200 from epoch 3)"),
+        "{report}"
+    );
+}
+
 /// SGD takes its gradient by our backprop on the CPU (`train.gradient = "auto"`) and by
 /// Burn's autodiff where asked: the two runs train alike, batch norm's running statistics
 /// included, up to f32 rounding (the two sum in different orders).
