@@ -97,10 +97,20 @@ fn flex_resume_is_bit_exact() {
     config.data.train_limit = 200;
     config.data.test_limit = 100;
     let dir = TempDir::new();
-    let full = train(&config, &dir.path().join("full"), None, None).unwrap();
-    let parted = dir.path().join("parted");
-    train(&config, &parted, None, Some(1)).unwrap();
-    let resumed = train(&config, &parted, Some("latest"), None).unwrap();
+    assert_resume_is_bit_exact(&config, dir.path());
+}
+
+/// Trains `config` whole, and again stopped after epoch 1 and continued with `--resume
+/// latest`, in `dir`: the two runs end alike to the bit (parameters, batch-norm statistics,
+/// every epoch's row). Returns the whole run and the parted run's directory.
+fn assert_resume_is_bit_exact(
+    config: &Config,
+    dir: &std::path::Path,
+) -> (TrainOutcome, std::path::PathBuf) {
+    let full = train(config, &dir.join("full"), None, None).unwrap();
+    let parted = dir.join("parted");
+    train(config, &parted, None, Some(1)).unwrap();
+    let resumed = train(config, &parted, Some("latest"), None).unwrap();
     assert_eq!(
         full.params, resumed.params,
         "parameters differ after resume"
@@ -109,12 +119,14 @@ fn flex_resume_is_bit_exact() {
         full.buffers, resumed.buffers,
         "batch-norm statistics differ after resume"
     );
+    assert_eq!(full.metrics.len(), resumed.metrics.len());
     for (a, b) in full.metrics.iter().zip(&resumed.metrics) {
         assert_eq!(
-            (a.train_loss, a.test_accuracy, a.step),
-            (b.train_loss, b.test_accuracy, b.step)
+            (a.train_loss, a.test_accuracy, a.step, a.lr),
+            (b.train_loss, b.test_accuracy, b.step, b.lr)
         );
     }
+    (full, parted)
 }
 
 /// `train.batch_size_milestones`: each epoch takes the batch its milestone gives (its step
@@ -132,7 +144,7 @@ fn growing_batch_changes_the_steps_and_resumes_bit_exact() {
     config.schedule.final_lr_fraction = 0.0;
     config.validate().unwrap();
     let dir = TempDir::new();
-    let full = train(&config, &dir.path().join("full"), None, None).unwrap();
+    let (full, parted) = assert_resume_is_bit_exact(&config, dir.path());
     let steps: Vec<usize> = full.metrics.iter().map(|m| m.step).collect();
     assert_eq!(
         steps,
@@ -144,21 +156,6 @@ fn growing_batch_changes_the_steps_and_resumes_bit_exact() {
     let last_lr = full.metrics.last().unwrap().lr;
     let peak = config.optimizer.lr().unwrap();
     assert!((last_lr - peak / 5.0).abs() < 1e-9 * peak, "{last_lr}");
-
-    let parted = dir.path().join("parted");
-    train(&config, &parted, None, Some(1)).unwrap();
-    let resumed = train(&config, &parted, Some("latest"), None).unwrap();
-    assert_eq!(
-        full.params, resumed.params,
-        "parameters differ after resume"
-    );
-    assert_eq!(full.buffers, resumed.buffers, "buffers differ after resume");
-    for (a, b) in full.metrics.iter().zip(&resumed.metrics) {
-        assert_eq!(
-            (a.train_loss, a.test_accuracy, a.step, a.lr),
-            (b.train_loss, b.test_accuracy, b.step, b.lr)
-        );
-    }
     let report = std::fs::read_to_string(parted.join("report.md")).unwrap();
     assert!(
         report.contains("batch size 50 (100 from epoch 2, 200 from epoch 3)"),
