@@ -394,6 +394,116 @@ def bench(model, batch, smoothing, device, repeats, cg_iterations, curvature_bat
     return results
 
 
+def bench_layers(model, batch, smoothing, device, repeats):
+    """Each layer alone, as `hftrain bench --layers` times it (src/commands/bench.rs): its
+    forward pass (with the graph a backward pass needs), its vjp on the loss's gradient (input
+    and parameter gradients; no input gradient for the first layer), its jvp for a random
+    parameter tangent (forward mode); medians of `repeats` passes after a warm-up pass. The
+    rows follow hftrain's layer list: each stage's layers, a residual block as one row, the
+    classifier, and the logit scale where it is not 1."""
+    import copy
+    generator = torch.Generator().manual_seed(1)
+    x0 = (torch.rand(batch, 3, 32, 32, generator=generator) * 4 - 2).to(device)
+    y = torch.randint(0, 10, (batch,), generator=generator).to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    class Residual(nn.Module):
+        def __init__(self, stage):
+            super().__init__()
+            self.residual, self.shortcut = stage.residual, stage.shortcut
+
+        def forward(self, x):
+            return (self.shortcut(x) if self.shortcut is not None else x) + self.residual(x)
+
+    rows = []
+    for stage in model.stages:
+        rows += list(stage.layers)
+        if stage.residual is not None:
+            rows.append(Residual(stage))
+    rows.append(model.classifier)
+    if model.scale != 1.0:
+        rows.append(Scale(model.scale))
+    # Forward mode cannot update batch norm's running statistics in place, so the jvp runs on
+    # a copy that normalises by the batch's statistics alone (the same arithmetic).
+    def without_running_stats(module):
+        module = copy.deepcopy(module)
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.track_running_stats, m.running_mean, m.running_var = False, None, None
+        return module
+    jvp_rows = [without_running_stats(m) for m in rows]
+    tangents = [{n: torch.rand_like(p) * 2 - 1 for n, p in m.named_parameters()} for m in rows]
+
+    def timed(fn):
+        sync()
+        start = time.perf_counter()
+        out = fn()
+        sync()
+        return out, time.perf_counter() - start
+
+    seconds = [[[], [], []] for _ in rows]
+    for rep in range(repeats + 1):
+        keep = rep > 0
+        x, inputs, outputs = x0, [], []
+        for i, m in enumerate(rows):
+            x = x.detach().requires_grad_(i > 0)
+            inputs.append(x)
+            out, s = timed(lambda: m(x))
+            outputs.append(out)
+            if keep:
+                seconds[i][0].append(s)
+            x = out
+        logits = x.detach().flatten(1).requires_grad_(True)
+        dy = torch.autograd.grad(F.cross_entropy(logits, y, label_smoothing=smoothing), logits)[0]
+        dy = dy.view_as(x)
+        for i in reversed(range(len(rows))):
+            wrt = ([inputs[i]] if i > 0 else []) + list(rows[i].parameters())
+            grads, s = timed(lambda: torch.autograd.grad(outputs[i], wrt, dy))
+            if keep:
+                seconds[i][1].append(s)
+            if i > 0:
+                dy = grads[0]
+        dx = torch.zeros_like(x0)
+        for i, m in enumerate(jvp_rows):
+            params = dict(m.named_parameters())
+            names = list(params)
+
+            def call(x, *values):
+                return torch.func.functional_call(m, dict(zip(names, values)), (x,))
+            primals = (inputs[i].detach(), *[params[n].detach() for n in names])
+            directions = (dx, *[tangents[i][n] for n in names])
+            (_, dx), s = timed(lambda: torch.func.jvp(call, primals, directions))
+            if keep:
+                seconds[i][2].append(s)
+    results = []
+    total = sum(statistics.median(f) + statistics.median(v) for f, v, _ in seconds)
+    print(f"\ntorch: each layer alone (medians; share: of forward + vjp over all layers, "
+          f"{1000 * total:.2f} ms)")
+    print(f"{'#':>3} {'layer':<40} {'forward':>11} {'vjp':>11} {'jvp':>11} {'share':>6}")
+    for i, (m, (f, v, j)) in enumerate(zip(rows, seconds)):
+        f, v, j = (statistics.median(t) for t in (f, v, j))
+        name = describe_module(m)
+        results.append(dict(layer=name, forward_seconds=f, vjp_seconds=v, jvp_seconds=j))
+        print(f"{i:>3} {name[:40]:<40} {1000 * f:8.2f} ms {1000 * v:8.2f} ms {1000 * j:8.2f} ms "
+              f"{100 * (f + v) / total:5.1f}%", flush=True)
+    return results
+
+
+def describe_module(m):
+    """A short name for a layer's module, in hftrain's words where they are the same."""
+    if isinstance(m, nn.Conv2d):
+        return f"conv {m.kernel_size[0]}x{m.kernel_size[1]} {m.in_channels} -> {m.out_channels}"
+    if isinstance(m, nn.Linear):
+        return f"linear {m.in_features} -> {m.out_features}"
+    if isinstance(m, nn.BatchNorm2d):
+        return f"batch norm {m.num_features}"
+    if isinstance(m, Scale):
+        return f"scale x{m.factor}"
+    if hasattr(m, "residual"):
+        return "x + (" + " | ".join(describe_module(r) for r in m.residual) + ")"
+    return type(m).__name__.lower()
+
+
 def beside(ours, theirs):
     """The side-by-side table: hftrain's JSON (`hftrain bench --json`) and PyTorch's."""
     torch_rows = {r["name"]: r for r in theirs["measurements"]}
@@ -423,11 +533,13 @@ def run_bench(args):
     curvature_batch = min(args.curvature_batch or hf.get("curvature_batch_size", 128), args.bench)
     rows = bench(model, args.bench, cfg.get("train", {}).get("label_smoothing", 0.0), device,
                  args.repeats, args.cg_iterations, curvature_batch)
+    layers = (bench_layers(model, args.bench, cfg.get("train", {}).get("label_smoothing", 0.0),
+                           device, args.repeats) if args.layers else None)
     report = dict(config=args.config, torch=torch.__version__, batch=args.bench,
                   curvature_batch=curvature_batch, repeats=args.repeats, tf32=args.tf32,
                   threads=torch.get_num_threads(),
                   device=torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-                  measurements=rows)
+                  measurements=rows, layers=layers)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
@@ -457,6 +569,9 @@ def main():
     parser.add_argument("--curvature-batch", type=int, default=0,
                         help="images of the CG iterations' products [default: the config's, else the batch]")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads [default: all cores]")
+    parser.add_argument("--layers", action="store_true",
+                        help="with --bench: also time each layer alone (forward, vjp, jvp), as "
+                             "`hftrain bench --layers`")
     parser.add_argument("--json", help="with --bench: write the results here")
     parser.add_argument("--beside", help="with --bench: hftrain bench's JSON, printed side by side")
     args = parser.parse_args()

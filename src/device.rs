@@ -122,7 +122,7 @@ pub fn select(choice: DeviceChoice) -> Result<SelectedDevice> {
     if let Some(selected) = cache.get(&choice) {
         return Ok(selected.clone());
     }
-    crate::kernel_cache::configure();
+    crate::support::kernel_cache::configure();
     let selected = match open(choice) {
         Ok(selected) => selected,
         // wgpu registers each kind of adapter once per process: where this choice comes

@@ -1,41 +1,32 @@
 //! hftrain: a CIFAR-10 trainer on Burn with first-order optimizers and a Hessian-free
 //! (truncated Newton) second-order optimizer.
+//!
+//! The layers of the crate, each importing only those below it:
+//! - `cli` and `commands/`: the command line, one thin module per command; no command
+//!   imports another, and nothing below imports a command;
+//! - the core: `session` (device, data, opened checkpoints), `train/` (the loop), `optim/`,
+//!   `curvature` (the objective on a batch), `spectrum/` (its algorithms), `evaluation`,
+//!   `bn_statistics`, `model/`, `data/`, `config/`, `params`, `precision`, `memory`, `device`;
+//! - `store/` (checkpoints, metrics rows, TensorBoard, safetensors, run directories) and
+//!   `report/` (report.md and pictures): what a run writes about itself;
+//! - `support/`: small utilities with no knowledge of training.
 
-pub mod allocator;
-pub mod bench;
 pub mod bn_statistics;
-pub mod checkpoint;
 pub mod cli;
-pub mod compare;
+pub mod commands;
 pub mod config;
 pub mod curvature;
 pub mod data;
 pub mod device;
-pub mod eval;
-pub mod export;
-pub mod fsutil;
-pub mod inspect;
-pub mod interrupt;
-pub mod kernel_cache;
-pub mod lock;
-pub mod logging;
+pub mod evaluation;
 pub mod memory;
-pub mod metrics;
-pub mod mistakes;
 pub mod model;
 pub mod optim;
 pub mod params;
-pub mod plots;
 pub mod precision;
-pub mod predict;
 pub mod report;
-pub mod rng;
-pub mod run_dir;
-pub mod safetensors;
 pub mod session;
 pub mod spectrum;
-pub mod tensorboard;
-pub mod text;
+pub mod store;
+pub mod support;
 pub mod train;
-pub mod validate;
-pub mod words;

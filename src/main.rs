@@ -3,7 +3,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    hftrain::allocator::set_up_from_environment();
+    hftrain::support::allocator::set_up_from_environment();
     // `hftrain ... | head` ends quietly, as Unix tools do, instead of panicking on the
     // closed pipe.
     #[cfg(unix)]

@@ -117,3 +117,21 @@ pub fn from_host(values: Vec<f32>, device: &Device) -> Tensor<1> {
     let n = values.len();
     Tensor::from_data(burn::tensor::TensorData::new(values, [n]), device)
 }
+
+/// A direction with entries uniform in [-1, 1), drawn on the host from `seed` (the `v` of
+/// `hftrain curvature` and `hftrain bench`).
+pub fn seeded_direction(len: usize, seed: u64, device: &Device) -> Tensor<1> {
+    let mut rng = crate::support::rng::Rng::derive(seed, &[0xD1EC]);
+    from_host(
+        (0..len)
+            .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
+            .collect(),
+        device,
+    )
+}
+
+/// Waits for the device by reading one value back (what a timing must do before it stops
+/// the clock).
+pub fn sync(t: &Tensor<1>) {
+    let _ = t.clone().sum().into_scalar::<f64>();
+}

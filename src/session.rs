@@ -4,15 +4,15 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Result, bail};
 use burn::prelude::*;
 
-use crate::checkpoint::Checkpoint;
 use crate::config::{Config, DataConfig};
 use crate::data::{self, Dataset, Source, Split};
 use crate::device::{self, DeviceChoice, SelectedDevice};
 use crate::model::Network;
 use crate::params::from_host;
+use crate::store::checkpoint::Checkpoint;
 
 /// Opens the device a command runs on and says which it is.
 pub fn open_device(choice: DeviceChoice) -> Result<SelectedDevice> {
@@ -103,6 +103,19 @@ pub fn open_checkpoint(
     let selected = open_device(device.unwrap_or(config.device))?;
     let source = Source::prepare(&config.data.dir)?;
     let images = source.load(split, limit)?;
+    // Another number of classes would show as a model mismatch below; it is the data.
+    if !ckpt.classes.is_empty() && ckpt.classes.len() != images.classes.len() {
+        bail!(
+            "the data in {} differs from the checkpoint's: it has {} ({}), the checkpoint {} \
+             was trained on {} ({}); give --data a data set of the checkpoint's classes",
+            config.data.dir.display(),
+            format!("{} classes", images.classes.len()),
+            images.classes.join(", "),
+            dir.display(),
+            ckpt.classes.len(),
+            ckpt.classes.join(", ")
+        );
+    }
     let network = Network::new(&config.model, images.classes.len()).map_err(anyhow::Error::msg)?;
     ckpt.check_layout(dir, &network.params, &network.buffers)?;
     if !ckpt.classes.is_empty() && ckpt.classes != images.classes {
@@ -118,7 +131,7 @@ pub fn open_checkpoint(
         "checkpoint {} (epoch {}), {} {}",
         dir.display(),
         ckpt.position.epoch,
-        crate::words::group_thousands(images.len()),
+        crate::support::words::group_thousands(images.len()),
         if images.len() == 1 {
             format!("{} image", split.name())
         } else {

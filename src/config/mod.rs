@@ -23,7 +23,7 @@ pub use crate::optim::sgd::SgdConfig;
 pub use crate::optim::{CurvatureKind, HessianFreeConfig, HessianFreeSettings, OptimizerConfig};
 pub use run::{CheckpointConfig, GradientRoute, Precision, TrainConfig};
 
-use crate::validate::Problems;
+use crate::support::validate::Problems;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,13 +95,13 @@ impl Config {
 
     /// `train.bn_recompute_batches`, or its default for the optimizer.
     pub fn bn_recompute_batches(&self) -> usize {
-        self.train
-            .bn_recompute_batches
-            .unwrap_or(if self.optimizer.hessian_free().is_some() {
+        self.train.bn_recompute_batches.unwrap_or(
+            if self.optimizer.capabilities().curvature_products {
                 10
             } else {
                 0
-            })
+            },
+        )
     }
 
     pub fn to_toml(&self) -> String {
@@ -127,20 +127,26 @@ impl Config {
         self.train.validate(&mut problems);
         self.optimizer.validate(&mut problems);
         self.schedule.validate(&mut problems);
-        // A schedule scales a learning rate: one set for an optimizer without one would be
-        // silently ignored.
+        // A schedule scales a learning rate (or a step an optimizer lets it scale): one set
+        // for an optimizer without either would be silently ignored.
         problems.check(
-            self.optimizer.lr().is_some() || self.schedule == ScheduleConfig::default(),
+            self.optimizer.scheduled() || self.schedule == ScheduleConfig::default(),
             format!(
                 "[schedule]: optimizer {} has no learning rate to schedule (its step length \
-                 comes from its line search); remove the section",
-                self.optimizer
+                 comes from its line search); remove the section{}",
+                self.optimizer,
+                match self.optimizer.hessian_free() {
+                    Some(_) => ", or set optimizer.hessian_free.step_schedule = true to multiply \
+                               each accepted step by the schedule (peak 1)",
+                    None => "",
+                }
             ),
         );
         // Hessian-free always takes its gradient by our backprop: a route set for it would be
         // silently ignored.
+        let first_order = self.optimizer.capabilities().first_order;
         problems.check(
-            self.optimizer.lr().is_some() || self.train.gradient == GradientRoute::Auto,
+            first_order || self.train.gradient == GradientRoute::Auto,
             format!(
                 "train.gradient = \"{}\": chooses how SGD and Adam take their gradient; \
                  optimizer {} always uses hftrain's own backprop; remove the setting",
@@ -148,7 +154,7 @@ impl Config {
             ),
         );
         problems.check(
-            self.optimizer.lr().is_some() || self.train.precision == Precision::F32,
+            first_order || self.train.precision == Precision::F32,
             format!(
                 "train.precision = \"{}\": half precision is for SGD and Adam; optimizer {} \
                  computes in f32 (its CG and step acceptance are not measured in half \

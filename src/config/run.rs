@@ -2,7 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Problems, fraction};
+use crate::optim::averaging::AverageConfig;
+use crate::support::validate::{Problems, fraction};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -16,7 +17,10 @@ pub struct TrainConfig {
     /// the learning rate, increase the batch size") for SGD, Byrd et al. 2012 (dynamic sample
     /// sizes) for Newton-CG; and with Hessian-free it makes an epoch cheaper, since CG's cost
     /// per step does not grow with the batch. Empty: `batch_size` throughout.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "epoch_and_size_pairs"
+    )]
     pub batch_size_milestones: Vec<[usize; 2]>,
     pub eval_batch_size: usize,
     /// Batch norm running-statistics momentum (PyTorch's convention: new = (1-m) old + m batch).
@@ -41,6 +45,10 @@ pub struct TrainConfig {
     pub gradient: GradientRoute,
     /// The arithmetic of SGD's and Adam's gradient (see `Precision`).
     pub precision: Precision,
+    /// A running average of the parameters, evaluated beside them at each epoch's end
+    /// (`optim/averaging.rs`). None: no average.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub average: Option<AverageConfig>,
 }
 
 /// `train.gradient`: Burn's autodiff, or hftrain's own backprop through the layers' `vjp`
@@ -120,6 +128,25 @@ impl std::fmt::Display for Precision {
     }
 }
 
+/// `[[3, 2000], [5, 4000]]`: each milestone exactly two numbers (an extra value would be
+/// dropped without a word by the array's own reading).
+fn epoch_and_size_pairs<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Vec<[usize; 2]>, D::Error> {
+    let pairs = Vec::<Vec<usize>>::deserialize(deserializer)?;
+    pairs
+        .into_iter()
+        .map(|pair| {
+            <[usize; 2]>::try_from(pair.as_slice()).map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "milestone {pair:?} has {} values; expected 2: [epoch, batch size]",
+                    pair.len()
+                ))
+            })
+        })
+        .collect()
+}
+
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
@@ -135,6 +162,7 @@ impl Default for TrainConfig {
             spectrum_batches: 1,
             gradient: GradientRoute::Auto,
             precision: Precision::F32,
+            average: None,
         }
     }
 }
@@ -182,6 +210,9 @@ impl TrainConfig {
             problems.check(value > 0, format!("train.{key} = 0: expected at least 1"));
         }
         self.validate_milestones(problems);
+        if let Some(average) = &self.average {
+            average.validate(self.epochs, problems);
+        }
         problems.check(
             fraction(self.bn_momentum as f64),
             format!(

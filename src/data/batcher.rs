@@ -14,7 +14,7 @@ use burn::tensor::TensorData;
 
 use super::DataConfig;
 use super::{CHANNELS, Dataset, IMAGE_BYTES, IMAGE_SIDE};
-use crate::rng::Rng;
+use crate::support::rng::Rng;
 
 /// Labels of the random streams, so that order and augmentation never share one.
 const STREAM_ORDER: u64 = 1;

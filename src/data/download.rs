@@ -16,7 +16,7 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::binary::{TEST_FILE, TRAIN_FILES};
-use crate::fsutil::{remove_temporaries, sync_dir, temporary_sibling};
+use crate::support::fsutil::{remove_temporaries, sync_dir, temporary_sibling};
 
 /// The publisher's address of the binary version (Alex Krizhevsky's CIFAR page).
 pub const OFFICIAL_URL: &str = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz";
@@ -129,7 +129,7 @@ pub fn fetch(dir: &Path, source: &ArchiveSource) -> Result<PathBuf> {
         let download = temporary_sibling(&placed);
         let result = download_to(&source.url, &download)
             .map_err(|e| match e {
-                DownloadError::Network(e) if !crate::interrupt::requested() => {
+                DownloadError::Network(e) if !crate::support::interrupt::requested() => {
                     e.context(offline_advice(dir, source))
                 }
                 DownloadError::Network(e) | DownloadError::Other(e) => e,
@@ -195,7 +195,7 @@ fn download_to(url: &str, path: &Path) -> Result<(), DownloadError> {
         )));
     }
     let reader = response.body_mut().with_config().reader();
-    let _ctrl_c_removes_it = crate::interrupt::DownloadGuard::new(path);
+    let _ctrl_c_removes_it = crate::support::interrupt::DownloadGuard::new(path);
     receive(url, reader, total, path, stall)
 }
 
@@ -269,7 +269,7 @@ fn receive(
             break;
         }
         // Under `train`, Ctrl-C only raises a flag (so that a step can finish): honour it here.
-        if crate::interrupt::requested() {
+        if crate::support::interrupt::requested() {
             return Err(Other(anyhow::anyhow!(
                 "interrupted by Ctrl-C during the download; nothing of it was kept"
             )));
@@ -319,7 +319,7 @@ fn mib(bytes: u64) -> String {
 }
 
 fn progress_bar(total: Option<u64>) -> ProgressBar {
-    if !crate::logging::progress_bars() {
+    if !crate::support::logging::progress_bars() {
         return ProgressBar::hidden();
     }
     let bar = match total {

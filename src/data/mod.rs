@@ -239,9 +239,9 @@ pub fn describe(source: &Source, train: &Dataset, test: &Dataset) -> String {
             c.iter().max().copied().unwrap_or(0),
         );
         let (images, lo, hi) = (
-            crate::words::count(d.len(), "image"),
-            crate::words::group_thousands(lo),
-            crate::words::group_thousands(hi),
+            crate::support::words::count(d.len(), "image"),
+            crate::support::words::group_thousands(lo),
+            crate::support::words::group_thousands(hi),
         );
         if lo == hi {
             format!("{images} ({lo} per class)")

@@ -19,8 +19,8 @@ use image::RgbImage;
 
 use super::binary::{TEST_FILE, TRAIN_FILES};
 use super::{CIFAR10_CLASSES, Dataset, Format, IMAGE_BYTES, IMAGE_SIDE, Split};
-use crate::fsutil;
-use crate::rng::Rng;
+use crate::support::fsutil;
+use crate::support::rng::Rng;
 
 /// How much of a generated data set there is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,6 +145,45 @@ pub fn write(dir: &Path, format: Format, train: &Dataset, test: &Dataset) -> Res
         let _ = fs::remove_dir_all(&staging);
     }
     written
+}
+
+/// The most images per class and split `hftrain data synthetic` makes (twenty times
+/// CIFAR-10's 5,000: about 3 GB in all), checked before any is allocated.
+pub const MAX_PER_CLASS: usize = 100_000;
+
+/// Whether `dir` holds nothing but what `write` writes (either format), so that `--force`
+/// may replace it: nothing of the user's would be lost.
+pub fn is_generated(dir: &Path) -> bool {
+    let names = |dir: &Path| -> Option<Vec<(String, bool)>> {
+        fs::read_dir(dir)
+            .ok()?
+            .map(|e| {
+                let e = e.ok()?;
+                let is_dir = e.file_type().ok()?.is_dir();
+                Some((e.file_name().into_string().ok()?, is_dir))
+            })
+            .collect()
+    };
+    let is_picture = |name: &str| {
+        name.strip_suffix(".png")
+            .is_some_and(|n| n.len() == 5 && n.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let split_folder = |split: &Path| {
+        names(split).is_some_and(|classes| {
+            classes.iter().all(|(class, is_dir)| {
+                *is_dir
+                    && CIFAR10_CLASSES.contains(&class.as_str())
+                    && names(&split.join(class))
+                        .is_some_and(|files| files.iter().all(|(f, d)| !d && is_picture(f)))
+            })
+        })
+    };
+    names(dir).is_some_and(|entries| {
+        entries.iter().all(|(name, is_dir)| match is_dir {
+            false => TRAIN_FILES.contains(&name.as_str()) || name == TEST_FILE,
+            true => ["train", "test"].contains(&name.as_str()) && split_folder(&dir.join(name)),
+        })
+    })
 }
 
 fn write_format(root: &Path, format: Format, train: &Dataset, test: &Dataset) -> Result<()> {

@@ -21,8 +21,8 @@ pub struct Builder {
     pub buffers: Layout,
     pub param_inits: Vec<Init>,
     pub buffer_inits: Vec<Init>,
-    /// Values per image that the layers with parameters output (a lower bound on what a
-    /// training step keeps for its backward pass; see `memory.rs`).
+    /// Values per image that the layers output, each once (a lower bound on what a training
+    /// step keeps for its backward pass; see `memory.rs`).
     pub kept_per_image: usize,
     /// The kind of the next layer in the same list (`conv` drops its bias before batch norm,
     /// whose mean subtraction would cancel it).

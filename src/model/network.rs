@@ -14,7 +14,7 @@ use super::layers::scale::Scale;
 use super::layers::{Residual, Sequence, build_list};
 use crate::data::{CHANNELS, IMAGE_SIDE};
 use crate::params::{Layout, from_host};
-use crate::rng::Rng;
+use crate::support::rng::Rng;
 
 #[derive(Debug, Clone)]
 pub struct Network {
@@ -268,7 +268,7 @@ impl Network {
     pub fn summary(&self) -> String {
         let mut text = format!(
             "model: {} parameters in {} tensors",
-            crate::words::group_thousands(self.params.total()),
+            crate::support::words::group_thousands(self.params.total()),
             self.params.entries().len()
         );
         for layer in &self.body.layers {

@@ -6,9 +6,10 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Objective, Optimizer, OptimizerState, Step, check_lr, check_weight_decay, first_order_step,
+    Capabilities, Objective, Optimizer, OptimizerSettings, OptimizerState, Step, check_lr,
+    check_weight_decay, first_order_step,
 };
-use crate::validate::{Problems, positive};
+use crate::support::validate::{Problems, positive};
 
 /// `kind = "adam"` and `kind = "adamw"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,8 +39,55 @@ impl Default for AdamConfig {
     }
 }
 
+/// `kind = "adamw"`: Adam's settings, with the weight decay decoupled from the gradient.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AdamwConfig(pub AdamConfig);
+
+impl OptimizerSettings for AdamConfig {
+    const KIND: &'static str = "adam";
+    const CAPABILITIES: Capabilities = Capabilities::FIRST_ORDER;
+
+    fn lr(&self) -> Option<f64> {
+        Some(self.lr)
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn build(&self, decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
+        Box::new(Adam::new(self, decay_mask, len, false))
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        self.check(problems)
+    }
+}
+
+impl OptimizerSettings for AdamwConfig {
+    const KIND: &'static str = "adamw";
+    const CAPABILITIES: Capabilities = Capabilities::FIRST_ORDER;
+
+    fn lr(&self) -> Option<f64> {
+        Some(self.0.lr)
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.0.weight_decay
+    }
+
+    fn build(&self, decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
+        Box::new(Adam::new(&self.0, decay_mask, len, true))
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        self.0.check(problems)
+    }
+}
+
 impl AdamConfig {
-    pub fn validate(&self, problems: &mut Problems) {
+    fn check(&self, problems: &mut Problems) {
         check_lr(self.lr, problems);
         for (key, beta) in [("beta1", self.beta1), ("beta2", self.beta2)] {
             problems.check(
@@ -89,7 +137,11 @@ impl Adam {
     }
 
     fn kind(&self) -> &'static str {
-        if self.decoupled { "adamw" } else { "adam" }
+        if self.decoupled {
+            AdamwConfig::KIND
+        } else {
+            AdamConfig::KIND
+        }
     }
 
     /// The update rule: new parameters from the parameters and the loss gradient.

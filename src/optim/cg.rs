@@ -128,103 +128,187 @@ pub fn solve(
     preconditioner: Option<&Tensor<1>>,
     settings: &CgSettings,
 ) -> CgResult {
-    let apply = |v: &Tensor<1>| curvature.apply(v) + v.clone().mul_scalar(damping);
-    let precondition = |r: &Tensor<1>| match preconditioner {
-        Some(m) => r.clone() / m.clone(),
-        None => r.clone(),
+    let system = System {
+        curvature,
+        damping,
+        b,
+        preconditioner,
     };
-    // phi(x) = -x^T (b + r) / 2, since A x = b - r.
-    let model = |x: &Tensor<1>, r: &Tensor<1>| dot(x, &(b.clone() + r.clone())).mul_scalar(-0.5);
-
-    let (mut x, mut r) = match x0 {
+    let (x, r) = match x0 {
         Some(x0) => {
-            let r = b.clone() - apply(&x0);
+            let r = b.clone() - system.apply(&x0);
             (x0, r)
         }
         None => (b.zeros_like(), b.clone()),
     };
-    let y = precondition(&r);
-    let [mut ry, mut phi] = read_scalars([dot(&r, &y), model(&x, &r)]);
-    let mut p = y;
+    let y = system.precondition(&r);
+    let [ry, phi] = read_scalars([dot(&r, &y), system.model(&x, &r)]);
     // Converged: the residual small against the right-hand side (not against the warm
     // start's residual, which may already be tiny).
-    let [b_norm_sq] = read_scalars([dot(b, &precondition(b))]);
+    let [b_norm_sq] = read_scalars([dot(b, &system.precondition(b))]);
     let converged_below = b_norm_sq * settings.residual_tolerance.powi(2);
-    let mut history = vec![phi];
-    let mut iterates = vec![Iterate {
-        iteration: 0,
-        x: x.clone(),
-        model_value: phi,
-    }];
-    let mut next_keep = 1usize;
-    let mut stop = CgStop::MaxIterations;
-    let mut iterations = 0;
-
-    if !(ry.is_finite() && phi.is_finite()) {
-        stop = CgStop::NonFinite;
+    let mut trace = Trace::start(&x, phi);
+    let (x, phi, stop) = if !(ry.is_finite() && phi.is_finite()) {
+        (x, phi, CgStop::NonFinite)
     } else if ry <= converged_below {
-        stop = CgStop::Converged;
+        (x, phi, CgStop::Converged)
     } else {
-        while iterations < settings.max_iterations {
-            let ap = apply(&p);
-            let [pap] = read_scalars([dot(&p, &ap)]);
-            if !pap.is_finite() {
-                stop = CgStop::NonFinite;
-                break;
-            }
-            if pap <= 0.0 {
-                stop = CgStop::NegativeCurvature;
-                break;
-            }
-            let alpha = ry / pap;
-            let x_next = x.clone() + p.clone().mul_scalar(alpha);
-            let r_next = r.clone() - ap.mul_scalar(alpha);
-            let y_next = precondition(&r_next);
-            let [ry_next, phi_next] =
-                read_scalars([dot(&r_next, &y_next), model(&x_next, &r_next)]);
-            if !(ry_next.is_finite() && phi_next.is_finite()) {
-                stop = CgStop::NonFinite;
-                break;
-            }
-            iterations += 1;
-            (x, r, phi) = (x_next, r_next, phi_next);
-            history.push(phi);
-            if iterations >= next_keep {
-                iterates.push(Iterate {
-                    iteration: iterations,
-                    x: x.clone(),
-                    model_value: phi,
-                });
-                next_keep = next_kept_iteration(next_keep, settings.keep_growth);
-            }
-            if ry_next <= converged_below {
-                stop = CgStop::Converged;
-                break;
-            }
-            if martens_progress_stop(&history, settings.tolerance) {
-                stop = CgStop::Progress;
-                break;
-            }
-            p = y_next + p.mul_scalar(ry_next / ry);
-            ry = ry_next;
+        let start = Search {
+            x,
+            r,
+            p: y,
+            ry,
+            phi,
+        };
+        iterate(&system, settings, converged_below, start, &mut trace)
+    };
+    trace.finish(x, phi, stop)
+}
+
+/// The damped, preconditioned system `(C + damping I) x = b` CG works on.
+struct System<'a> {
+    curvature: &'a dyn LinearOperator,
+    damping: f64,
+    b: &'a Tensor<1>,
+    preconditioner: Option<&'a Tensor<1>>,
+}
+
+impl System<'_> {
+    /// `A v = (C + damping I) v`.
+    fn apply(&self, v: &Tensor<1>) -> Tensor<1> {
+        self.curvature.apply(v) + v.clone().mul_scalar(self.damping)
+    }
+
+    /// `M^-1 r`.
+    fn precondition(&self, r: &Tensor<1>) -> Tensor<1> {
+        match self.preconditioner {
+            Some(m) => r.clone() / m.clone(),
+            None => r.clone(),
         }
     }
-    if iterates
-        .last()
-        .is_none_or(|last| last.iteration != iterations)
-    {
-        iterates.push(Iterate {
-            iteration: iterations,
-            x: x.clone(),
-            model_value: phi,
-        });
+
+    /// `phi(x) = -x^T (b + r) / 2`, since `A x = b - r`.
+    fn model(&self, x: &Tensor<1>, r: &Tensor<1>) -> Tensor<1> {
+        dot(x, &(self.b.clone() + r.clone())).mul_scalar(-0.5)
     }
-    CgResult {
-        solution: x,
-        model_value: phi,
-        iterations,
-        stop,
-        iterates,
-        model_values: history,
+}
+
+/// Where CG stands: the iterate `x`, its residual `r = b - A x`, the search direction `p`,
+/// `r^T M^-1 r` and the model's value at `x`.
+struct Search {
+    x: Tensor<1>,
+    r: Tensor<1>,
+    p: Tensor<1>,
+    ry: f64,
+    phi: f64,
+}
+
+/// CG's iterations from `start` until a stopping rule holds; the last iterate, its model
+/// value, and the rule.
+fn iterate(
+    system: &System,
+    settings: &CgSettings,
+    converged_below: f64,
+    start: Search,
+    trace: &mut Trace,
+) -> (Tensor<1>, f64, CgStop) {
+    let Search {
+        mut x,
+        mut r,
+        mut p,
+        mut ry,
+        mut phi,
+    } = start;
+    while trace.iterations < settings.max_iterations {
+        let ap = system.apply(&p);
+        let [pap] = read_scalars([dot(&p, &ap)]);
+        if !pap.is_finite() {
+            return (x, phi, CgStop::NonFinite);
+        }
+        if pap <= 0.0 {
+            return (x, phi, CgStop::NegativeCurvature);
+        }
+        let alpha = ry / pap;
+        let x_next = x.clone() + p.clone().mul_scalar(alpha);
+        let r_next = r.clone() - ap.mul_scalar(alpha);
+        let y_next = system.precondition(&r_next);
+        let [ry_next, phi_next] =
+            read_scalars([dot(&r_next, &y_next), system.model(&x_next, &r_next)]);
+        if !(ry_next.is_finite() && phi_next.is_finite()) {
+            return (x, phi, CgStop::NonFinite);
+        }
+        (x, r, phi) = (x_next, r_next, phi_next);
+        trace.record(&x, phi, settings.keep_growth);
+        if ry_next <= converged_below {
+            return (x, phi, CgStop::Converged);
+        }
+        if martens_progress_stop(&trace.history, settings.tolerance) {
+            return (x, phi, CgStop::Progress);
+        }
+        p = y_next + p.mul_scalar(ry_next / ry);
+        ry = ry_next;
+    }
+    (x, phi, CgStop::MaxIterations)
+}
+
+/// What a solve leaves behind besides its solution: the model value after each iteration
+/// and the iterates kept for backtracking.
+struct Trace {
+    iterations: usize,
+    history: Vec<f64>,
+    iterates: Vec<Iterate>,
+    /// The iteration whose iterate is kept next.
+    next_keep: usize,
+}
+
+impl Trace {
+    fn start(x: &Tensor<1>, phi: f64) -> Self {
+        Self {
+            iterations: 0,
+            history: vec![phi],
+            iterates: vec![Iterate {
+                iteration: 0,
+                x: x.clone(),
+                model_value: phi,
+            }],
+            next_keep: 1,
+        }
+    }
+
+    /// One more iteration, ending at `x` with model value `phi`.
+    fn record(&mut self, x: &Tensor<1>, phi: f64, keep_growth: f64) {
+        self.iterations += 1;
+        self.history.push(phi);
+        if self.iterations >= self.next_keep {
+            self.iterates.push(Iterate {
+                iteration: self.iterations,
+                x: x.clone(),
+                model_value: phi,
+            });
+            self.next_keep = next_kept_iteration(self.next_keep, keep_growth);
+        }
+    }
+
+    /// The result, the final iterate kept last.
+    fn finish(mut self, x: Tensor<1>, phi: f64, stop: CgStop) -> CgResult {
+        if self
+            .iterates
+            .last()
+            .is_none_or(|last| last.iteration != self.iterations)
+        {
+            self.iterates.push(Iterate {
+                iteration: self.iterations,
+                x: x.clone(),
+                model_value: phi,
+            });
+        }
+        CgResult {
+            solution: x,
+            model_value: phi,
+            iterations: self.iterations,
+            stop,
+            iterates: self.iterates,
+            model_values: self.history,
+        }
     }
 }

@@ -1,28 +1,37 @@
 //! Optimizers over flat parameter vectors. Each is a small typed state and a step (as in
 //! burn-optim and optax), testable without a network: it sees the batch only through the
 //! `Objective` trait (value, gradient, curvature products), so the training loop runs every
-//! optimizer the same way. `OptimizerConfig` is `[optimizer]`, one variant per optimizer,
-//! each with its own settings beside it.
+//! optimizer the same way. `OptimizerConfig` is `[optimizer]`: the settings of one optimizer
+//! of the registry (`registry.rs`), which says everything else about it.
 
 pub mod adam;
+pub mod averaging;
 pub mod cg;
 pub mod hessian_free;
 pub mod objective;
+pub mod registry;
 pub mod schedule;
 pub mod sgd;
+pub mod step_log;
 
+use std::any::Any;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use hessian_free::{CurvatureKind, HessianFreeConfig, StepReport};
+pub use hessian_free::{CurvatureKind, HessianFreeConfig, HessianFreeSettings, StepReport};
 pub use objective::{Gradient, Objective, Problem};
+pub use registry::{Capabilities, Entry, OptimizerSettings, register};
+pub use step_log::{Cell, Column, Format, StepRecord};
+
+use registry::AnySettings;
 
 use crate::params::{from_host, to_host};
-use crate::validate::{Problems, positive};
+use crate::support::validate::{Problems, positive};
 
 /// An optimizer: one step on the batch's objective from `params`.
 pub trait Optimizer {
@@ -43,17 +52,44 @@ pub struct StepInfo {
     /// The step's length as `metrics.csv` reports it: the learning rate, or Hessian-free's
     /// line-search step (0 when rejected).
     pub step_length: f64,
-    /// Hessian-free's account of the step (its `steps.csv` row).
-    pub report: Option<StepReport>,
+    /// The step's row of the optimizer's step log (None for an optimizer without one).
+    pub record: Option<StepRecord>,
+    /// The optimizer's part of the progress line.
+    pub summary: String,
+    /// The optimizer's own typed account of the step, for callers that know its type
+    /// (`details::<StepReport>()` for Hessian-free).
+    details: Option<Arc<dyn Any + Send + Sync>>,
 }
 
 impl StepInfo {
-    /// The optimizer's part of the progress line.
-    pub fn summary(&self) -> String {
-        match &self.report {
-            Some(report) => report.summary(),
-            None => format!("lr {:.2e}", self.step_length),
+    /// A step with no record: its summary is the learning rate.
+    pub fn plain(step_length: f64) -> Self {
+        Self {
+            step_length,
+            record: None,
+            summary: format!("lr {step_length:.2e}"),
+            details: None,
         }
+    }
+
+    /// A step with a step-log row and the optimizer's own account of it.
+    pub fn recorded<T: Any + Send + Sync>(
+        step_length: f64,
+        record: StepRecord,
+        summary: String,
+        details: T,
+    ) -> Self {
+        Self {
+            step_length,
+            record: Some(record),
+            summary,
+            details: Some(Arc::new(details)),
+        }
+    }
+
+    /// The optimizer's own account of the step, if it is a `T`.
+    pub fn details<T: Any>(&self) -> Option<&T> {
+        self.details.as_deref()?.downcast_ref()
     }
 }
 
@@ -122,10 +158,7 @@ pub(crate) fn first_order_step(
     let gradient = objective.loss_gradient(params);
     Step {
         params: update(params.clone(), gradient, lr),
-        info: StepInfo {
-            step_length: lr,
-            report: None,
-        },
+        info: StepInfo::plain(lr),
     }
 }
 
@@ -144,63 +177,142 @@ pub fn read_scalars<const N: usize>(scalars: [Tensor<1>; N]) -> [f64; N] {
     values.try_into().expect("one value per one-element tensor")
 }
 
-/// `[optimizer]`: which optimizer, with its settings. `kind` selects the variant; a key of
-/// another optimizer is refused with its name (an SGD run given `beta1` would silently
-/// ignore it otherwise).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum OptimizerConfig {
-    Sgd(sgd::SgdConfig),
-    Adam(adam::AdamConfig),
-    /// Adam with decoupled weight decay.
-    Adamw(adam::AdamConfig),
-    /// Truncated Newton: CG on curvature products, the step chosen by the quadratic model.
-    HessianFree(HessianFreeSettings),
+/// `[optimizer]`: which optimizer, with its settings (`kind` names an entry of the
+/// registry; the other keys are that optimizer's). A key of another optimizer is refused with
+/// its name (an SGD run given `beta1` would silently ignore it otherwise).
+pub struct OptimizerConfig {
+    settings: Box<dyn AnySettings>,
 }
 
-/// `kind = "hessian-free"`: the weight decay is part of the objective it minimises (exact in
-/// the gradient and every curvature product); its own settings are `[optimizer.hessian_free]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct HessianFreeSettings {
-    pub weight_decay: f64,
-    pub hessian_free: HessianFreeConfig,
-}
-
-impl Default for HessianFreeSettings {
-    fn default() -> Self {
+impl OptimizerConfig {
+    /// The config of the optimizer whose settings these are.
+    pub fn new<T: OptimizerSettings>(settings: T) -> Self {
         Self {
-            weight_decay: 5e-4,
-            hessian_free: HessianFreeConfig::default(),
+            settings: Box::new(settings),
         }
+    }
+
+    /// The default settings of optimizer `kind` (None: no such optimizer).
+    pub fn default_of(kind: &str) -> Option<Self> {
+        registry::find(kind).map(|entry| Self {
+            settings: entry.default_settings(),
+        })
+    }
+
+    /// The name a config writes (`kind`).
+    pub fn name(&self) -> &'static str {
+        self.settings.kind()
+    }
+
+    pub fn capabilities(&self) -> Capabilities {
+        self.settings.capabilities()
+    }
+
+    /// The columns of its step log after `step,epoch,loss` (none: it writes no `steps.csv`).
+    pub fn step_columns(&self) -> &'static [Column] {
+        self.settings.step_columns()
+    }
+
+    /// The peak learning rate the schedule scales (None: the optimizer has none).
+    pub fn lr(&self) -> Option<f64> {
+        self.settings.lr()
+    }
+
+    /// Whether `[schedule]` applies to its steps (see `OptimizerSettings::scheduled`).
+    pub fn scheduled(&self) -> bool {
+        self.settings.scheduled()
+    }
+
+    pub fn weight_decay(&self) -> f64 {
+        self.settings.weight_decay()
+    }
+
+    pub fn validate(&self, problems: &mut Problems) {
+        self.settings.validate(problems)
+    }
+
+    /// The optimizer for a parameter vector of `len` values; `decay_mask` is 1 where weight
+    /// decay applies.
+    pub fn build(&self, decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
+        self.settings.build(decay_mask, len)
+    }
+
+    /// The settings, if they are of type `T`.
+    pub fn settings<T: OptimizerSettings>(&self) -> Option<&T> {
+        self.settings.as_any().downcast_ref()
+    }
+
+    pub fn settings_mut<T: OptimizerSettings>(&mut self) -> Option<&mut T> {
+        self.settings.as_any_mut().downcast_mut()
+    }
+
+    /// Hessian-free's own settings, where that is the optimizer.
+    pub fn hessian_free(&self) -> Option<&HessianFreeConfig> {
+        self.settings::<HessianFreeSettings>()
+            .map(|s| &s.hessian_free)
+    }
+
+    pub fn hessian_free_mut(&mut self) -> Option<&mut HessianFreeConfig> {
+        self.settings_mut::<HessianFreeSettings>()
+            .map(|s| &mut s.hessian_free)
     }
 }
 
 impl Default for OptimizerConfig {
     fn default() -> Self {
-        OptimizerConfig::Sgd(sgd::SgdConfig::default())
+        Self::new(sgd::SgdConfig::default())
     }
 }
 
-/// The keys each optimizer takes under `[optimizer]` besides `kind` (a test holds them to
-/// what the settings serialise to).
-pub const KEYS: [(&str, &[&str]); 4] = [
-    ("sgd", &["lr", "momentum", "nesterov", "weight_decay"]),
-    ("adam", &["lr", "beta1", "beta2", "eps", "weight_decay"]),
-    ("adamw", &["lr", "beta1", "beta2", "eps", "weight_decay"]),
-    ("hessian-free", &["weight_decay", "hessian_free"]),
-];
+impl Clone for OptimizerConfig {
+    fn clone(&self) -> Self {
+        Self {
+            settings: self.settings.boxed_clone(),
+        }
+    }
+}
 
-/// The settings `kind` takes under `[optimizer]` (None: no such optimizer).
-pub fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
-    KEYS.iter()
-        .find(|(name, _)| *name == kind)
-        .map(|(_, keys)| *keys)
+impl PartialEq for OptimizerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.settings.equals(other.settings.as_ref())
+    }
+}
+
+impl std::fmt::Debug for OptimizerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}", self.name(), self.settings)
+    }
+}
+
+impl std::fmt::Display for OptimizerConfig {
+    /// The name a config writes.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl Serialize for OptimizerConfig {
+    /// `kind` first, then the optimizer's own settings.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let table = self.settings.to_table();
+        let mut map = serializer.serialize_map(Some(table.len() + 1))?;
+        map.serialize_entry("kind", self.name())?;
+        for (key, value) in &table {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+/// The keys each optimizer takes under `[optimizer]` besides `kind`.
+pub fn keys_of(kind: &str) -> Option<Vec<String>> {
+    registry::find(kind).map(|entry| entry.keys())
 }
 
 /// The optimizer names, as a config writes them.
 pub fn names() -> String {
-    KEYS.map(|(name, _)| name).join(", ")
+    registry::names()
 }
 
 /// Every optimizer's keys together: what an older hftrain wrote into a run's `config.toml`
@@ -232,42 +344,36 @@ impl<'de> Deserialize<'de> for OptimizerConfig {
                 )));
             }
         };
-        let Some(keys) = keys_of(&kind) else {
+        let Some(entry) = registry::find(&kind) else {
             return Err(D::Error::custom(format!(
                 "optimizer.kind = {kind:?}: expected one of {}",
                 names()
             )));
         };
+        let keys = entry.keys();
         if OLD_DUMP.iter().all(|key| table.contains_key(*key)) {
             log::warn!(
                 "[optimizer] holds every optimizer's settings, as an older hftrain wrote a \
                  run's config.toml: only those of kind = {kind:?} ({}) are used",
                 keys.join(", ")
             );
-            table.retain(|key, _| keys.contains(&key));
+            table.retain(|key, _| keys.iter().any(|k| k == key));
         }
-        if let Some(key) = table.keys().find(|key| !keys.contains(&key.as_str())) {
-            return Err(D::Error::custom(foreign_key_message(key, &kind, keys)));
+        if let Some(key) = table.keys().find(|key| !keys.contains(key)) {
+            return Err(D::Error::custom(foreign_key_message(key, &kind, &keys)));
         }
-        let parsed = match kind.as_str() {
-            "sgd" => settings(&table).map(OptimizerConfig::Sgd),
-            "adam" => settings(&table).map(OptimizerConfig::Adam),
-            "adamw" => settings(&table).map(OptimizerConfig::Adamw),
-            "hessian-free" => settings(&table).map(OptimizerConfig::HessianFree),
-            other => Err(format!(
-                "optimizer.kind = {other:?} is listed in KEYS but has no settings"
-            )),
-        };
-        parsed.map_err(D::Error::custom)
+        settings(&entry, &table)
+            .map(|settings| OptimizerConfig { settings })
+            .map_err(D::Error::custom)
     }
 }
 
 /// The message for `optimizer.<key>` under `kind`, which does not take it.
-fn foreign_key_message(key: &str, kind: &str, keys: &[&str]) -> String {
-    let users: Vec<&str> = KEYS
-        .iter()
-        .filter(|(_, keys)| keys.contains(&key))
-        .map(|(name, _)| *name)
+fn foreign_key_message(key: &str, kind: &str, keys: &[String]) -> String {
+    let users: Vec<&str> = registry::entries()
+        .into_iter()
+        .filter(|entry| entry.keys().iter().any(|k| k == key))
+        .map(|entry| entry.kind)
         .collect();
     if users.is_empty() {
         format!(
@@ -286,97 +392,16 @@ fn foreign_key_message(key: &str, kind: &str, keys: &[&str]) -> String {
 
 /// One optimizer's settings from its keys. A value of the wrong type is named by its key:
 /// every setting has a default, so the key that fails alone is the culprit.
-fn settings<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
-    T::deserialize(toml::Value::Table(table.clone())).map_err(|whole| {
+fn settings(entry: &Entry, table: &toml::Table) -> Result<Box<dyn AnySettings>, String> {
+    entry.parse(table.clone()).map_err(|whole| {
         for (key, value) in table {
             let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
-            if let Err(e) = T::deserialize(toml::Value::Table(alone)) {
+            if let Err(e) = entry.parse(alone) {
                 return format!("optimizer.{key} = {value}: {}", e.to_string().trim_end());
             }
         }
         format!("[optimizer]: {}", whole.to_string().trim_end())
     })
-}
-
-impl std::fmt::Display for OptimizerConfig {
-    /// The name a config writes.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl OptimizerConfig {
-    /// The name a config writes (`kind`).
-    pub fn name(&self) -> &'static str {
-        match self {
-            OptimizerConfig::Sgd(_) => "sgd",
-            OptimizerConfig::Adam(_) => "adam",
-            OptimizerConfig::Adamw(_) => "adamw",
-            OptimizerConfig::HessianFree(_) => hessian_free::KIND,
-        }
-    }
-
-    /// The peak learning rate the schedule scales (None: the optimizer has none).
-    pub fn lr(&self) -> Option<f64> {
-        match self {
-            OptimizerConfig::Sgd(c) => Some(c.lr),
-            OptimizerConfig::Adam(c) | OptimizerConfig::Adamw(c) => Some(c.lr),
-            OptimizerConfig::HessianFree(_) => None,
-        }
-    }
-
-    pub fn weight_decay(&self) -> f64 {
-        match self {
-            OptimizerConfig::Sgd(c) => c.weight_decay,
-            OptimizerConfig::Adam(c) | OptimizerConfig::Adamw(c) => c.weight_decay,
-            OptimizerConfig::HessianFree(c) => c.weight_decay,
-        }
-    }
-
-    /// Whether its steps report what `steps.csv` records (`StepInfo::report`).
-    pub fn reports_steps(&self) -> bool {
-        matches!(self, OptimizerConfig::HessianFree(_))
-    }
-
-    /// Hessian-free's settings, where that is the optimizer.
-    pub fn hessian_free(&self) -> Option<&HessianFreeConfig> {
-        match self {
-            OptimizerConfig::HessianFree(c) => Some(&c.hessian_free),
-            _ => None,
-        }
-    }
-
-    pub fn hessian_free_mut(&mut self) -> Option<&mut HessianFreeConfig> {
-        match self {
-            OptimizerConfig::HessianFree(c) => Some(&mut c.hessian_free),
-            _ => None,
-        }
-    }
-
-    pub fn validate(&self, problems: &mut Problems) {
-        match self {
-            OptimizerConfig::Sgd(c) => c.validate(problems),
-            OptimizerConfig::Adam(c) | OptimizerConfig::Adamw(c) => c.validate(problems),
-            OptimizerConfig::HessianFree(c) => {
-                check_weight_decay(c.weight_decay, problems);
-                c.hessian_free.validate(problems);
-            }
-        }
-    }
-
-    /// The optimizer for a parameter vector of `len` values; `decay_mask` is 1 where weight
-    /// decay applies.
-    pub fn build(&self, decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
-        match self {
-            OptimizerConfig::Sgd(c) => Box::new(sgd::Sgd::new(c, decay_mask, len)),
-            OptimizerConfig::Adam(c) => Box::new(adam::Adam::new(c, decay_mask, len, false)),
-            OptimizerConfig::Adamw(c) => Box::new(adam::Adam::new(c, decay_mask, len, true)),
-            // Weight decay is part of the objective Hessian-free minimises (curvature.rs).
-            OptimizerConfig::HessianFree(c) => {
-                Box::new(hessian_free::HessianFree::new(&c.hessian_free, len))
-            }
-        }
-    }
 }
 
 pub(crate) fn check_lr(lr: f64, problems: &mut Problems) {

@@ -6,9 +6,10 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Objective, Optimizer, OptimizerState, Step, check_lr, check_weight_decay, first_order_step,
+    Capabilities, Objective, Optimizer, OptimizerSettings, OptimizerState, Step, check_lr,
+    check_weight_decay, first_order_step,
 };
-use crate::validate::Problems;
+use crate::support::validate::Problems;
 
 /// `kind = "sgd"`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,8 +36,23 @@ impl Default for SgdConfig {
     }
 }
 
-impl SgdConfig {
-    pub fn validate(&self, problems: &mut Problems) {
+impl OptimizerSettings for SgdConfig {
+    const KIND: &'static str = KIND;
+    const CAPABILITIES: Capabilities = Capabilities::FIRST_ORDER;
+
+    fn lr(&self) -> Option<f64> {
+        Some(self.lr)
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn build(&self, decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
+        Box::new(Sgd::new(self, decay_mask, len))
+    }
+
+    fn validate(&self, problems: &mut Problems) {
         check_lr(self.lr, problems);
         problems.check(
             self.momentum.is_finite() && (0.0..1.0).contains(&self.momentum),

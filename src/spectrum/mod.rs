@@ -7,7 +7,6 @@
 //! matrix (the tests) and on a network's curvature products. The curvature over several
 //! batches is the average of the per-batch products, as PyHessian computes it.
 
-pub mod command;
 pub mod hutchinson;
 pub mod lanczos;
 pub mod slq;
@@ -15,12 +14,14 @@ pub mod tridiagonal;
 
 use std::ops::Range;
 
+use anyhow::{Result, bail};
 use burn::prelude::*;
 
 use crate::curvature::{Batch, CurvatureKind, NetworkObjective};
+use crate::data::batcher::{HostBatch, Transform};
 use crate::optim::cg::LinearOperator;
 use crate::params::{Layout, from_host};
-use crate::rng::Rng;
+use crate::support::rng::Rng;
 
 pub use hutchinson::{TraceEstimate, hutchinson};
 pub use lanczos::{Eigenpair, LanczosStop, TopEigen, TopSettings, top_eigenpairs};
@@ -256,3 +257,34 @@ pub(crate) const STREAM_BATCHES: u64 = 0x5EC0;
 pub(crate) const STREAM_LANCZOS: u64 = 0x5EC1;
 pub(crate) const STREAM_TRACE: u64 = 0x5EC2;
 pub(crate) const STREAM_DENSITY: u64 = 0x5EC3;
+
+/// The fixed batches: the training split in the order of a shuffle seeded by `seed`, cut
+/// into `count` batches of `size`, without augmentation (the same for the same data and
+/// seed, on every machine).
+pub fn fixed_batches(
+    data: &crate::data::Dataset,
+    transform: &Transform,
+    count: usize,
+    size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Vec<Batch>> {
+    let images = count.saturating_mul(size);
+    if images > data.len() {
+        bail!(
+            "{count} batches of {size} images = {images} images, but the training split has {}",
+            data.len()
+        );
+    }
+    let mut order: Vec<usize> = (0..data.len()).collect();
+    Rng::derive(seed, &[STREAM_BATCHES]).shuffle(&mut order);
+    Ok(order
+        .chunks_exact(size)
+        .take(count)
+        .map(|indices| {
+            let (images, labels) =
+                HostBatch::assemble(data, indices, transform, None).to_device(device);
+            Batch { images, labels }
+        })
+        .collect())
+}

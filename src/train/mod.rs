@@ -11,26 +11,27 @@ mod totals;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::prelude::*;
 
-use crate::checkpoint::{self, Checkpoint, EpochProgress, Position};
 use crate::config::{Config, Precision};
 use crate::curvature::{Batch, BatchObjective, BatchOutcome, CurvatureSampling, NetworkObjective};
 use crate::data::Dataset;
 use crate::data::batcher::{EpochPlan, Prefetcher, Transform};
 use crate::device::DeviceChoice;
-use crate::eval::evaluate;
-use crate::interrupt;
-use crate::lock::RunLock;
-use crate::metrics::EpochMetrics;
+use crate::evaluation::evaluate;
 use crate::model::Network;
+use crate::optim::averaging::IterateAverage;
 use crate::optim::schedule::Schedule;
 use crate::optim::{Optimizer, StepInfo};
 use crate::params::to_host;
 use crate::precision::MixedPrecision;
-use crate::run_dir::RunPaths;
-use crate::words::{count, human_duration};
+use crate::store::checkpoint::{self, Checkpoint, EpochProgress, Position};
+use crate::store::metrics::EpochMetrics;
+use crate::store::run_dir::RunPaths;
+use crate::support::interrupt;
+use crate::support::lock::RunLock;
+use crate::support::words::{count, human_duration};
 use progress::Progress;
 use recorder::Recorder;
 use totals::EpochTotals;
@@ -65,6 +66,11 @@ pub struct TrainOutcome {
     /// Final parameters and buffers on the host.
     pub params: Vec<f32>,
     pub buffers: Vec<f32>,
+    /// The running average of the parameters (`train.average`; None without one or before
+    /// its first iterate), and the batch-norm statistics recomputed for it at the last
+    /// epoch's end (None before one).
+    pub average: Option<Vec<f32>>,
+    pub average_buffers: Option<Vec<f32>>,
     pub last_checkpoint: Option<PathBuf>,
     pub position: Position,
     /// Stopped by Ctrl-C (after writing a checkpoint of the current state).
@@ -92,6 +98,10 @@ struct Session {
     /// `train.precision` below f32 (f16's loss scale lives here from step to step).
     mixed_precision: Option<MixedPrecision>,
     schedule: Schedule,
+    /// `train.average`: the running average of the parameters.
+    average: Option<IterateAverage>,
+    /// The batch-norm statistics recomputed for the average at the last epoch's end.
+    average_buffers: Option<Tensor<1>>,
     /// Steps in each epoch of the run (`train.batch_size_milestones` changes the count).
     epoch_steps: Vec<usize>,
     /// The device computes in the host's memory (flex, or wgpu on a software adapter).
@@ -104,6 +114,11 @@ struct Session {
     /// Held while the session lives: one training process per run directory.
     _lock: RunLock,
 }
+
+/// Training batches the batch-norm statistics of the averaged parameters are recomputed over
+/// where `train.bn_recompute_batches` is 0 (the running averages were never those of the
+/// averaged parameters, so they are recomputed whatever that setting says).
+pub const AVERAGE_BN_BATCHES: usize = 10;
 
 /// How an epoch's steps ended.
 enum EpochEnd {
@@ -196,42 +211,9 @@ impl Session {
             }
             if let Err(what) = check_finite(&outcome.loss, &params) {
                 progress.abandon();
-                // f16's range ends at 65504: a forward pass past it looks like divergence.
-                let f16 = if self.config.train.precision == Precision::F16 {
-                    "; in train.precision = \"f16\" an activation past 65504 overflows: try \"bf16\" \
-                     (f32's range) or \"f32\""
-                } else {
-                    ""
-                };
-                bail!(
-                    "training diverged: {what} at epoch {} step {} (global step {}, learning \
-                     rate {lr:.3e}); nothing of this step was saved, the last checkpoint is {}; \
-                     lower optimizer.lr or lengthen schedule.warmup_epochs{f16}",
-                    epoch + 1,
-                    step + 1,
-                    self.position.global_step + 1,
-                    last_good_checkpoint(&self.paths)
-                );
+                return Err(self.divergence(&what, step, lr));
             }
-            self.params = params;
-            self.buffers = self.network.update_buffers(
-                self.buffers.clone(),
-                &outcome.stats,
-                self.config.train.bn_momentum,
-            );
-            log::debug!("step {}: {}", self.position.global_step + 1, info.summary());
-            totals.add(&outcome.loss, outcome.correct, n);
-            self.position.global_step += 1;
-            self.position.step_in_epoch = step + 1;
-            self.recorder.step(self.position, &outcome.loss, &info);
-            // f16's loss scale, as AMP users watch GradScaler's (`precision/loss_scale`).
-            if let Some(scale) = self.mixed_precision.as_ref().and_then(|m| m.loss_scale()) {
-                self.recorder.scalars(
-                    self.position.global_step,
-                    &[("precision/loss_scale", scale)],
-                );
-            }
-
+            self.record_step(params, outcome, &info, (step, n), &mut totals);
             let last = step + 1 == plan.steps();
             if (step + 1).is_multiple_of(self.config.train.log_every) || last {
                 let (loss, accuracy) = totals.read();
@@ -243,28 +225,93 @@ impl Session {
                     ],
                 );
                 let speed = totals.images() as f64 / totals.seconds().max(1e-9);
-                progress.show(step + 1, loss, accuracy, &info.summary(), speed);
+                progress.show(step + 1, loss, accuracy, &info.summary, speed);
             }
             last_step = Some(info);
             // After the step's line and events, so that they are kept for the resumed run.
             if interrupt::requested() && !last {
-                // Mid-epoch: checkpoint this exact position (the data order and
-                // augmentation of the rest of the epoch follow from it).
                 progress.abandon();
-                self.recorder.write_steps()?;
-                let dir = self.save_checkpoint(totals.progress())?;
-                log::info!(
-                    "interrupted at epoch {} step {}/{}: checkpoint {}; continue with --resume latest",
-                    epoch + 1,
-                    step + 1,
-                    plan.steps(),
-                    dir.display()
-                );
+                let dir = self.checkpoint_mid_epoch(&totals, step, plan.steps())?;
                 return Ok(EpochEnd::Interrupted(dir));
             }
         }
         progress.finish();
         Ok(EpochEnd::Done(Box::new((totals, last_step))))
+    }
+
+    /// The error of a step (`step` of the epoch, at learning rate `lr`) whose loss or
+    /// parameters are no longer finite (`what`); nothing of the step was kept.
+    fn divergence(&self, what: &str, step: usize, lr: f64) -> anyhow::Error {
+        // f16's range ends at 65504: a forward pass past it looks like divergence.
+        let f16 = if self.config.train.precision == Precision::F16 {
+            "; in train.precision = \"f16\" an activation past 65504 overflows: try \"bf16\" \
+             (f32's range) or \"f32\""
+        } else {
+            ""
+        };
+        anyhow::anyhow!(
+            "training diverged: {what} at epoch {} step {} (global step {}, learning \
+             rate {lr:.3e}); nothing of this step was saved, the last checkpoint is {}; \
+             lower optimizer.lr or lengthen schedule.warmup_epochs{f16}",
+            self.position.epoch + 1,
+            step + 1,
+            self.position.global_step + 1,
+            last_good_checkpoint(&self.paths)
+        )
+    }
+
+    /// A finite step (`step` of the epoch, on `images` images) taken: the new parameters,
+    /// batch-norm buffers and parameter average, the epoch's sums, the position, the step's
+    /// records.
+    fn record_step(
+        &mut self,
+        params: Tensor<1>,
+        outcome: BatchOutcome,
+        info: &StepInfo,
+        (step, images): (usize, usize),
+        totals: &mut EpochTotals,
+    ) {
+        self.params = params;
+        self.buffers = self.network.update_buffers(
+            self.buffers.clone(),
+            &outcome.stats,
+            self.config.train.bn_momentum,
+        );
+        if let Some(average) = &mut self.average {
+            average.update(&self.params, self.position.epoch);
+        }
+        log::debug!("step {}: {}", self.position.global_step + 1, info.summary);
+        totals.add(&outcome.loss, outcome.correct, images);
+        self.position.global_step += 1;
+        self.position.step_in_epoch = step + 1;
+        self.recorder.step(self.position, &outcome.loss, info);
+        // f16's loss scale, as AMP users watch GradScaler's (`precision/loss_scale`).
+        if let Some(scale) = self.mixed_precision.as_ref().and_then(|m| m.loss_scale()) {
+            self.recorder.scalars(
+                self.position.global_step,
+                &[("precision/loss_scale", scale)],
+            );
+        }
+    }
+
+    /// Ctrl-C inside the epoch, after `step` of its `steps`: checkpoints this exact position
+    /// (the data order and augmentation of the rest of the epoch follow from it) with the
+    /// epoch's sums so far, the step log written to match.
+    fn checkpoint_mid_epoch(
+        &self,
+        totals: &EpochTotals,
+        step: usize,
+        steps: usize,
+    ) -> Result<PathBuf> {
+        self.recorder.write_steps()?;
+        let dir = self.save_checkpoint(totals.progress())?;
+        log::info!(
+            "interrupted at epoch {} step {}/{steps}: checkpoint {}; continue with --resume latest",
+            self.position.epoch + 1,
+            step + 1,
+            dir.display()
+        );
+        Ok(dir)
     }
 
     /// One optimizer step on a batch: the new parameters, the batch's loss, accuracy and
@@ -345,7 +392,7 @@ impl Session {
             .batch_size
             .min(self.train.len() / t.spectrum_batches.max(1))
             .max(1);
-        let batches = crate::spectrum::command::fixed_batches(
+        let batches = crate::spectrum::fixed_batches(
             &self.train,
             &Transform::eval(&self.config.data),
             t.spectrum_batches,
@@ -422,6 +469,7 @@ impl Session {
             &eval_transform,
             &self.device,
         );
+        let averaged = self.evaluate_average(&plan, &eval_transform);
         let sharpness = self
             .sharpness_due()
             .then(|| self.measure_sharpness())
@@ -443,6 +491,8 @@ impl Session {
                 .as_ref()
                 .and_then(|s| s.trace.as_ref())
                 .map(|t| t.estimate),
+            averaged_test_loss: averaged.as_ref().map(|e| e.loss),
+            averaged_test_accuracy: averaged.as_ref().map(|e| e.accuracy),
         };
         log::info!(
             "epoch {:>3}/{}  train loss {:.4} acc {:5.2}%  test loss {:.4} acc {:5.2}%  \
@@ -457,8 +507,14 @@ impl Session {
             row.epoch_seconds,
             row.images_per_second
         );
-        if let Some(report) = last_step.and_then(|s| s.report.as_ref()) {
-            log::info!("          hessian-free: {}", report.summary());
+        if let (Some(loss), Some(accuracy)) = (row.averaged_test_loss, row.averaged_test_accuracy) {
+            log::info!(
+                "          averaged weights: test loss {loss:.4} acc {:5.2}%",
+                100.0 * accuracy
+            );
+        }
+        if let Some(step) = last_step.filter(|s| s.record.is_some()) {
+            log::info!("          {}: {}", self.config.optimizer, step.summary);
         }
         self.metrics.push(row);
         self.recorder.epoch(&self.metrics)?;
@@ -467,12 +523,51 @@ impl Session {
         Ok(())
     }
 
+    /// The test set's evaluation of the running average of the parameters, with batch-norm
+    /// statistics recomputed for it over the first batches of `plan` (the live weights'
+    /// statistics describe other weights): `train.bn_recompute_batches` of them, or
+    /// `AVERAGE_BN_BATCHES` where that is 0. None without an average (yet).
+    fn evaluate_average(
+        &mut self,
+        plan: &EpochPlan,
+        transform: &Transform,
+    ) -> Option<crate::evaluation::Evaluation> {
+        let average = self.average.as_ref()?.value()?;
+        let batches = match self.config.bn_recompute_batches() {
+            0 => AVERAGE_BN_BATCHES,
+            n => n,
+        };
+        let buffers = crate::bn_statistics::recompute(
+            &self.network,
+            average,
+            self.buffers.clone(),
+            &self.train,
+            plan,
+            batches,
+            transform,
+            &self.device,
+        );
+        let eval = evaluate(
+            &self.network,
+            average,
+            &buffers,
+            &self.test,
+            self.config.train.eval_batch_size,
+            transform,
+            &self.device,
+        );
+        self.average_buffers = Some(buffers);
+        Some(eval)
+    }
+
     fn outcome(&self, last_checkpoint: Option<PathBuf>, interrupted: bool) -> TrainOutcome {
         TrainOutcome {
             run_dir: self.paths.run_dir.clone(),
             metrics: self.metrics.clone(),
             params: to_host(&self.params),
             buffers: to_host(&self.buffers),
+            average: self.average.as_ref().and_then(|a| a.value()).map(to_host),
+            average_buffers: self.average_buffers.as_ref().map(to_host),
             last_checkpoint,
             position: self.position,
             interrupted,
@@ -493,6 +588,7 @@ impl Session {
             metrics: self.metrics.clone(),
             epoch_progress: progress,
             classes: self.train.classes.clone(),
+            average: self.average.as_ref().and_then(IterateAverage::state),
         };
         ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
     }

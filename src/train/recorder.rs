@@ -1,15 +1,15 @@
 //! Everything a run writes about itself besides checkpoints, behind one interface: the
-//! epoch metrics (`metrics.csv`), Hessian-free's step log (`steps.csv`), TensorBoard's event
+//! epoch metrics (`metrics.csv`), the optimizer's step log (`steps.csv`), TensorBoard's event
 //! file, `report.md` and the plots. The loop says what happened; this decides where it goes.
 
 use anyhow::Result;
 
-use crate::checkpoint::{self, Position};
 use crate::config::Config;
-use crate::metrics::{self, EpochMetrics, StepLog, StepMetrics};
 use crate::optim::StepInfo;
-use crate::run_dir::RunPaths;
-use crate::tensorboard::EventWriter;
+use crate::store::checkpoint::{self, Position};
+use crate::store::metrics::{self, EpochMetrics, StepLog, StepMetrics};
+use crate::store::run_dir::RunPaths;
+use crate::store::tensorboard::EventWriter;
 
 /// What `report.md` says of the device, model and data.
 pub struct ReportFacts {
@@ -22,7 +22,7 @@ pub struct Recorder {
     paths: RunPaths,
     config: Config,
     facts: ReportFacts,
-    /// Hessian-free's per-step log (None for optimizers that report no steps).
+    /// The optimizer's step log (None for optimizers without step-log columns).
     step_log: Option<StepLog>,
     /// TensorBoard's event file (None once writing it failed: it is a convenience).
     events: Option<EventWriter>,
@@ -41,12 +41,13 @@ impl Recorder {
     ) -> Result<Self> {
         metrics::write(&paths.metrics, rows)?;
         checkpoint::write_run_config(&paths.run_dir, config)?;
-        let step_log = if config.optimizer.reports_steps() {
-            let log = StepLog::open(&paths.steps, position.global_step);
+        let columns = config.optimizer.step_columns();
+        let step_log = if columns.is_empty() {
+            None
+        } else {
+            let log = StepLog::open(&paths.steps, columns, position.global_step)?;
             log.write()?;
             Some(log)
-        } else {
-            None
         };
         let events = EventWriter::open(&paths.run_dir, position.global_step as u64)
             .inspect_err(|e| log::warn!("no TensorBoard event file for this run: {e:#}"))
@@ -73,17 +74,17 @@ impl Recorder {
 
     /// A step's row, where the optimizer reports one (`loss` is the batch's mean loss).
     pub fn step(&mut self, position: Position, loss: &burn::prelude::Tensor<1>, info: &StepInfo) {
-        let (Some(log), Some(report)) = (self.step_log.as_mut(), &info.report) else {
+        let (Some(log), Some(record)) = (self.step_log.as_mut(), &info.record) else {
             return;
         };
         let row = StepMetrics {
             step: position.global_step,
             epoch: position.epoch + 1,
             loss: loss.clone().into_scalar::<f64>(),
-            report: report.clone(),
+            record: record.clone(),
         };
         log.push(row.clone());
-        self.scalars(position.global_step, &metrics::step_scalars(&row));
+        self.scalars(position.global_step, &row.scalars());
     }
 
     /// Writes the step log (before a mid-epoch checkpoint, so that it matches it).
@@ -107,10 +108,10 @@ impl Recorder {
         }
         metrics::write(&self.paths.metrics, rows)?;
         self.write_steps()?;
-        crate::report::write(
+        crate::report::markdown::write(
             &self.paths.report,
             &self.config,
-            &crate::report::RunFacts {
+            &crate::report::markdown::RunFacts {
                 device: &self.facts.device,
                 model: &self.facts.model,
                 data: &self.facts.data,
@@ -120,7 +121,7 @@ impl Recorder {
         )?;
         // Pictures are a convenience: failing to draw them must not stop the run.
         let steps = self.step_log.as_ref().map(StepLog::rows);
-        if let Err(e) = crate::plots::write_all(&self.paths.run_dir, rows, steps) {
+        if let Err(e) = crate::report::plots::write_all(&self.paths.run_dir, rows, steps) {
             log::warn!("plots not drawn: {e:#}");
         }
         Ok(())

@@ -6,20 +6,24 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use burn::prelude::*;
 
 use super::recorder::{Recorder, ReportFacts};
 use super::{Session, TrainRequest};
-use crate::checkpoint::{self, Checkpoint, EpochProgress, Position};
 use crate::config::Config;
 use crate::data::batcher::EpochPlan;
-use crate::lock::RunLock;
 use crate::memory;
 use crate::model::Network;
+use crate::optim::Optimizer;
+use crate::optim::averaging::IterateAverage;
 use crate::optim::schedule::Schedule;
 use crate::params::from_host;
 use crate::precision::MixedPrecision;
-use crate::run_dir::{self, RunPaths};
 use crate::session;
+use crate::store::checkpoint::{self, Checkpoint, EpochProgress, Position};
+use crate::store::metrics::EpochMetrics;
+use crate::store::run_dir::{self, RunPaths};
+use crate::support::lock::RunLock;
 
 /// Where a resumed run's checkpoint is, and the checkpoint itself.
 fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf, Checkpoint)> {
@@ -190,23 +194,7 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         None => None,
     };
     let config = resolve_config(request, resumed.as_ref())?;
-    let run_dir = match (&request.out_dir, &resumed) {
-        (Some(out), _) => out.clone(),
-        (None, Some((dir, _))) if request.config.is_none() => {
-            run_dir_of_checkpoint(dir).unwrap_or_else(|| default_run_dir(&config))
-        }
-        _ => default_run_dir(&config),
-    };
-    let paths = RunPaths::new(run_dir);
-    // A folder of the user's is refused before the lock writes its `.lock` file there; the
-    // rest of the checks need the lock (another process may be writing the run).
-    refuse_a_folder_that_is_not_a_run(&paths.run_dir)?;
-    let lock = RunLock::acquire(&paths.run_dir)?;
-    protect_run_dir(
-        &paths,
-        request,
-        resumed.as_ref().map(|(dir, _)| dir.as_path()),
-    )?;
+    let (paths, lock) = open_run_dir(request, &config, resumed.as_ref())?;
 
     let selected = session::open_device(config.device)?;
     let device = selected.device.clone();
@@ -234,37 +222,33 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
     let mut optimizer = config
         .optimizer
         .build(decay_mask.clone(), network.params.total());
-    let (params, buffers, position, metrics, epoch_progress) = match &resumed {
-        Some((dir, ckpt)) => {
-            ckpt.check_layout(dir, &network.params, &network.buffers)?;
-            optimizer
-                .load_state(&ckpt.optimizer, &device)
-                .with_context(|| format!("cannot restore the optimizer from {}", dir.display()))?;
-            log::info!(
-                "resuming from {} (epoch {}, step {} of the epoch, {} steps in all)",
-                dir.display(),
-                ckpt.position.epoch,
-                ckpt.position.step_in_epoch,
-                ckpt.position.global_step
-            );
-            (
-                from_host(ckpt.params.clone(), &device),
-                from_host(ckpt.buffers.clone(), &device),
-                ckpt.position,
-                ckpt.metrics.clone(),
-                ckpt.epoch_progress,
-            )
+    let Start {
+        params,
+        buffers,
+        position,
+        metrics,
+        epoch_progress,
+    } = match &resumed {
+        Some((dir, ckpt)) => resume(dir, ckpt, &network, optimizer.as_mut(), &device)?,
+        None => start_afresh(&network, config.seed, &device),
+    };
+    let average = match &config.train.average {
+        Some(settings) => {
+            log::info!("averaging the parameters: {settings}");
+            let mut average = IterateAverage::new(settings);
+            if let Some((dir, ckpt)) = &resumed {
+                average
+                    .load(ckpt.average.as_ref(), network.params.total(), &device)
+                    .with_context(|| {
+                        format!(
+                            "cannot restore the parameter average from {}",
+                            dir.display()
+                        )
+                    })?;
+            }
+            Some(average)
         }
-        None => {
-            let (p, b) = network.init(config.seed, &device);
-            (
-                p,
-                b,
-                Position::default(),
-                Vec::new(),
-                EpochProgress::default(),
-            )
-        }
+        None => None,
     };
     let facts = ReportFacts {
         device: selected.description.clone(),
@@ -297,6 +281,8 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         decay_mask,
         mixed_precision,
         schedule,
+        average,
+        average_buffers: None,
         epoch_steps,
         on_cpu: selected.host_memory,
         recorder,
@@ -304,6 +290,82 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         epoch_progress,
         metrics,
         _lock: lock,
+    })
+}
+
+/// The run directory, checked and locked: the one asked for, the resumed checkpoint's, or
+/// the config's default.
+fn open_run_dir(
+    request: &TrainRequest,
+    config: &Config,
+    resumed: Option<&(PathBuf, Checkpoint)>,
+) -> Result<(RunPaths, RunLock)> {
+    let run_dir = match (&request.out_dir, resumed) {
+        (Some(out), _) => out.clone(),
+        (None, Some((dir, _))) if request.config.is_none() => {
+            run_dir_of_checkpoint(dir).unwrap_or_else(|| default_run_dir(config))
+        }
+        _ => default_run_dir(config),
+    };
+    let paths = RunPaths::new(run_dir);
+    // A folder of the user's is refused before the lock writes its `.lock` file there; the
+    // rest of the checks need the lock (another process may be writing the run).
+    refuse_a_folder_that_is_not_a_run(&paths.run_dir)?;
+    let lock = RunLock::acquire(&paths.run_dir)?;
+    protect_run_dir(&paths, request, resumed.map(|(dir, _)| dir.as_path()))?;
+    // Under the lock: what killed processes left half-written is theirs alone.
+    run_dir::remove_leftover_temporaries(&paths.run_dir)?;
+    Ok((paths, lock))
+}
+
+/// Where a run begins: its weights, its position, the metrics of its epochs so far and how
+/// far into its epoch it is.
+struct Start {
+    params: Tensor<1>,
+    buffers: Tensor<1>,
+    position: Position,
+    metrics: Vec<EpochMetrics>,
+    epoch_progress: EpochProgress,
+}
+
+/// A new run: the network's initial weights, at the beginning.
+fn start_afresh(network: &Network, seed: u64, device: &Device) -> Start {
+    let (params, buffers) = network.init(seed, device);
+    Start {
+        params,
+        buffers,
+        position: Position::default(),
+        metrics: Vec::new(),
+        epoch_progress: EpochProgress::default(),
+    }
+}
+
+/// A resumed run: the checkpoint's weights, position and metrics, and its optimizer state
+/// restored into `optimizer`, once its layout is the network's.
+fn resume(
+    dir: &Path,
+    ckpt: &Checkpoint,
+    network: &Network,
+    optimizer: &mut dyn Optimizer,
+    device: &Device,
+) -> Result<Start> {
+    ckpt.check_layout(dir, &network.params, &network.buffers)?;
+    optimizer
+        .load_state(&ckpt.optimizer, device)
+        .with_context(|| format!("cannot restore the optimizer from {}", dir.display()))?;
+    log::info!(
+        "resuming from {} (epoch {}, step {} of the epoch, {} steps in all)",
+        dir.display(),
+        ckpt.position.epoch,
+        ckpt.position.step_in_epoch,
+        ckpt.position.global_step
+    );
+    Ok(Start {
+        params: from_host(ckpt.params.clone(), device),
+        buffers: from_host(ckpt.buffers.clone(), device),
+        position: ckpt.position,
+        metrics: ckpt.metrics.clone(),
+        epoch_progress: ckpt.epoch_progress,
     })
 }
 

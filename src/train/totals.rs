@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 
-use crate::checkpoint::EpochProgress;
+use crate::store::checkpoint::EpochProgress;
 
 pub struct EpochTotals {
     /// Sum of (mean batch loss x batch size), one element.

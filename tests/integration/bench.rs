@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use hftrain::bench::{BenchArgs, BenchReport, QUANTITIES, run};
+use hftrain::commands::bench::{BenchArgs, BenchReport, QUANTITIES, run};
 
 use crate::common::{
     TempDir, assert_error, assert_succeeded, hftrain, small_config, synthetic_binary,
@@ -34,6 +34,7 @@ fn args(config: std::path::PathBuf) -> BenchArgs {
         cg_iterations: 3,
         only: Vec::new(),
         json: None,
+        force: false,
         layers: false,
         precision: None,
     }
@@ -49,7 +50,7 @@ fn bench_times_every_quantity_and_writes_them_as_json() {
     })
     .unwrap();
     let names = measured_names(&report);
-    assert_eq!(names, QUANTITIES.map(|(q, _)| q).to_vec());
+    assert_eq!(names, QUANTITIES.map(|q| q.name).to_vec());
     assert_eq!((report.batch, report.repeats), (16, 3));
     for m in &report.measurements {
         assert_eq!(m.seconds.len(), 3, "{}", m.name);
@@ -106,7 +107,7 @@ fn bench_times_every_quantity_and_writes_them_as_json() {
         report.measurements[2].median_seconds
     );
     let table = report.table();
-    for (name, _) in QUANTITIES {
+    for name in QUANTITIES.map(|q| q.name) {
         assert!(table.contains(name), "the table lacks {name}:\n{table}");
     }
 }
@@ -188,7 +189,7 @@ fn bench_command_prints_its_table() {
 
 #[test]
 fn kernel_cache_lives_where_the_user_expects() {
-    use hftrain::kernel_cache::directory_from;
+    use hftrain::support::kernel_cache::directory_from;
     let os = |s: &str| Some(std::ffi::OsString::from(s));
     assert_eq!(
         directory_from(None, None, os("/home/ada")),
@@ -306,7 +307,7 @@ fn bench_times_each_layer_and_the_layers_make_the_network() {
 #[test]
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn freed_large_blocks_are_reused_without_faulting_their_pages_in_again() {
-    hftrain::allocator::keep_freed_memory_for_reuse();
+    hftrain::support::allocator::keep_freed_memory_for_reuse();
     const BYTES: usize = 48 << 20;
     let pages = (BYTES / 4096) as i64;
     let faults = || {

@@ -1,9 +1,9 @@
 use std::path::Path;
 
-use hftrain::checkpoint::{self, Checkpoint, Position};
 use hftrain::config::Config;
 use hftrain::model::Network;
 use hftrain::optim::OptimizerState;
+use hftrain::store::checkpoint::{self, Checkpoint, Position};
 
 use crate::common::{TempDir, assert_error};
 
@@ -34,7 +34,7 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
         optimizer,
         // One row per complete epoch, 10 steps each (the position agrees).
         metrics: (1..=epoch)
-            .map(|e| hftrain::metrics::EpochMetrics {
+            .map(|e| hftrain::store::metrics::EpochMetrics {
                 epoch: e,
                 step: 10 * e,
                 lr: 0.1,
@@ -46,6 +46,8 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
                 images_per_second: 100.0,
                 sharpness: None,
                 hessian_trace: None,
+                averaged_test_loss: None,
+                averaged_test_accuracy: None,
             })
             .collect(),
         classes: hftrain::data::CIFAR10_CLASSES.map(String::from).to_vec(),
@@ -55,6 +57,7 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
             images: 40,
             seconds: 2.5,
         },
+        average: None,
     };
     (ckpt, network)
 }

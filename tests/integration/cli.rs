@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::common::{TempDir, assert_succeeded, hftrain};
+use crate::common::{TempDir, assert_succeeded, hftrain, tiny_config_file, train_command};
 
 #[test]
 fn bad_config_exits_non_zero_naming_file_and_key() {
@@ -33,14 +33,7 @@ fn data_directory_without_data_exits_non_zero_with_what_to_do() {
         ),
     )
     .unwrap();
-    let out = dir.path().join("run");
-    let (ok, text) = hftrain(&[
-        "train",
-        "--config",
-        path.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (ok, text) = train_command(&path, &dir.path().join("run"), &[]);
     assert!(!ok);
     assert!(
         text.contains("not-cifar")
@@ -60,14 +53,8 @@ fn eval_of_a_non_checkpoint_exits_non_zero() {
 
 #[test]
 fn off_a_terminal_progress_becomes_lines_and_quiet_prints_only_the_result() {
-    let data = crate::common::synthetic_binary();
     let dir = TempDir::new();
-    let mut config = crate::common::small_config(&data, "flex");
-    config.data.train_limit = 100;
-    config.data.test_limit = 50;
-    config.train.epochs = 1;
-    let path = dir.path().join("c.toml");
-    std::fs::write(&path, config.to_toml()).unwrap();
+    let path = tiny_config_file(dir.path());
     let run = |extra: &[&str], out: &str| {
         let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
             .args(extra)
@@ -207,29 +194,10 @@ fn every_option_in_the_help_is_described_with_its_default() {
     );
 }
 
-/// `hftrain train --config CONFIG --out OUT EXTRA...`.
-fn train(config: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> (bool, String) {
-    let args = [
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    hftrain(&[&args[..], extra].concat())
-}
-
 /// A tiny run on the generated data (one epoch of 100 images on flex): its config file and
 /// run directory inside `dir`.
 fn tiny_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    let data = crate::common::synthetic_binary();
-    let mut config = crate::common::small_config(&data, "flex");
-    config.data.train_limit = 100;
-    config.data.test_limit = 50;
-    config.train.epochs = 1;
-    let path = dir.join("tiny.toml");
-    std::fs::write(&path, config.to_toml()).unwrap();
-    (path, dir.join("run"))
+    (tiny_config_file(dir), dir.join("run"))
 }
 
 /// `eval --json NAME` with a bare file name writes it in the working directory; a target that
@@ -238,7 +206,7 @@ fn tiny_run(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
 fn eval_writes_a_bare_file_name_and_never_replaces_what_is_not_a_file() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
-    let (ok, text) = train(&config, &run, &[]);
+    let (ok, text) = train_command(&config, &run, &[]);
     assert!(ok, "{text}");
     let checkpoint = run.join("checkpoints/latest");
     let eval = |json: &str| {
@@ -329,23 +297,23 @@ fn a_run_killed_before_its_first_epoch_starts_again_without_force() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
     std::fs::create_dir_all(&run).unwrap();
-    let header = hftrain::metrics::to_csv(&[]);
+    let header = hftrain::store::metrics::to_csv(&[]);
     std::fs::write(run.join("metrics.csv"), &header).unwrap();
-    let (ok, text) = train(&config, &run, &["--resume", "latest"]);
+    let (ok, text) = train_command(&config, &run, &["--resume", "latest"]);
     assert!(
         !ok && text.contains("start the run without --resume"),
         "{text}"
     );
-    let (ok, text) = train(&config, &run, &[]);
+    let (ok, text) = train_command(&config, &run, &[]);
     assert!(ok, "{text}");
     assert_eq!(
-        hftrain::metrics::read(&run.join("metrics.csv"))
+        hftrain::store::metrics::read(&run.join("metrics.csv"))
             .unwrap()
             .len(),
         1
     );
     // A run with an epoch behind it is protected.
-    let (ok, text) = train(&config, &run, &[]);
+    let (ok, text) = train_command(&config, &run, &[]);
     assert!(!ok && text.contains("already holds a run"), "{text}");
 }
 
@@ -370,7 +338,7 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
         std::fs::write(mine.join(name), text).unwrap();
     }
     for extra in [&[][..], &["--force"][..]] {
-        let (ok, text) = train(&config, &mine, extra);
+        let (ok, text) = train_command(&config, &mine, extra);
         assert!(
             !ok && text.contains("is not empty and holds no hftrain run")
                 && text.contains("config.toml"),
@@ -391,11 +359,11 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     );
 
     // --force on a run: hftrain's files go, the user's stay.
-    let (ok, text) = train(&config, &run, &[]);
+    let (ok, text) = train_command(&config, &run, &[]);
     assert!(ok, "{text}");
     std::fs::write(run.join("notes.txt"), "keep").unwrap();
     std::fs::write(run.join("checkpoints/my-weights.bin"), "keep").unwrap();
-    let (ok, text) = train(&config, &run, &["--force"]);
+    let (ok, text) = train_command(&config, &run, &["--force"]);
     assert!(ok, "{text}");
     assert_eq!(
         std::fs::read_to_string(run.join("notes.txt")).unwrap(),
@@ -406,7 +374,7 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
         "keep"
     );
     assert_eq!(
-        hftrain::metrics::read(&run.join("metrics.csv"))
+        hftrain::store::metrics::read(&run.join("metrics.csv"))
             .unwrap()
             .len(),
         1,
@@ -415,11 +383,11 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
 
     // Another run's checkpoint is not resumed into this run.
     let other = dir.path().join("other");
-    let (ok, text) = train(&config, &other, &[]);
+    let (ok, text) = train_command(&config, &other, &[]);
     assert!(ok, "{text}");
     let metrics_before = std::fs::read(run.join("metrics.csv")).unwrap();
     let checkpoint = other.join("checkpoints/epoch-0001");
-    let (ok, text) = train(&config, &run, &["--resume", checkpoint.to_str().unwrap()]);
+    let (ok, text) = train_command(&config, &run, &["--resume", checkpoint.to_str().unwrap()]);
     assert!(
         !ok && text.contains("holds another run than the checkpoint"),
         "{text}"
@@ -431,7 +399,7 @@ fn user_files_in_a_run_directory_are_never_overwritten_or_deleted() {
     );
     // Into a new directory it is resumed (a fork of the run).
     let fork = dir.path().join("fork");
-    let (ok, text) = train(&config, &fork, &["--resume", checkpoint.to_str().unwrap()]);
+    let (ok, text) = train_command(&config, &fork, &["--resume", checkpoint.to_str().unwrap()]);
     assert!(ok, "{text}");
 }
 
@@ -442,7 +410,7 @@ fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
     let missing = dir.path().join("cifra10");
-    let (ok, text) = train(&config, &run, &["--data", missing.to_str().unwrap()]);
+    let (ok, text) = train_command(&config, &run, &["--data", missing.to_str().unwrap()]);
     assert!(
         !ok && text.contains("does not exist") && text.contains("hftrain data download --data"),
         "{text}"
@@ -450,7 +418,7 @@ fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
     assert!(!missing.exists(), "the mistyped data directory was created");
     let file = dir.path().join("data.bin");
     std::fs::write(&file, "x").unwrap();
-    let (ok, text) = train(&config, &run, &["--data", file.to_str().unwrap()]);
+    let (ok, text) = train_command(&config, &run, &["--data", file.to_str().unwrap()]);
     assert!(!ok && text.contains("is a file, not a folder"), "{text}");
 }
 
@@ -460,7 +428,7 @@ fn a_mistyped_or_file_data_path_is_named_and_nothing_is_created() {
 fn eval_warns_when_the_data_has_other_classes() {
     let dir = TempDir::new();
     let (config, run) = tiny_run(dir.path());
-    let (ok, text) = train(&config, &run, &[]);
+    let (ok, text) = train_command(&config, &run, &[]);
     assert!(ok, "{text}");
     // The generated data's images under ten other class names.
     let renamed = dir.path().join("renamed");
@@ -487,6 +455,8 @@ fn eval_warns_when_the_data_has_other_classes() {
             data.to_str().unwrap(),
             "--json",
             dir.path().join("e.json").to_str().unwrap(),
+            // Evaluated twice into the same file.
+            "--force",
         ])
     };
     let (ok, text) = eval(&renamed);
@@ -510,13 +480,13 @@ fn legitimate_restarts_and_resumes_are_not_refused() {
     std::fs::create_dir_all(&run).unwrap();
     std::fs::write(run.join(".lock"), "999999999").unwrap();
     std::fs::write(run.join(".metrics.csv.tmp-999999999"), "epoch,st").unwrap();
-    let (ok, text) = train(&config, &run, &[]);
+    let (ok, text) = train_command(&config, &run, &[]);
     assert!(ok, "killed at its first write: {text}");
 
     // Only the checkpoints left (metrics and events deleted, or the folder copied).
     std::fs::remove_file(run.join("metrics.csv")).unwrap();
-    std::fs::remove_file(run.join(hftrain::tensorboard::FILE_NAME)).unwrap();
-    let (ok, text) = train(&config, &run, &["--resume", "latest"]);
+    std::fs::remove_file(run.join(hftrain::store::tensorboard::FILE_NAME)).unwrap();
+    let (ok, text) = train_command(&config, &run, &["--resume", "latest"]);
     assert!(ok, "a folder of checkpoints: {text}");
 
     // The checkpoints folder moved to another disk and linked.
@@ -524,7 +494,7 @@ fn legitimate_restarts_and_resumes_are_not_refused() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::rename(run.join("checkpoints"), elsewhere.join("ck")).unwrap();
     std::os::unix::fs::symlink(elsewhere.join("ck"), run.join("checkpoints")).unwrap();
-    let (ok, text) = train(&config, &run, &["--resume", "latest"]);
+    let (ok, text) = train_command(&config, &run, &["--resume", "latest"]);
     assert!(ok, "a linked checkpoints folder: {text}");
 
     // A fork killed before its first checkpoint left the source's metrics rows: retried.
@@ -532,7 +502,7 @@ fn legitimate_restarts_and_resumes_are_not_refused() {
     std::fs::create_dir_all(&fork).unwrap();
     std::fs::copy(run.join("metrics.csv"), fork.join("metrics.csv")).unwrap();
     let checkpoint = run.join("checkpoints/epoch-0001");
-    let (ok, text) = train(&config, &fork, &["--resume", checkpoint.to_str().unwrap()]);
+    let (ok, text) = train_command(&config, &fork, &["--resume", checkpoint.to_str().unwrap()]);
     assert!(ok, "a retried fork: {text}");
 }
 
@@ -546,7 +516,7 @@ fn after_the_first_step_a_run_estimates_its_time_and_names_a_cpu_config_if_hours
     config.train.epochs = 100_000;
     let long = dir.path().join("long.toml");
     std::fs::write(&long, config.to_toml()).unwrap();
-    let (ok, text) = train(&long, &run, &["--stop-after-epoch", "1"]);
+    let (ok, text) = train_command(&long, &run, &["--stop-after-epoch", "1"]);
     assert!(ok, "{text}");
     let estimate = text
         .lines()
@@ -561,14 +531,14 @@ fn after_the_first_step_a_run_estimates_its_time_and_names_a_cpu_config_if_hours
         "no advice for a run of hours on the CPU:\n{text}"
     );
     // A run of one epoch is not told to change.
-    let (ok, text) = train(&short, &dir.path().join("short"), &[]);
+    let (ok, text) = train_command(&short, &dir.path().join("short"), &[]);
     assert!(ok, "{text}");
     assert!(!text.contains("configs/cifar10-small-hf.toml"), "{text}");
 }
 
 #[test]
 fn numbers_are_printed_as_people_read_them() {
-    use hftrain::words::{count, group_thousands, human_duration};
+    use hftrain::support::words::{count, group_thousands, human_duration};
     assert_eq!(group_thousands(4_655_434), "4,655,434");
     assert_eq!(group_thousands(999), "999");
     assert_eq!(count(1, "epoch"), "1 epoch");

@@ -276,7 +276,7 @@ pub fn random_tensor<const D: usize>(
     device: &burn::prelude::Device,
 ) -> burn::prelude::Tensor<D> {
     let n: usize = shape.iter().product();
-    let mut rng = hftrain::rng::Rng::derive(seed, &[0x7E57]);
+    let mut rng = hftrain::support::rng::Rng::derive(seed, &[0x7E57]);
     let values: Vec<f32> = (0..n)
         .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
         .collect();
@@ -299,10 +299,11 @@ pub fn relative_error<const D: usize>(
 
 /// The SGD settings of a config that trains with SGD (the default optimizer).
 pub fn sgd(config: &mut Config) -> &mut hftrain::config::SgdConfig {
-    match &mut config.optimizer {
-        hftrain::config::OptimizerConfig::Sgd(settings) => settings,
-        other => panic!("the config trains with {other}, not SGD"),
-    }
+    let name = config.optimizer.name();
+    config
+        .optimizer
+        .settings_mut::<hftrain::config::SgdConfig>()
+        .unwrap_or_else(|| panic!("the config trains with {name}, not SGD"))
 }
 
 /// Switches a config to Hessian-free (with the weight decay it had, and no learning-rate
@@ -310,7 +311,7 @@ pub fn sgd(config: &mut Config) -> &mut hftrain::config::SgdConfig {
 pub fn use_hessian_free(config: &mut Config) -> &mut hftrain::config::HessianFreeConfig {
     config.schedule = Default::default();
     config.optimizer =
-        hftrain::config::OptimizerConfig::HessianFree(hftrain::config::HessianFreeSettings {
+        hftrain::config::OptimizerConfig::new(hftrain::config::HessianFreeSettings {
             weight_decay: config.optimizer.weight_decay(),
             hessian_free: Default::default(),
         });
@@ -347,4 +348,60 @@ pub fn assert_succeeded(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The position of column `name` in a Hessian-free run's `steps.csv`.
+pub fn hessian_free_step_column(name: &str) -> usize {
+    use hftrain::optim::OptimizerSettings;
+    hftrain::store::metrics::step_columns(hftrain::config::HessianFreeSettings::STEP_COLUMNS)
+        .iter()
+        .position(|c| *c == name)
+        .unwrap_or_else(|| panic!("steps.csv has no column {name}"))
+}
+
+/// `small_config` on the generated binary data and Burn's CPU backend, with its first
+/// `train_images` and `test_images` images, for `epochs` epochs: a run of seconds.
+pub fn flex_config(train_images: usize, test_images: usize, epochs: usize) -> Config {
+    let mut config = small_config(&synthetic_binary(), "flex");
+    config.data.train_limit = train_images;
+    config.data.test_limit = test_images;
+    config.train.epochs = epochs;
+    config
+}
+
+/// A tiny run's config (one epoch of 100 images on flex), written to `dir/tiny.toml`.
+pub fn tiny_config_file(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    std::fs::write(&path, flex_config(100, 50, 1).to_toml()).unwrap();
+    path
+}
+
+/// Trains `config` into `out` in this process, as `hftrain train --resume RESUME
+/// --stop-after-epoch N` would.
+pub fn train(
+    config: &Config,
+    out: &Path,
+    resume: Option<&str>,
+    stop_after_epoch: Option<usize>,
+) -> anyhow::Result<hftrain::train::TrainOutcome> {
+    hftrain::train::run(hftrain::train::TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(out.to_path_buf()),
+        resume: resume.map(String::from),
+        stop_after_epoch,
+        ..Default::default()
+    })
+}
+
+/// `hftrain train --config CONFIG --out OUT EXTRA...` as a child process: whether it
+/// succeeded, and what it printed.
+pub fn train_command(config: &Path, out: &Path, extra: &[&str]) -> (bool, String) {
+    let args = [
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    hftrain(&[&args[..], extra].concat())
 }

@@ -3,14 +3,16 @@
 //! (in a process of its own, see `common::flex_f64`), and f32 on wgpu against that.
 
 use burn::prelude::*;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use hftrain::config::{ModelConfig, StageConfig};
 use hftrain::curvature::{Batch, NetworkObjective, loss_and_gradient};
 use hftrain::model::builder::Builder;
 use hftrain::model::layer::{Gradients, Layer, Recorded, Shape};
-use hftrain::model::layers::{Residual, build_list};
+use hftrain::model::layers::{LAYERS, Residual, build_list};
 use hftrain::model::loss::cross_entropy_hessian_product;
+use hftrain::model::spec::LayerSpec;
 use hftrain::model::{Mode, Network};
 use hftrain::params::{Layout, from_host, to_host};
 use hftrain::precision::Arithmetic;
@@ -72,33 +74,38 @@ fn residual_case(name: &str, branch: &[&str], input: [usize; 4]) -> LayerCase {
     }
 }
 
-/// Every layer kind, with the options that change its arithmetic (stride, padding, windows
-/// that leave rows over), and both composites (the sequence wraps every case).
+/// Every layer kind of `LAYERS`, as config lines with the options that change its
+/// arithmetic (stride, padding, windows that leave rows over), each on an input shape; a
+/// new layer kind needs its lines here (`every_layer_kind_has_curvature_cases`).
+const LAYER_LINES: &[(&str, [usize; 4])] = &[
+    ("conv 3", [2, 2, 5, 5]),
+    (
+        "conv 3 kernel=5 stride=2 padding=1 bias=false",
+        [2, 2, 7, 8],
+    ),
+    ("conv 4 padding=none", [2, 2, 6, 6]),
+    ("batch-norm", [3, 3, 4, 4]),
+    ("linear 4", [3, 6, 1, 1]),
+    ("linear 4 bias=false", [3, 6, 1, 1]),
+    ("relu", [2, 3, 4, 4]),
+    ("gelu", [2, 3, 4, 4]),
+    ("max-pool", [2, 2, 4, 6]),
+    ("max-pool 3", [2, 2, 7, 7]),
+    ("avg-pool", [2, 2, 4, 6]),
+    ("avg-pool 2", [2, 2, 5, 7]),
+    ("global-max-pool", [2, 3, 4, 4]),
+    ("global-avg-pool", [2, 3, 4, 4]),
+    ("flatten", [2, 3, 2, 2]),
+    ("scale 0.5", [2, 2, 3, 3]),
+];
+
+/// Every line of `LAYER_LINES` as a layer, and both composites (the sequence wraps every
+/// case).
 fn layer_cases() -> Vec<LayerCase> {
-    let mut cases: Vec<LayerCase> = [
-        ("conv 3", [2, 2, 5, 5]),
-        (
-            "conv 3 kernel=5 stride=2 padding=1 bias=false",
-            [2, 2, 7, 8],
-        ),
-        ("conv 4 padding=none", [2, 2, 6, 6]),
-        ("batch-norm", [3, 3, 4, 4]),
-        ("linear 4", [3, 6, 1, 1]),
-        ("linear 4 bias=false", [3, 6, 1, 1]),
-        ("relu", [2, 3, 4, 4]),
-        ("gelu", [2, 3, 4, 4]),
-        ("max-pool", [2, 2, 4, 6]),
-        ("max-pool 3", [2, 2, 7, 7]),
-        ("avg-pool", [2, 2, 4, 6]),
-        ("avg-pool 2", [2, 2, 5, 7]),
-        ("global-max-pool", [2, 3, 4, 4]),
-        ("global-avg-pool", [2, 3, 4, 4]),
-        ("flatten", [2, 3, 2, 2]),
-        ("scale 0.5", [2, 2, 3, 3]),
-    ]
-    .into_iter()
-    .map(|(line, input)| layer_case(line, input))
-    .collect();
+    let mut cases: Vec<LayerCase> = LAYER_LINES
+        .iter()
+        .map(|&(line, input)| layer_case(line, input))
+        .collect();
     cases.push(residual_case(
         "residual, identity shortcut",
         &["conv 2", "batch-norm", "gelu", "conv 2"],
@@ -110,6 +117,84 @@ fn layer_cases() -> Vec<LayerCase> {
         [2, 2, 6, 6],
     ));
     cases
+}
+
+/// The layer kinds the lines of `lines` build.
+fn kinds_of<'a>(lines: impl IntoIterator<Item = &'a str>) -> BTreeSet<&'a str> {
+    lines
+        .into_iter()
+        .map(|line| LayerSpec::parse(line).unwrap().kind)
+        .collect()
+}
+
+#[test]
+fn every_layer_kind_has_curvature_cases() {
+    let registered: BTreeSet<&str> = LAYERS.iter().map(|(kind, _, _)| *kind).collect();
+    let cased = kinds_of(LAYER_LINES.iter().map(|(line, _)| *line));
+    let missing: Vec<_> = registered.difference(&cased).collect();
+    assert!(
+        missing.is_empty(),
+        "layer kinds without a vjp/jvp case: {missing:?}; add their lines to LAYER_LINES in \
+         tests/integration/curvature.rs"
+    );
+    let unknown: Vec<_> = cased.difference(&registered).collect();
+    assert!(
+        unknown.is_empty(),
+        "cases of unknown layer kinds: {unknown:?}"
+    );
+    // The check sees a kind that has no case.
+    assert!(!kinds_of(["relu", "conv 3"]).contains("gelu"));
+}
+
+/// The body of the Python function `def name(` in `script`: its lines up to the next one
+/// indented no deeper than the `def`.
+fn python_function<'a>(script: &'a str, name: &str) -> &'a str {
+    let def = format!("def {name}(");
+    let start = script
+        .find(&def)
+        .unwrap_or_else(|| panic!("no `{def}` in the script"));
+    let line_start = script[..start].rfind('\n').map_or(0, |i| i + 1);
+    let indent = start - line_start;
+    let mut end = script.len();
+    let mut at = start + script[start..].find('\n').unwrap_or(script.len() - start);
+    while at < script.len() {
+        let line = script[at + 1..].split('\n').next().unwrap_or("");
+        let depth = line.len() - line.trim_start().len();
+        if !line.trim().is_empty() && depth <= indent {
+            end = at;
+            break;
+        }
+        at += 1 + line.len();
+    }
+    &script[start..end]
+}
+
+#[test]
+fn the_pytorch_reference_knows_every_layer_kind() {
+    let script = std::fs::read_to_string(
+        crate::common::repository_root().join("scripts/torch_reference.py"),
+    )
+    .unwrap();
+    for function in ["plan_layers", "torch_layer"] {
+        let body = python_function(&script, function);
+        let missing: Vec<&str> = LAYERS
+            .iter()
+            .map(|(kind, _, _)| *kind)
+            .filter(|kind| !body.contains(&format!("\"{kind}\"")))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "scripts/torch_reference.py's {function} does not handle the layer kinds \
+             {missing:?}; add them there as src/model/layers/ computes them"
+        );
+    }
+    // A function's body ends where the next statement as shallow as its `def` begins.
+    let sample =
+        "def f(x):\n    if x:\n        return \"relu\"\n\n    return 1\n\ndef g():\n    pass\n";
+    assert_eq!(
+        python_function(sample, "f"),
+        "def f(x):\n    if x:\n        return \"relu\"\n\n    return 1\n"
+    );
 }
 
 fn flat<const D: usize>(t: Tensor<D>) -> Tensor<1> {
@@ -1033,7 +1118,7 @@ fn curvature_command_writes_products_another_framework_can_check() {
     let v = join("v");
     assert_eq!(
         to_host(&v),
-        to_host(&hftrain::inspect::seeded_direction(
+        to_host(&hftrain::params::seeded_direction(
             network.params.total(),
             3,
             &d

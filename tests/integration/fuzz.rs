@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use hftrain::data::{Source, Split};
-use hftrain::rng::Rng;
+use hftrain::support::rng::Rng;
 
 use crate::common::TempDir;
 

@@ -236,7 +236,11 @@ fn f64_hessian_free_solves_l2_softmax_regression_on_generated_images() {
         // objective for its gradient and curvature products.
         let on_batch = BatchObjective::new(&objective, &buffers, batch.clone(), sampling);
         let step = hf.step(&on_batch, &params, 0.0).unwrap();
-        let report = step.info.report.expect("Hessian-free reports every step");
+        let report = step
+            .info
+            .details::<hftrain::optim::StepReport>()
+            .expect("Hessian-free reports every step")
+            .clone();
         let next = step.params;
         println!(
             "measured: HF step {:>2}: f {:.8} -> {:.8}, |g|/|g0| {ratio:.2e}, lambda {:.2e}, cg {} ({}), rho {:.3}",

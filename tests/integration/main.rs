@@ -2,7 +2,9 @@
 
 mod common;
 
+mod averaging;
 mod bench;
+mod careless_use;
 mod checkpoints;
 mod cli;
 mod config_errors;
@@ -13,13 +15,16 @@ mod devices;
 mod download;
 mod fuzz;
 mod hessian_free;
+mod kernel_cache;
 mod networks;
 mod optimizer_runs;
 mod optimizers;
 mod precision;
 mod predict;
+mod registry;
 mod reliability;
 mod spectrum;
+mod step_log;
 mod structure;
 mod tensorboard;
 mod training;

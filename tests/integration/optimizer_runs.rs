@@ -4,8 +4,8 @@
 
 use burn::prelude::*;
 use hftrain::config::{Config, OptimizerConfig, StageConfig};
-use hftrain::metrics::EpochMetrics;
 use hftrain::model::{Mode, Network};
+use hftrain::store::metrics::EpochMetrics;
 use hftrain::train;
 
 use crate::common::{
@@ -111,7 +111,7 @@ fn the_step_time_breakdown_adds_up_to_the_step() {
     let dir = TempDir::new();
     train_run(&hessian_free("flex"), dir.path());
     let text = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
-    let at = |name: &str| hftrain::metrics::step_column(name).unwrap();
+    let at = |name: &str| crate::common::hessian_free_step_column(name);
     let mut rows = 0;
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -147,7 +147,7 @@ fn a_full_batch_convex_run_ends_cleanly_at_its_optimum() {
     config.train.label_smoothing = 0.0;
     // Strongly convex enough to reach the optimum in a few steps (with little weight decay
     // the separable data lets the loss creep towards zero for hundreds of steps).
-    if let hftrain::config::OptimizerConfig::HessianFree(settings) = &mut config.optimizer {
+    if let Some(settings) = config.optimizer.settings_mut::<hftrain::config::HessianFreeSettings>() {
         settings.weight_decay = 0.1;
     }
     crate::common::hessian_free(&mut config).curvature_batch_size = 100;
@@ -157,7 +157,7 @@ fn a_full_batch_convex_run_ends_cleanly_at_its_optimum() {
     let out = train_run(&config, dir.path());
     assert_eq!(out.metrics.len(), 150);
     let text = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
-    let converged_at = hftrain::metrics::step_column("converged").unwrap();
+    let converged_at = crate::common::hessian_free_step_column("converged");
     let converged = text
         .lines()
         .skip(1)
@@ -215,6 +215,8 @@ fn rows(accuracies: &[f64], seconds: f64) -> Vec<EpochMetrics> {
             images_per_second: 100.0,
             sharpness: None,
             hessian_trace: None,
+            averaged_test_loss: None,
+            averaged_test_accuracy: None,
         })
         .collect()
 }
@@ -233,14 +235,15 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
         ),
         (
             "slow",
-            OptimizerConfig::HessianFree(Default::default()),
+            OptimizerConfig::new(hftrain::config::HessianFreeSettings::default()),
             vec![0.3, 0.52, 0.58],
             90.0,
         ),
     ] {
         let run = dir.path().join(name);
         std::fs::create_dir_all(&run).unwrap();
-        hftrain::metrics::write(&run.join("metrics.csv"), &rows(&accuracies, seconds)).unwrap();
+        hftrain::store::metrics::write(&run.join("metrics.csv"), &rows(&accuracies, seconds))
+            .unwrap();
         let mut config = Config::parse("").unwrap();
         config.optimizer = kind;
         std::fs::write(run.join("config.toml"), config.to_toml()).unwrap();
@@ -330,7 +333,7 @@ fn backtracking_on_a_subset_takes_steps_that_lower_the_whole_batch_objective() {
     let dir = TempDir::new();
     let out = train_run(&config, dir.path());
     let text = std::fs::read_to_string(dir.path().join("steps.csv")).unwrap();
-    let at = |name: &str| hftrain::metrics::step_column(name).unwrap();
+    let at = |name: &str| crate::common::hessian_free_step_column(name);
     let mut accepted = 0;
     for line in text.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
@@ -360,7 +363,7 @@ fn sharpness_is_recorded_every_epoch_asked_and_changes_nothing_of_the_run() {
     let run = dir.path().join("measured");
     let measured = train_run(&config, &run);
     assert_eq!(plain.params, measured.params, "the trajectory changed");
-    let rows = hftrain::metrics::read(&run.join("metrics.csv")).unwrap();
+    let rows = hftrain::store::metrics::read(&run.join("metrics.csv")).unwrap();
     assert_eq!(rows.len(), 2);
     for (row, kept) in rows.iter().zip(&measured.metrics) {
         // The CSV holds what the run measured, to its 7 significant digits.
@@ -402,7 +405,7 @@ fn sharpness_is_recorded_every_epoch_asked_and_changes_nothing_of_the_run() {
         .map(|line| line.split(',').take(9).collect::<Vec<_>>().join(",") + "\n")
         .collect();
     std::fs::write(&old, nine).unwrap();
-    let read = hftrain::metrics::read(&old).unwrap();
+    let read = hftrain::store::metrics::read(&old).unwrap();
     assert_eq!(read.len(), 2);
     assert!(read.iter().all(|r| r.sharpness.is_none()));
 }

@@ -92,7 +92,7 @@ fn adam_and_adamw_match_their_rules() {
 fn loading_another_optimizers_state_is_refused() {
     let d = device();
     let sgd = OptimizerConfig::default().build(from_host(vec![1.0], &d), 1);
-    let mut adam = OptimizerConfig::Adam(AdamConfig::default()).build(from_host(vec![1.0], &d), 1);
+    let mut adam = OptimizerConfig::new(AdamConfig::default()).build(from_host(vec![1.0], &d), 1);
     let message = format!("{:#}", adam.load_state(&sgd.state(), &d).unwrap_err());
     assert!(
         message.contains("`sgd`") && message.contains("`adam`"),

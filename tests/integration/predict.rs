@@ -132,7 +132,10 @@ fn a_32x32_picture_is_its_own_input() {
     })
     .save(&file)
     .unwrap();
-    assert_eq!(hftrain::predict::prepare_image(&file).unwrap(), chw);
+    assert_eq!(
+        hftrain::commands::predict::prepare_image(&file).unwrap(),
+        chw
+    );
 }
 
 #[test]
@@ -182,7 +185,7 @@ fn export_holds_the_state_dict_with_what_rebuilds_it() {
         .collect();
     assert_eq!(found, expected);
     // The checkpoint's values, batch-norm running statistics included.
-    let ckpt = hftrain::checkpoint::Checkpoint::load(&checkpoint).unwrap();
+    let ckpt = hftrain::store::checkpoint::Checkpoint::load(&checkpoint).unwrap();
     let e = &network.buffers.entries()[1];
     let stored = &tensors[&e.name].1;
     for (a, b) in stored
@@ -238,7 +241,7 @@ fn round_trip_in_pytorch(export: &Path, checkpoint: &Path, dir: &Path) {
             .predict(images, &model.params, &model.buffers)
             .reshape([-1]),
     );
-    let mut check = hftrain::safetensors::SafeTensors::default();
+    let mut check = hftrain::store::safetensors::SafeTensors::default();
     check.add_f32("images", &[n, 3, 32, 32], &pixels);
     check.add_f32("logits", &[n, model.classes.len()], &logits);
     let check_file = dir.join("check.safetensors");

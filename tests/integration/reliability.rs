@@ -8,9 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hftrain::checkpoint::{self, Checkpoint};
 use hftrain::config::Config;
-use hftrain::train::{self, TrainRequest};
+use hftrain::store::checkpoint::{self, Checkpoint};
 
 use crate::common::{TempDir, small_config, synthetic_binary};
 
@@ -99,14 +98,35 @@ fn final_params(run: &Path) -> Vec<f32> {
     Checkpoint::load(&latest).unwrap().params
 }
 
+/// A killed run's next process: `--resume latest` once it has a checkpoint, else `--force`
+/// (a run killed before its first checkpoint starts over).
+fn resume_or_start_over(checkpoints: &Path) -> &'static [&'static str] {
+    if checkpoint::list(checkpoints).is_empty() {
+        &["--force"]
+    } else {
+        &["--resume", "latest"]
+    }
+}
+
+/// The killed and resumed `run` ended as the uninterrupted `reference_run`: the same
+/// parameters, and the same TensorBoard curves (what the killed processes wrote past their
+/// checkpoints was cut off on resume).
+fn assert_ends_as_uninterrupted(run: &Path, reference_run: &Path) {
+    assert_eq!(
+        final_params(run),
+        final_params(reference_run),
+        "killed + resumed differs from uninterrupted"
+    );
+    assert_eq!(
+        crate::tensorboard::curves(run),
+        crate::tensorboard::curves(reference_run),
+        "TensorBoard curves of the killed + resumed run differ from uninterrupted"
+    );
+}
+
 fn uninterrupted(config: &Config, dir: &Path) -> PathBuf {
     let run = dir.join("uninterrupted");
-    train::run(TrainRequest {
-        config: Some(config.clone()),
-        out_dir: Some(run.clone()),
-        ..Default::default()
-    })
-    .unwrap();
+    crate::common::train(config, &run, None, None).unwrap();
     run
 }
 
@@ -161,7 +181,7 @@ fn ctrl_c_checkpoints_the_current_step_and_resume_ends_bit_exact() {
     // The interrupted epoch's row covers the whole epoch, as in the uninterrupted run (the
     // checkpoint keeps the sums of the steps before Ctrl-C).
     let without_times = |run: &Path| -> Vec<String> {
-        let rows = hftrain::metrics::read(&run.join("metrics.csv")).unwrap();
+        let rows = hftrain::store::metrics::read(&run.join("metrics.csv")).unwrap();
         rows.iter()
             .map(|r| {
                 format!(
@@ -219,6 +239,32 @@ fn second_ctrl_c_quits_at_once_and_the_last_checkpoint_still_loads() {
     Checkpoint::load(&latest).unwrap();
 }
 
+/// SIGTERM (`kill`, a scheduler) and SIGHUP (the terminal closed) stop a run as Ctrl-C does:
+/// a checkpoint of the step it was at, and the status a shell reports for the signal.
+#[test]
+fn sigterm_and_sighup_checkpoint_like_ctrl_c() {
+    let data = synthetic_binary();
+    let mut config = config(&data, 3);
+    config.train.batch_size = 10;
+    config.train.log_every = 1;
+    let dir = TempDir::new();
+    for (sig, status, said) in [
+        (libc::SIGTERM, 143, "terminated (SIGTERM)"),
+        (libc::SIGHUP, 129, "hung up (SIGHUP)"),
+    ] {
+        let run = dir.path().join(format!("run-{sig}"));
+        let mut child = spawn(&config, &run, &[]);
+        wait_for_line(&mut child, "epoch 1/3 step 2/20");
+        signal(&child, sig);
+        let (code, stdout, stderr) = finish(child);
+        assert_eq!(code, status, "exit status after signal {sig}\n{stdout}\n{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert!(stdout.contains("interrupted at epoch 1 step"), "{stdout}");
+        let latest = checkpoint::resolve("latest", &run.join("checkpoints")).unwrap();
+        Checkpoint::load(&latest).unwrap();
+    }
+}
+
 /// SIGKILL at many moments of a run (spread over training, evaluation and checkpoint
 /// writes): after each, every checkpoint that looks complete loads, `--resume latest` starts
 /// from one, and the run finally ends with the parameters of an uninterrupted run.
@@ -233,22 +279,14 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
     config.checkpoint.every_epochs = 1;
     let dir = TempDir::new();
     let reference_run = uninterrupted(&config, dir.path());
-    let reference = final_params(&reference_run);
     let run = dir.path().join("killed");
     let mut kills = 0;
     let mut delay_ms = 150u64;
     let mut finished = false;
     let checkpoints = run.join("checkpoints");
-    let resume_args = |checkpoints: &Path| -> &'static [&'static str] {
-        if checkpoint::list(checkpoints).is_empty() {
-            &["--force"]
-        } else {
-            &["--resume", "latest"]
-        }
-    };
     for attempt in 0..25 {
         let before = checkpoint::list(&checkpoints).len();
-        let mut child = spawn(&config, &run, resume_args(&checkpoints));
+        let mut child = spawn(&config, &run, resume_or_start_over(&checkpoints));
         // Every third process is let run until it has written one more checkpoint, so the
         // run moves on however slow the machine is; then the kill comes after the delay.
         if attempt % 3 == 2 {
@@ -285,7 +323,7 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
         delay_ms = 100 + (delay_ms * 7 + 113) % 900;
     }
     if !finished {
-        let (code, stdout, stderr) = finish(spawn(&config, &run, resume_args(&checkpoints)));
+        let (code, stdout, stderr) = finish(spawn(&config, &run, resume_or_start_over(&checkpoints)));
         assert_eq!(code, 0, "{stdout}\n{stderr}");
     }
     use std::io::Write;
@@ -294,17 +332,7 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
         "measured: SIGKILL at {kills} points; every checkpoint loaded after each; the resumed run ended bit-exact"
     );
     assert!(kills >= 10, "only {kills} kills landed");
-    assert_eq!(
-        final_params(&run),
-        reference,
-        "killed + resumed differs from uninterrupted"
-    );
-    // What the killed processes wrote past their checkpoints was cut off on resume.
-    assert_eq!(
-        crate::tensorboard::curves(&run),
-        crate::tensorboard::curves(&reference_run),
-        "TensorBoard curves of the killed + resumed run differ from uninterrupted"
-    );
+    assert_ends_as_uninterrupted(&run, &reference_run);
 }
 
 #[test]
@@ -313,12 +341,8 @@ fn a_second_process_on_the_same_run_directory_is_refused_and_stale_locks_are_tak
     let config = config(&data, 1);
     let dir = TempDir::new();
     let run = dir.path().join("run");
-    let held = hftrain::lock::RunLock::acquire(&run).unwrap();
-    let refused = train::run(TrainRequest {
-        config: Some(config.clone()),
-        out_dir: Some(run.clone()),
-        ..Default::default()
-    });
+    let held = hftrain::support::lock::RunLock::acquire(&run).unwrap();
+    let refused = crate::common::train(&config, &run, None, None);
     crate::common::assert_error(
         refused,
         &["in use by another hftrain process", ".lock", "--out"],
@@ -326,12 +350,7 @@ fn a_second_process_on_the_same_run_directory_is_refused_and_stale_locks_are_tak
     drop(held);
     // A lock left by a process that no longer exists (as after SIGKILL).
     std::fs::write(run.join(".lock"), "999999999").unwrap();
-    train::run(TrainRequest {
-        config: Some(config),
-        out_dir: Some(run.clone()),
-        ..Default::default()
-    })
-    .unwrap();
+    crate::common::train(&config, &run, None, None).unwrap();
     assert!(!run.join(".lock").exists());
 }
 
@@ -341,13 +360,7 @@ fn resume_latest_skips_a_damaged_newest_checkpoint() {
     let config = config(&data, 3);
     let dir = TempDir::new();
     let run = dir.path().join("run");
-    train::run(TrainRequest {
-        config: Some(config.clone()),
-        out_dir: Some(run.clone()),
-        stop_after_epoch: Some(2),
-        ..Default::default()
-    })
-    .unwrap();
+    crate::common::train(&config, &run, None, Some(2)).unwrap();
     // Flip one byte of the newest checkpoint's parameters.
     let newest = run.join("checkpoints/epoch-0002/params.bin");
     let mut bytes = std::fs::read(&newest).unwrap();
@@ -383,17 +396,11 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
     let config = large_model_config(&data, 5);
     let dir = TempDir::new();
     let reference_run = uninterrupted(&config, dir.path());
-    let reference = final_params(&reference_run);
     let run = dir.path().join("killed");
     let checkpoints = run.join("checkpoints");
     let mut inside_writes = 0;
     for _ in 0..12 {
-        let resume: &[&str] = if !checkpoint::list(&checkpoints).is_empty() {
-            &["--resume", "latest"]
-        } else {
-            &["--force"]
-        };
-        let mut child = spawn(&config, &run, resume);
+        let mut child = spawn(&config, &run, resume_or_start_over(&checkpoints));
         // Let the first write of each process finish (so the run moves on), kill in the
         // second.
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -459,17 +466,7 @@ fn sigkill_inside_checkpoint_writes_leaves_only_complete_checkpoints() {
         inside_writes >= 3,
         "only {inside_writes} kills landed inside a checkpoint write"
     );
-    assert_eq!(
-        final_params(&run),
-        reference,
-        "killed + resumed differs from uninterrupted"
-    );
-    // What the killed processes wrote past their checkpoints was cut off on resume.
-    assert_eq!(
-        crate::tensorboard::curves(&run),
-        crate::tensorboard::curves(&reference_run),
-        "TensorBoard curves of the killed + resumed run differ from uninterrupted"
-    );
+    assert_ends_as_uninterrupted(&run, &reference_run);
 }
 
 #[test]
@@ -479,11 +476,7 @@ fn divergence_stops_sgd_at_the_step_it_happens_naming_the_last_checkpoint() {
     let dir = TempDir::new();
     crate::common::sgd(&mut config).lr = 1e30;
     config.schedule.warmup_epochs = 0.0;
-    let blown = train::run(TrainRequest {
-        config: Some(config),
-        out_dir: Some(dir.path().join("blown")),
-        ..Default::default()
-    });
+    let blown = crate::common::train(&config, &dir.path().join("blown"), None, None);
     let message = crate::common::assert_error(
         blown,
         &[
@@ -512,13 +505,7 @@ fn a_failing_checkpoint_write_keeps_the_previous_checkpoint() {
     let config = large_model_config(&data, 3);
     let dir = TempDir::new();
     let run = dir.path().join("run");
-    train::run(TrainRequest {
-        config: Some(config.clone()),
-        out_dir: Some(run.clone()),
-        stop_after_epoch: Some(1),
-        ..Default::default()
-    })
-    .unwrap();
+    crate::common::train(&config, &run, None, Some(1)).unwrap();
     let file = run.with_extension("toml");
     std::fs::write(&file, config.to_toml()).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_hftrain"));
@@ -594,8 +581,9 @@ fn the_run_lock_is_taken_by_exactly_one_and_ignores_reused_pids() {
     std::fs::create_dir_all(&run).unwrap();
     // pid 1 always exists: the old lock took it for a live holder and refused forever.
     std::fs::write(run.join(".lock"), "1").unwrap();
-    let lock = hftrain::lock::RunLock::acquire(&run).expect("a lock file nobody holds is taken");
-    let refused = hftrain::lock::RunLock::acquire(&run);
+    let lock =
+        hftrain::support::lock::RunLock::acquire(&run).expect("a lock file nobody holds is taken");
+    let refused = hftrain::support::lock::RunLock::acquire(&run);
     crate::common::assert_error(
         refused,
         &[
@@ -619,7 +607,7 @@ fn the_run_lock_is_taken_by_exactly_one_and_ignores_reused_pids() {
             for _ in 0..contenders {
                 scope.spawn(|| {
                     start.wait();
-                    let lock = hftrain::lock::RunLock::acquire(&run);
+                    let lock = hftrain::support::lock::RunLock::acquire(&run);
                     if lock.is_ok() {
                         winners.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                     }

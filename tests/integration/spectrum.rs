@@ -154,6 +154,19 @@ fn dense(kind: CurvatureKind, d: &Device) -> &'static Vec<f64> {
     })
 }
 
+/// Runs `check` on each matrix of the small problem: its kind and name, its dense matrix
+/// (`n x n`, row-major), and the operator of its products averaged over the batches.
+fn for_each_matrix(d: &Device, mut check: impl FnMut(CurvatureKind, &str, &[f64], &Average)) {
+    let p = problem(d);
+    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, d);
+    for (kind, name) in kinds() {
+        let average = Average {
+            parts: batch_operators(&objective, kind, &p.params, &p.batches),
+        };
+        check(kind, name, dense(kind, d), &average);
+    }
+}
+
 #[test]
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
 fn f64_spectrum_dense_matrices_from_products_are_symmetric() {
@@ -197,7 +210,7 @@ fn f64_spectrum_tridiagonal_ql_and_lanczos_on_a_plain_matrix() {
     let d = flex_f64();
     // A random symmetric tridiagonal matrix: QL against Jacobi on the same matrix dense.
     let n = 40;
-    let mut rng = hftrain::rng::Rng::new(5);
+    let mut rng = hftrain::support::rng::Rng::new(5);
     let diag: Vec<f64> = (0..n).map(|_| rng.next_f64() * 4.0 - 2.0).collect();
     let off: Vec<f64> = (0..n - 1).map(|_| rng.next_f64() * 2.0 - 1.0).collect();
     let mut full = vec![0.0; n * n];
@@ -292,21 +305,16 @@ fn f64_spectrum_tridiagonal_ql_and_lanczos_on_a_plain_matrix() {
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
 fn f64_spectrum_lanczos_top_k_equals_the_dense_eigenvalues() {
     let d = flex_f64();
-    let p = problem(&d);
-    let n = p.network.params.total();
-    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
-    for (kind, name) in kinds() {
-        let reference = jacobi_eigenvalues(dense(kind, &d), n);
-        let average = Average {
-            parts: batch_operators(&objective, kind, &p.params, &p.batches),
-        };
+    let n = problem(&d).network.params.total();
+    for_each_matrix(&d, |kind, name, a, average| {
+        let reference = jacobi_eigenvalues(a, n);
         let settings = TopSettings {
             count: 5,
             max_steps: n,
             tolerance: 1e-9,
             explicit_residuals: true,
         };
-        let top = top_eigenpairs(&average, &rademacher(n, 2, &[0], &d), n, &settings);
+        let top = top_eigenpairs(average, &rademacher(n, 2, &[0], &d), n, &settings);
         assert_eq!(top.pairs.len(), 5);
         let scale = reference[n - 1].abs().max(reference[0].abs());
         let mut worst = 0f64;
@@ -341,24 +349,18 @@ fn f64_spectrum_lanczos_top_k_equals_the_dense_eigenvalues() {
         if kind == CurvatureKind::GaussNewton {
             assert!(top.pairs.iter().all(|p| p.value >= 0.0));
         }
-    }
+    });
 }
 
 #[test]
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
 fn f64_spectrum_hutchinson_lies_within_four_standard_errors() {
     let d = flex_f64();
-    let p = problem(&d);
-    let n = p.network.params.total();
-    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
-    for (kind, name) in kinds() {
-        let a = dense(kind, &d);
+    let n = problem(&d).network.params.total();
+    for_each_matrix(&d, |_, name, a, average| {
         let exact: f64 = (0..n).map(|i| a[i * n + i]).sum();
-        let average = Average {
-            parts: batch_operators(&objective, kind, &p.params, &p.batches),
-        };
         let samples = 40;
-        let trace = hutchinson(&average, samples, |i| rademacher(n, 9, &[i as u64], &d));
+        let trace = hutchinson(average, samples, |i| rademacher(n, 9, &[i as u64], &d));
         let z = (trace.estimate - exact) / trace.standard_error;
         println!(
             "measured: spectrum Hutchinson {name:<12} {samples} samples: {:.5e} +- {:.2e} vs exact \
@@ -368,26 +370,20 @@ fn f64_spectrum_hutchinson_lies_within_four_standard_errors() {
         assert_eq!(trace.samples.len(), samples);
         assert!(trace.standard_error > 0.0);
         assert!(z.abs() < 4.0, "{name}: {z} standard errors off");
-    }
+    });
 }
 
 #[test]
 #[ignore = "run in an f64 process of its own by f64_tests_pass_in_their_own_process"]
 fn f64_spectrum_slq_density_integrates_to_one_and_matches_the_moments() {
     let d = flex_f64();
-    let p = problem(&d);
-    let n = p.network.params.total();
-    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
-    for (kind, name) in kinds() {
-        let a = dense(kind, &d);
+    let n = problem(&d).network.params.total();
+    for_each_matrix(&d, |_, name, a, average| {
         let trace: f64 = (0..n).map(|i| a[i * n + i]).sum();
         let trace_of_square: f64 = a.iter().map(|x| x * x).sum();
-        let average = Average {
-            parts: batch_operators(&objective, kind, &p.params, &p.batches),
-        };
         let runs = 30;
         let density = slq(
-            &average,
+            average,
             n,
             &SlqSettings {
                 runs,
@@ -473,7 +469,7 @@ fn f64_spectrum_slq_density_integrates_to_one_and_matches_the_moments() {
         assert!(relative(grid_m2 - sigma * sigma, m2) < 1e-5);
         assert_eq!(density.grid.len(), density.density.len());
         assert!(density.density.iter().all(|x| x.is_finite() && *x >= 0.0));
-    }
+    });
 }
 
 #[test]
@@ -482,16 +478,11 @@ fn f64_spectrum_per_layer_blocks_equal_the_dense_diagonal_blocks() {
     let d = flex_f64();
     let p = problem(&d);
     let n = p.network.params.total();
-    let objective = NetworkObjective::new(&p.network, 0.0, 0.0, &d);
     let blocks = layer_blocks(&p.network.params);
     let names: Vec<&str> = blocks.iter().map(|b| b.name.as_str()).collect();
     assert_eq!(blocks.len(), 3, "conv, batch norm, classifier: {names:?}");
     assert_eq!(blocks.iter().map(|b| b.len()).sum::<usize>(), n);
-    for (kind, name) in kinds() {
-        let a = dense(kind, &d);
-        let average = Average {
-            parts: batch_operators(&objective, kind, &p.params, &p.batches),
-        };
+    for_each_matrix(&d, |_, name, a, average| {
         for (index, block) in blocks.iter().enumerate() {
             let indices: Vec<usize> = block.ranges.iter().flat_map(|r| r.clone()).collect();
             let m = indices.len();
@@ -502,7 +493,7 @@ fn f64_spectrum_per_layer_blocks_equal_the_dense_diagonal_blocks() {
             let reference = jacobi_eigenvalues(&sub, m);
             let mask = block.mask(n, &d);
             let restricted = Restricted {
-                inner: &average,
+                inner: average,
                 mask: mask.clone(),
             };
             let count = 3.min(m);
@@ -555,7 +546,7 @@ fn f64_spectrum_per_layer_blocks_equal_the_dense_diagonal_blocks() {
                 block.name
             );
         }
-    }
+    });
 }
 
 #[test]
@@ -674,25 +665,9 @@ fn hftrain(args: &[&str], dir: &std::path::Path) -> (bool, String, String) {
 
 /// One epoch of the small test network on the generated data (flex, f32); its checkpoint.
 fn trained_checkpoint(dir: &std::path::Path) -> std::path::PathBuf {
-    let data = crate::common::synthetic_binary();
-    let mut config = crate::common::small_config(&data, "flex");
-    config.data.train_limit = 100;
-    config.data.test_limit = 50;
-    config.train.epochs = 1;
-    let path = dir.join("tiny.toml");
-    std::fs::write(&path, config.to_toml()).unwrap();
     let run = dir.join("run");
-    let (ok, stdout, stderr) = hftrain(
-        &[
-            "train",
-            "--config",
-            path.to_str().unwrap(),
-            "--out",
-            run.to_str().unwrap(),
-        ],
-        dir,
-    );
-    assert!(ok, "{stdout}{stderr}");
+    let (ok, text) = crate::common::train_command(&crate::common::tiny_config_file(dir), &run, &[]);
+    assert!(ok, "{text}");
     run.join("checkpoints/latest")
 }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use hftrain::tensorboard::{
+use hftrain::store::tensorboard::{
     self, EventWriter, crc32c, file_version_event, frame, read_file, scalars_event,
 };
 

@@ -6,24 +6,13 @@ use hftrain::config::Config;
 use hftrain::train::{self, TrainOutcome, TrainRequest};
 
 use crate::common::{
-    TempDir, assert_error, assert_succeeded, small_config, synthetic_binary, synthetic_folder,
+    TempDir, assert_error, assert_succeeded, flex_config, small_config, synthetic_binary,
+    synthetic_folder,
 };
 use crate::tensorboard::Logged;
 
-pub(crate) fn train(
-    config: &Config,
-    out: &std::path::Path,
-    resume: Option<&str>,
-    stop_after_epoch: Option<usize>,
-) -> anyhow::Result<TrainOutcome> {
-    train::run(TrainRequest {
-        config: Some(config.clone()),
-        out_dir: Some(out.to_path_buf()),
-        resume: resume.map(String::from),
-        stop_after_epoch,
-        ..Default::default()
-    })
-}
+/// Other test modules train through `crate::training::train` too.
+pub(crate) use crate::common::train;
 
 fn max_abs_difference(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -92,25 +81,26 @@ fn wgpu_training_lowers_the_loss_beats_chance_and_resumes() {
 
 #[test]
 fn flex_resume_is_bit_exact() {
-    let data = synthetic_binary();
-    let mut config = small_config(&data, "flex");
-    config.data.train_limit = 200;
-    config.data.test_limit = 100;
+    let config = flex_config(200, 100, 2);
     let dir = TempDir::new();
     assert_resume_is_bit_exact(&config, dir.path());
 }
 
-/// Trains `config` whole, and again stopped after epoch 1 and continued with `--resume
-/// latest`, in `dir`: the two runs end alike to the bit (parameters, batch-norm statistics,
-/// every epoch's row). Returns the whole run and the parted run's directory.
-fn assert_resume_is_bit_exact(
+/// Trains `config` whole into `dir/full`, and again into `dir/parted` stopped after epoch 1:
+/// the whole run, and the parted run's directory (to be resumed).
+fn train_whole_and_parted(
     config: &Config,
     dir: &std::path::Path,
 ) -> (TrainOutcome, std::path::PathBuf) {
     let full = train(config, &dir.join("full"), None, None).unwrap();
     let parted = dir.join("parted");
     train(config, &parted, None, Some(1)).unwrap();
-    let resumed = train(config, &parted, Some("latest"), None).unwrap();
+    (full, parted)
+}
+
+/// A resumed run ended with the uninterrupted run's parameters and batch-norm statistics, to
+/// the bit.
+fn assert_same_weights(full: &TrainOutcome, resumed: &TrainOutcome) {
     assert_eq!(
         full.params, resumed.params,
         "parameters differ after resume"
@@ -119,6 +109,18 @@ fn assert_resume_is_bit_exact(
         full.buffers, resumed.buffers,
         "batch-norm statistics differ after resume"
     );
+}
+
+/// Trains `config` whole, and again stopped after epoch 1 and continued with `--resume
+/// latest`, in `dir`: the two runs end alike to the bit (parameters, batch-norm statistics,
+/// every epoch's row). Returns the whole run and the parted run's directory.
+pub(crate) fn assert_resume_is_bit_exact(
+    config: &Config,
+    dir: &std::path::Path,
+) -> (TrainOutcome, std::path::PathBuf) {
+    let (full, parted) = train_whole_and_parted(config, dir);
+    let resumed = train(config, &parted, Some("latest"), None).unwrap();
+    assert_same_weights(&full, &resumed);
     assert_eq!(full.metrics.len(), resumed.metrics.len());
     for (a, b) in full.metrics.iter().zip(&resumed.metrics) {
         assert_eq!(
@@ -134,11 +136,7 @@ fn assert_resume_is_bit_exact(
 /// the first batch size would, and a run stopped where the batch changes resumes bit-exact.
 #[test]
 fn growing_batch_changes_the_steps_and_resumes_bit_exact() {
-    let data = synthetic_binary();
-    let mut config = small_config(&data, "flex");
-    config.data.train_limit = 200;
-    config.data.test_limit = 100;
-    config.train.epochs = 3;
+    let mut config = flex_config(200, 100, 3);
     config.train.batch_size_milestones = vec![[2, 100], [3, 200]];
     config.schedule.kind = hftrain::config::ScheduleKind::OneCycle;
     config.schedule.final_lr_fraction = 0.0;
@@ -169,11 +167,7 @@ fn growing_batch_changes_the_steps_and_resumes_bit_exact() {
 #[test]
 fn sgd_by_our_backprop_trains_as_sgd_by_burn_autodiff() {
     use hftrain::config::GradientRoute;
-    let data = synthetic_binary();
-    let mut config = small_config(&data, "flex");
-    config.data.train_limit = 200;
-    config.data.test_limit = 100;
-    config.train.epochs = 1;
+    let mut config = flex_config(200, 100, 1);
     let dir = TempDir::new();
     let mut runs = Vec::new();
     for route in [GradientRoute::Autodiff, GradientRoute::Backprop] {
@@ -214,11 +208,7 @@ fn sgd_by_our_backprop_trains_as_sgd_by_burn_autodiff() {
 #[test]
 fn sgd_in_half_precision_trains_as_sgd_in_f32() {
     use hftrain::config::{GradientRoute, Precision};
-    let data = synthetic_binary();
-    let mut config = small_config(&data, "flex");
-    config.data.train_limit = 200;
-    config.data.test_limit = 100;
-    config.train.epochs = 2;
+    let mut config = flex_config(200, 100, 2);
     let dir = TempDir::new();
     // Both routes of the gradient: our backprop (the CPU's) and Burn's autodiff (wgpu's).
     for route in [GradientRoute::Backprop, GradientRoute::Autodiff] {
@@ -280,11 +270,7 @@ fn sgd_in_half_precision_trains_as_sgd_in_f32() {
 
 #[test]
 fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
-    let data = synthetic_binary();
-    let mut config = small_config(&data, "flex");
-    config.data.train_limit = 100;
-    config.data.test_limit = 50;
-    config.train.epochs = 2;
+    let mut config = flex_config(100, 50, 2);
     let dir = TempDir::new();
     let run = dir.path().join("run");
     train(&config, &run, None, Some(1)).unwrap();
@@ -481,7 +467,7 @@ fn wgpu_hessian_free_training_lowers_the_loss() {
     assert_eq!(rows.len(), 6, "one row per step:\n{log}");
     // Early in training a step changes the loss by 1e-2 or more, far above f32's noise in
     // it (about 1e-6), so accepting is not a matter of rounding; most steps must be taken.
-    let accepted_at = hftrain::metrics::step_column("accepted").unwrap();
+    let accepted_at = crate::common::hessian_free_step_column("accepted");
     let accepted = rows
         .iter()
         .filter(|r| r.split(',').nth(accepted_at) == Some("true"))
@@ -506,10 +492,9 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
     // Its sharpness measured too: resumed runs measure it the same, and every plot is drawn.
     config.train.spectrum_every = 1;
     let dir = TempDir::new();
-    let full = train(&config, &dir.path().join("full"), None, None).unwrap();
-    let parted = dir.path().join("parted");
-    train(&config, &parted, None, Some(1)).unwrap();
-    let ckpt = hftrain::checkpoint::Checkpoint::load(&parted.join("checkpoints/latest")).unwrap();
+    let (full, parted) = train_whole_and_parted(&config, dir.path());
+    let ckpt =
+        hftrain::store::checkpoint::Checkpoint::load(&parted.join("checkpoints/latest")).unwrap();
     assert_eq!(ckpt.optimizer.kind, "hessian-free");
     assert!(ckpt.optimizer.scalars["damping"].as_f64().unwrap() > 0.0);
     assert!(
@@ -517,23 +502,19 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
         "the warm start is saved"
     );
     let resumed = train(&config, &parted, Some("latest"), None).unwrap();
-    assert_eq!(
-        full.params, resumed.params,
-        "parameters differ after resume"
-    );
-    assert_eq!(
-        full.buffers, resumed.buffers,
-        "batch-norm statistics differ after resume"
-    );
+    assert_same_weights(&full, &resumed);
     // The step logs without their wall-time columns, which differ between equal runs.
     let log = |run: &std::path::Path| -> Vec<Vec<String>> {
         let text = std::fs::read_to_string(run.join("steps.csv")).unwrap();
-        let columns = hftrain::metrics::step_columns();
+        use hftrain::optim::OptimizerSettings;
+        let own = hftrain::config::HessianFreeSettings::STEP_COLUMNS;
+        let columns = hftrain::store::metrics::step_columns(own);
+        let times = hftrain::store::metrics::step_time_columns(own);
         text.lines()
             .map(|line| {
                 line.split(',')
                     .zip(&columns)
-                    .filter(|(_, c)| !hftrain::metrics::STEP_TIME_COLUMNS.contains(c))
+                    .filter(|(_, c)| !times.contains(c))
                     .map(|(v, _)| v.to_string())
                     .collect()
             })
@@ -589,8 +570,12 @@ fn flex_hessian_free_resume_is_bit_exact_and_continues_the_step_log() {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(drawn.len(), hftrain::run_dir::PLOTS.len(), "{drawn:?}");
-        for file in hftrain::run_dir::PLOTS {
+        assert_eq!(
+            drawn.len(),
+            hftrain::store::run_dir::PLOTS.len(),
+            "{drawn:?}"
+        );
+        for file in hftrain::store::run_dir::PLOTS {
             let name = file.trim_end_matches(".png");
             let image = image::open(run.join(format!("plots/{name}.png")))
                 .unwrap()

@@ -78,7 +78,6 @@ pub fn build(
     };
     let conv = Conv::declare(b, input, out_channels, kernel, stride, padding, bias)?;
     let output = conv.output_shape(input);
-    b.kept_per_image += output.elements();
     Ok((Arc::new(conv), output))
 }
 

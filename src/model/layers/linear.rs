@@ -60,7 +60,6 @@ impl Linear {
             Init::Uniform { fan_in },
         );
         let bias = bias.then(|| b.param("bias", &[out_features], false, Init::Uniform { fan_in }));
-        b.kept_per_image += out_features;
         Ok(Self {
             weight,
             bias,

@@ -89,6 +89,9 @@ pub fn build_list(
             .scoped(i, |b| build(&mut spec, shape, b))
             .map_err(problem)?;
         layers.push(layer);
+        // Every layer's output, with parameters or not (20,000 `relu` lines keep 20,000
+        // activations): the memory bound counts them all.
+        b.kept_per_image = b.kept_per_image.saturating_add(output.elements());
         shape = output;
     }
     b.next_kind = None;

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Problems, fraction, positive};
+use crate::support::validate::{Problems, fraction, positive};
 
 /// Which curvature matrix CG solves with (also `hftrain curvature`'s and the spectrum's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,8 +29,8 @@ impl std::fmt::Display for CurvatureKind {
 /// The Hessian-free optimizer (Martens 2010). Every step: the gradient on the training
 /// batch; CG on `(C + damping I) p = -g` with curvature products on the first
 /// `curvature_batch_size` images of that batch; backtracking over CG iterates; Levenberg-
-/// Marquardt damping from the reduction ratio; an Armijo line search. The learning rate and
-/// its schedule do not apply.
+/// Marquardt damping from the reduction ratio; an Armijo line search. There is no learning
+/// rate; with `step_schedule` the `[schedule]` multiplies each accepted step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HessianFreeConfig {
@@ -71,6 +71,12 @@ pub struct HessianFreeConfig {
     pub line_search_max_tries: usize,
     /// Stop the run after this many consecutive rejected steps.
     pub max_rejected_steps: usize,
+    /// A decaying Newton step: each accepted step (the line search's step length times CG's
+    /// direction) is multiplied by `[schedule]`'s value at that step, with a peak of 1 (a
+    /// one-cycle schedule's last epochs then take ever smaller steps, as a first-order
+    /// optimizer's learning rate decays). Off: no schedule, and a `[schedule]` is refused.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub step_schedule: bool,
 }
 
 impl Default for HessianFreeConfig {
@@ -96,6 +102,7 @@ impl Default for HessianFreeConfig {
             line_search_shrink: 0.8,
             line_search_max_tries: 10,
             max_rejected_steps: 20,
+            step_schedule: false,
         }
     }
 }

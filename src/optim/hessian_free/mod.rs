@@ -35,7 +35,10 @@ pub use line_search::armijo;
 
 use super::cg::{self, CgSettings, CgStop, LinearOperator};
 use super::objective::{Objective, Problem};
-use super::{Optimizer, OptimizerState, Step, StepInfo, dot, read_scalars};
+use super::registry::{Capabilities, OptimizerSettings};
+use super::step_log::{Cell, Column, Format, StepRecord};
+use super::{Optimizer, OptimizerState, Step, StepInfo, check_weight_decay, dot, read_scalars};
+use crate::support::validate::Problems;
 use damping::Verdict;
 
 /// What one step did, for the progress line and the per-step log.
@@ -60,10 +63,15 @@ pub struct StepReport {
     pub cg_stop: CgStop,
     /// CG iteration of the iterate chosen by backtracking (0: the gradient fallback).
     pub chosen_iteration: usize,
-    /// The line search's step length (0 when rejected).
+    /// The step length taken along CG's direction: the line search's, times `multiplier`
+    /// (0 when rejected).
     pub step_size: f64,
     /// Euclidean length of the parameter change.
     pub step_norm: f64,
+    /// What the accepted step was multiplied by: the schedule's value with
+    /// `step_schedule` (`value_after` is then the objective at the line search's step, before
+    /// the multiplier), 1 otherwise.
+    pub multiplier: f64,
     pub accepted: bool,
     /// CG's model predicted a change below what f32 resolves in the objective: the step
     /// cannot be judged, so it is neither taken nor a failure (no damping change, no count
@@ -72,16 +80,137 @@ pub struct StepReport {
     pub timing: StepTiming,
 }
 
+/// `kind = "hessian-free"`: the weight decay is part of the objective it minimises (exact in
+/// the gradient and every curvature product); its own settings are `[optimizer.hessian_free]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HessianFreeSettings {
+    pub weight_decay: f64,
+    pub hessian_free: HessianFreeConfig,
+}
+
+impl Default for HessianFreeSettings {
+    fn default() -> Self {
+        Self {
+            weight_decay: 5e-4,
+            hessian_free: HessianFreeConfig::default(),
+        }
+    }
+}
+
+impl OptimizerSettings for HessianFreeSettings {
+    const KIND: &'static str = KIND;
+    const CAPABILITIES: Capabilities = Capabilities {
+        learning_rate: false,
+        first_order: false,
+        curvature_products: true,
+    };
+    const STEP_COLUMNS: &'static [Column] = STEP_COLUMNS;
+
+    fn lr(&self) -> Option<f64> {
+        None
+    }
+
+    /// With `step_schedule`, `[schedule]` (peaking at 1) multiplies the accepted step.
+    fn scheduled(&self) -> bool {
+        self.hessian_free.step_schedule
+    }
+
+    fn weight_decay(&self) -> f64 {
+        self.weight_decay
+    }
+
+    fn validate(&self, problems: &mut Problems) {
+        check_weight_decay(self.weight_decay, problems);
+        self.hessian_free.validate(problems);
+    }
+
+    /// Weight decay is part of the objective Hessian-free minimises (curvature.rs), so the
+    /// optimizer itself does not see it.
+    fn build(&self, _decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
+        Box::new(HessianFree::new(&self.hessian_free, len))
+    }
+}
+
+/// `steps.csv`'s columns after `step,epoch,loss`: what a user of such an optimizer plots
+/// (damping, CG iterations, rho, predicted against actual change) and where the time went.
+const STEP_COLUMNS: &[Column] = &[
+    Column::new("objective_before", Format::Exponent(8)),
+    Column::new("objective_after", Format::Exponent(8)),
+    Column::new("predicted", Format::Exponent(6)).tag("hessian_free/predicted_change"),
+    Column::new("actual", Format::Exponent(6)).tag("hessian_free/actual_change"),
+    Column::new("rho", Format::Fixed(6)).tag("hessian_free/rho"),
+    Column::new("damping_used", Format::Exponent(6)).tag("hessian_free/damping"),
+    Column::new("damping", Format::Exponent(6)),
+    Column::new("cg_iterations", Format::Count).tag("hessian_free/cg_iterations"),
+    Column::new("cg_stop", Format::Label),
+    Column::new("chosen_iteration", Format::Count),
+    Column::new("step_size", Format::Fixed(6)).tag("hessian_free/step_size"),
+    Column::new("step_norm", Format::Exponent(6)).tag("hessian_free/step_norm"),
+    Column::new("accepted", Format::Flag).tag("hessian_free/accepted"),
+    Column::new("converged", Format::Flag).tag("hessian_free/converged"),
+    Column::new("curvature_products", Format::Count).tag("hessian_free/curvature_products"),
+    Column::new("seconds_gradient", Format::Fixed(4))
+        .tag("time/step_gradient_seconds")
+        .time(),
+    Column::new("seconds_cg", Format::Fixed(4))
+        .tag("time/step_cg_seconds")
+        .time(),
+    Column::new("seconds_backtracking", Format::Fixed(4))
+        .tag("time/step_backtracking_seconds")
+        .time(),
+    Column::new("seconds_line_search", Format::Fixed(4))
+        .tag("time/step_line_search_seconds")
+        .time(),
+    Column::new("seconds_step", Format::Fixed(4))
+        .tag("time/step_seconds")
+        .time(),
+];
+
 impl StepReport {
+    /// The step's row of `steps.csv`, in `STEP_COLUMNS`' order.
+    pub fn record(&self) -> StepRecord {
+        let t = &self.timing;
+        StepRecord::new(
+            STEP_COLUMNS,
+            vec![
+                Cell::Number(self.value_before),
+                Cell::Number(self.value_after),
+                Cell::Number(self.predicted),
+                Cell::Number(self.actual),
+                Cell::Number(self.rho),
+                Cell::Number(self.damping_used),
+                Cell::Number(self.damping),
+                Cell::Count(self.cg_iterations),
+                Cell::Label(self.cg_stop.label().to_string()),
+                Cell::Count(self.chosen_iteration),
+                Cell::Number(self.step_size),
+                Cell::Number(self.step_norm),
+                Cell::Flag(self.accepted),
+                Cell::Flag(self.converged),
+                Cell::Count(t.products),
+                Cell::Number(t.gradient),
+                Cell::Number(t.cg),
+                Cell::Number(t.backtracking),
+                Cell::Number(t.line_search),
+                Cell::Number(t.total),
+            ],
+        )
+    }
+
     /// The Hessian-free part of the progress line.
     pub fn summary(&self) -> String {
         format!(
-            "λ {:.2e} cg {} ({}) ρ {:.2} α {:.2} |Δθ| {:.2e} Δf {:.2e} (model {:.2e}){}",
+            "λ {:.2e} cg {} ({}) ρ {:.2} α {:.2}{} |Δθ| {:.2e} Δf {:.2e} (model {:.2e}){}",
             self.damping_used,
             self.cg_iterations,
             self.cg_stop.label(),
             self.rho,
             self.step_size,
+            match self.multiplier == 1.0 {
+                true => String::new(),
+                false => format!(" (×{:.3} scheduled)", self.multiplier),
+            },
             self.step_norm,
             self.actual,
             self.predicted,
@@ -185,6 +314,20 @@ impl HessianFree {
         gradient: &Tensor<1>,
         squared_gradients: Option<&Tensor<1>>,
     ) -> Result<(Tensor<1>, StepReport)> {
+        self.scaled_step_from(problem, params, value, gradient, squared_gradients, 1.0)
+    }
+
+    /// `step_from`, the accepted step (the line search's step length times CG's direction)
+    /// multiplied by `multiplier`: the schedule's value with `step_schedule`, 1 otherwise.
+    pub fn scaled_step_from(
+        &mut self,
+        problem: &dyn Problem,
+        params: &Tensor<1>,
+        value: f64,
+        gradient: &Tensor<1>,
+        squared_gradients: Option<&Tensor<1>>,
+        multiplier: f64,
+    ) -> Result<(Tensor<1>, StepReport)> {
         let [gradient_norm_sq] = read_scalars([dot(gradient, gradient)]);
         if !value.is_finite() || !gradient_norm_sq.is_finite() {
             bail!(
@@ -194,27 +337,13 @@ impl HessianFree {
         }
         let damping_used = self.counters.damping;
         let mut timing = StepTiming::default();
-        let clock = Instant::now();
-        let (solved, products) = self.solve(problem, params, gradient, squared_gradients);
-        (timing.cg, timing.products) = (clock.elapsed().as_secs_f64(), products);
-        self.counters.steps += 1;
-
-        let clock = Instant::now();
-        let judge = Judge::new(
+        let (solved, judge, candidate) = self.propose(
             problem,
             params,
-            value,
-            self.config.judge_on_backtracking_batch,
+            (value, gradient, gradient_norm_sq),
+            squared_gradients,
+            &mut timing,
         );
-        let candidate = choose_direction(
-            &judge,
-            params,
-            gradient,
-            gradient_norm_sq,
-            damping_used,
-            &solved,
-        );
-        timing.backtracking = clock.elapsed().as_secs_f64();
 
         let clock = Instant::now();
         let actual = candidate.value - judge.before;
@@ -247,24 +376,13 @@ impl HessianFree {
             chosen_iteration: candidate.iteration,
             step_size: 0.0,
             step_norm: 0.0,
+            multiplier,
             accepted: false,
             converged: false,
             timing,
         };
         let Some((alpha, judged_after)) = accepted else {
-            if unresolvable {
-                // Converged on this batch to f32's resolution: keep theta and the warm start.
-                report.converged = true;
-                self.previous = Some(solved.solution);
-                return Ok((params.clone(), report));
-            }
-            // Rejected: keep theta and raise lambda (unless rho already did).
-            if verdict != Verdict::Raise {
-                self.judge(Verdict::Raise);
-            }
-            report.damping = self.counters.damping;
-            self.reject(rho)?;
-            return Ok((params.clone(), report));
+            return self.keep_params(params, report, solved.solution, unresolvable, verdict);
         };
         self.counters.rejected_in_a_row = 0;
         self.previous = Some(solved.solution);
@@ -274,13 +392,74 @@ impl HessianFree {
             true => value + (judged_after - judge.before),
             false => judged_after,
         };
-        report.step_size = alpha;
-        report.step_norm = alpha * direction_norm;
+        let step = alpha * multiplier;
+        report.step_size = step;
+        report.step_norm = step * direction_norm;
         report.accepted = true;
         Ok((
-            params.clone() + candidate.direction.mul_scalar(alpha),
+            params.clone() + candidate.direction.mul_scalar(step),
             report,
         ))
+    }
+
+    /// CG's solve (timed in `timing`), then backtracking over its iterates: the solve, the
+    /// objective the step is judged by, and the direction to try, from the objective's value,
+    /// gradient and the gradient's squared norm at `params`.
+    fn propose<'a>(
+        &mut self,
+        problem: &'a dyn Problem,
+        params: &Tensor<1>,
+        (value, gradient, gradient_norm_sq): (f64, &Tensor<1>, f64),
+        squared_gradients: Option<&Tensor<1>>,
+        timing: &mut StepTiming,
+    ) -> (cg::CgResult, Judge<'a>, Candidate) {
+        let damping_used = self.counters.damping;
+        let clock = Instant::now();
+        let (solved, products) = self.solve(problem, params, gradient, squared_gradients);
+        (timing.cg, timing.products) = (clock.elapsed().as_secs_f64(), products);
+        self.counters.steps += 1;
+
+        let clock = Instant::now();
+        let judge = Judge::new(
+            problem,
+            params,
+            value,
+            self.config.judge_on_backtracking_batch,
+        );
+        let candidate = choose_direction(
+            &judge,
+            params,
+            gradient,
+            gradient_norm_sq,
+            damping_used,
+            &solved,
+        );
+        timing.backtracking = clock.elapsed().as_secs_f64();
+        (solved, judge, candidate)
+    }
+
+    /// A step not taken: theta kept. Converged on this batch to f32's resolution
+    /// (`unresolvable`): the warm start (`solution`) kept too. Rejected: lambda raised
+    /// (unless rho's `verdict` already did) and the rejection counted.
+    fn keep_params(
+        &mut self,
+        params: &Tensor<1>,
+        mut report: StepReport,
+        solution: Tensor<1>,
+        unresolvable: bool,
+        verdict: Verdict,
+    ) -> Result<(Tensor<1>, StepReport)> {
+        if unresolvable {
+            report.converged = true;
+            self.previous = Some(solution);
+            return Ok((params.clone(), report));
+        }
+        if verdict != Verdict::Raise {
+            self.judge(Verdict::Raise);
+        }
+        report.damping = self.counters.damping;
+        self.reject(report.rho)?;
+        Ok((params.clone(), report))
     }
 
     /// CG on `(C + lambda I) p = -g`, warm-started from the decayed previous solution (which
@@ -480,26 +659,26 @@ fn choose_direction(
 
 impl Optimizer for HessianFree {
     /// The gradient of the regularised objective (with squared per-example gradients where
-    /// the preconditioner needs them), then `step_from`. The learning rate does not apply.
-    fn step(&mut self, objective: &dyn Objective, params: &Tensor<1>, _lr: f64) -> Result<Step> {
+    /// the preconditioner needs them), then `step_from`. The schedule's `lr` multiplies the
+    /// accepted step with `step_schedule`, and does not apply otherwise.
+    fn step(&mut self, objective: &dyn Objective, params: &Tensor<1>, lr: f64) -> Result<Step> {
         let clock = Instant::now();
         let gradient = objective.gradient(params, self.config.preconditioner);
         let gradient_seconds = clock.elapsed().as_secs_f64();
-        let (params, mut report) = self.step_from(
+        let multiplier = if self.config.step_schedule { lr } else { 1.0 };
+        let (params, mut report) = self.scaled_step_from(
             objective,
             params,
             gradient.value,
             &gradient.gradient,
             gradient.squared.as_ref(),
+            multiplier,
         )?;
         report.timing.gradient = gradient_seconds;
         report.timing.total = clock.elapsed().as_secs_f64();
         Ok(Step {
             params,
-            info: StepInfo {
-                step_length: report.step_size,
-                report: Some(report),
-            },
+            info: StepInfo::recorded(report.step_size, report.record(), report.summary(), report),
         })
     }
 

@@ -5,13 +5,49 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use image::RgbImage;
 
 use crate::config::Config;
-use crate::metrics::EpochMetrics;
-use crate::plots::{Series, line_chart};
+use crate::report::plots::{Series, line_chart};
+use crate::store::metrics::EpochMetrics;
+use crate::store::output::{self, Existing};
+
+/// `hftrain compare`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompareArgs {
+    /// Run directories, e.g. runs/cifar10-small-sgd runs/cifar10-small-hf.
+    #[arg(required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Where to write the picture (PNG) [default: compare.png, replaced each time].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Test accuracies (percent, comma-separated) the table gives each run's time to.
+    #[arg(long, default_value = DEFAULT_LEVELS)]
+    pub levels: String,
+}
+
+/// `hftrain compare`: the table, then where the picture is.
+pub fn execute(args: &CompareArgs) -> Result<ExitCode> {
+    let levels = parse_levels(&args.levels)?;
+    // The default picture is compare's own; one the user named is replaced only with --force.
+    let (out, existing) = match &args.out {
+        Some(out) => (out.clone(), Existing::named(args.force)),
+        None => (PathBuf::from(DEFAULT_PICTURE), Existing::Replace),
+    };
+    output::check(&out, "--out", existing)?;
+    print!("{}", compare(&args.runs, &out, &levels)?);
+    println!("picture: {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The picture's name where --out names none (in the current directory).
+pub const DEFAULT_PICTURE: &str = "compare.png";
 
 /// Test accuracies (percent) the table reports the time to, unless `--levels` names others.
 pub const DEFAULT_LEVELS: &str = "50,60,70";
@@ -48,11 +84,19 @@ pub struct Run {
 }
 
 impl Run {
-    pub fn load(dir: &Path) -> Result<Self> {
-        let rows = crate::metrics::read(&dir.join("metrics.csv"))
-            .with_context(|| format!("{} is not a run directory with epochs", dir.display()))?;
+    /// The run at `dir`; Ok(Err(why)) for one without a finished epoch to compare (left
+    /// out with a warning), an error for a damaged metrics file (refused, naming the line).
+    pub fn load(dir: &Path) -> Result<std::result::Result<Self, String>> {
+        let metrics = dir.join("metrics.csv");
+        if !metrics.is_file() {
+            return Ok(Err(format!(
+                "{} is not a run directory with epochs (it has no metrics.csv)",
+                dir.display()
+            )));
+        }
+        let rows = crate::store::metrics::read(&metrics)?;
         if rows.is_empty() {
-            bail!("{} has no finished epoch yet", dir.display());
+            return Ok(Err(format!("{} has no finished epoch yet", dir.display())));
         }
         let optimizer = Config::load(&dir.join("config.toml"))
             .map(|c| c.optimizer.name().to_string())
@@ -62,10 +106,10 @@ impl Run {
             .ok()
             .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| dir.display().to_string());
-        Ok(Self {
+        Ok(Ok(Self {
             label: format!("{name} ({optimizer})"),
             rows,
-        })
+        }))
     }
 
     /// `(wall seconds at the end of each epoch, its row)`: training and evaluation time
@@ -81,11 +125,12 @@ impl Run {
             .collect()
     }
 
-    /// Seconds and epochs until the test accuracy first reached `level`, if it did.
+    /// Seconds and epochs until the test accuracy first reached `level`, if it did (the
+    /// better of the live and the averaged parameters', where the run averages them).
     pub fn time_to(&self, level: f64) -> Option<(f64, usize)> {
         self.timeline()
             .into_iter()
-            .find(|(_, r)| r.test_accuracy >= level)
+            .find(|(_, r)| r.best_test_accuracy() >= level)
             .map(|(s, r)| (s, r.epoch))
     }
 }
@@ -100,7 +145,11 @@ pub fn table(runs: &[Run], levels: &[f64]) -> String {
     out += "\n|---|---|---|---|";
     out += &"---|".repeat(levels.len());
     for run in runs {
-        let best = run.rows.iter().map(|r| r.test_accuracy).fold(0.0, f64::max);
+        let best = run
+            .rows
+            .iter()
+            .map(EpochMetrics::best_test_accuracy)
+            .fold(0.0, f64::max);
         let (seconds, last) = run.timeline().last().map(|(s, r)| (*s, r.epoch)).unwrap();
         let _ = write!(
             out,
@@ -119,6 +168,11 @@ pub fn table(runs: &[Run], levels: &[f64]) -> String {
         }
     }
     out.push('\n');
+    let averaged = |run: &Run| run.rows.iter().any(|r| r.averaged_test_accuracy.is_some());
+    if runs.iter().any(averaged) {
+        out += "\nA run that averages its parameters (train.average) is judged at each epoch by \
+                the better test accuracy of its live and its averaged parameters.\n";
+    }
     out
 }
 
@@ -154,7 +208,7 @@ pub fn picture(runs: &[Run]) -> Result<RgbImage> {
             })
             .collect()
     };
-    let accuracy = |r: &EpochMetrics| 100.0 * r.test_accuracy;
+    let accuracy = |r: &EpochMetrics| 100.0 * r.best_test_accuracy();
     let loss = |r: &EpochMetrics| r.train_loss;
     let charts = [
         line_chart("test accuracy (%)", "minutes", &series(true, accuracy))?,
@@ -177,14 +231,14 @@ pub fn picture(runs: &[Run]) -> Result<RgbImage> {
 pub fn compare(dirs: &[PathBuf], out: &Path, levels: &[f64]) -> Result<String> {
     let mut runs = Vec::new();
     for dir in dirs {
-        match Run::load(dir) {
+        match Run::load(dir)? {
             Ok(run) => runs.push(run),
-            Err(e) => log::warn!("left out: {e:#}"),
+            Err(why) => log::warn!("left out: {why}"),
         }
     }
     if runs.is_empty() {
         bail!("none of the runs has a finished epoch to compare");
     }
-    crate::plots::save(&picture(&runs)?, out)?;
+    crate::report::plots::save(&picture(&runs)?, out)?;
     Ok(table(&runs, levels))
 }

@@ -6,6 +6,7 @@
 //! quantities in PyTorch under the same names, so that every ratio comes from one machine.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -15,19 +16,20 @@ use serde::Serialize;
 use crate::config::{Config, Precision};
 use crate::curvature::{Batch, BatchObjective, CurvatureSampling, NetworkObjective};
 use crate::data::{CHANNELS, IMAGE_SIDE};
-use crate::device::DeviceChoice;
-use crate::fsutil::write_atomic;
-use crate::inspect::sync;
+use crate::device::{DeviceChoice, SelectedDevice};
 use crate::model::layer::Gradients;
 use crate::model::loss::cross_entropy_gradient;
 use crate::model::{Network, correct_count, cross_entropy};
 use crate::optim::cg::{self, CgSettings};
 use crate::optim::hessian_free::StepTiming;
 use crate::optim::sgd::{Sgd, SgdConfig};
-use crate::optim::{Optimizer, OptimizerConfig};
+use crate::optim::{HessianFreeSettings, Optimizer, OptimizerConfig, StepReport};
 use crate::params::from_host;
+use crate::params::sync;
 use crate::precision::{MixedPrecision, first_order_gradient};
-use crate::rng::Rng;
+use crate::store::output::{self, Existing};
+use crate::support::fsutil::write_atomic;
+use crate::support::rng::Rng;
 
 /// The options of `hftrain bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -55,6 +57,9 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file [default: none, only printed].
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Replace the --json file if it exists.
+    #[arg(long)]
+    pub force: bool,
     /// Also time each layer alone (forward, vjp, jvp), to see where a gradient's time goes.
     #[arg(long)]
     pub layers: bool,
@@ -65,42 +70,63 @@ pub struct BenchArgs {
     pub precision: Option<Precision>,
 }
 
+/// One quantity of the bench: its name (the table's first column, `--only`'s value, and the
+/// name `scripts/torch_reference.py --bench` times it under), what it is, and how it is timed.
+#[derive(Clone, Copy)]
+pub struct Quantity {
+    pub name: &'static str,
+    pub what: &'static str,
+    time: fn(&Bench) -> Timing,
+}
+
 /// The quantities, in the order they are timed (cheapest first, so that the process's peak
-/// memory after each is mostly its own), with what each is.
-pub const QUANTITIES: [(&str, &str); 9] = [
-    (
-        "forward",
-        "forward pass and loss, training mode, no gradient",
-    ),
-    (
-        "evaluation",
-        "forward pass, loss and accuracy, evaluation mode",
-    ),
-    (
-        "gradient_autodiff",
-        "loss and gradient by Burn's autodiff (SGD's, Adam's)",
-    ),
-    (
-        "gradient_backprop",
-        "loss and gradient by our backprop (SGD's on the CPU; Hessian-free's less its decay)",
-    ),
-    (
-        "sgd_step",
-        "one SGD step: the gradient by train.gradient's route, then Nesterov's update",
-    ),
-    (
-        "gauss_newton_vector",
-        "Gauss-Newton-vector product, forward recorded anew",
-    ),
-    ("hessian_vector", "Hessian-vector product (double backprop)"),
-    (
-        "cg_iteration",
-        "one CG iteration on the Gauss-Newton matrix (per iteration)",
-    ),
-    (
-        "hessian_free_step",
-        "one Hessian-free step with the config's settings",
-    ),
+/// memory after each is mostly its own).
+pub const QUANTITIES: [Quantity; 9] = [
+    Quantity {
+        name: "forward",
+        what: "forward pass and loss, training mode, no gradient",
+        time: time_forward,
+    },
+    Quantity {
+        name: "evaluation",
+        what: "forward pass, loss and accuracy, evaluation mode",
+        time: time_evaluation,
+    },
+    Quantity {
+        name: "gradient_autodiff",
+        what: "loss and gradient by Burn's autodiff (SGD's, Adam's)",
+        time: time_gradient_autodiff,
+    },
+    Quantity {
+        name: "gradient_backprop",
+        what: "loss and gradient by our backprop (SGD's on the CPU; Hessian-free's less its decay)",
+        time: time_gradient_backprop,
+    },
+    Quantity {
+        name: "sgd_step",
+        what: "one SGD step: the gradient by train.gradient's route, then Nesterov's update",
+        time: time_sgd_step,
+    },
+    Quantity {
+        name: "gauss_newton_vector",
+        what: "Gauss-Newton-vector product, forward recorded anew",
+        time: time_gauss_newton_vector,
+    },
+    Quantity {
+        name: "hessian_vector",
+        what: "Hessian-vector product (double backprop)",
+        time: time_hessian_vector,
+    },
+    Quantity {
+        name: "cg_iteration",
+        what: "one CG iteration on the Gauss-Newton matrix (per iteration)",
+        time: time_cg_iteration,
+    },
+    Quantity {
+        name: "hessian_free_step",
+        what: "one Hessian-free step with the config's settings",
+        time: time_hessian_free_step,
+    },
 ];
 
 /// One timed quantity.
@@ -168,165 +194,32 @@ pub struct BenchReport {
 /// Runs the benchmark and writes the JSON where asked.
 pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     let config = Config::load(&args.config)?;
-    for name in &args.only {
-        if !QUANTITIES.iter().any(|(q, _)| q == name) {
-            bail!(
-                "--only {name}: not a quantity of the bench; expected some of {}",
-                QUANTITIES.map(|(q, _)| q).join(", ")
-            );
-        }
-    }
-    let batch_size = args.batch.unwrap_or(config.train.batch_size);
-    if batch_size == 0 {
-        bail!("--batch 0: expected at least 1 image");
-    }
-    if args.repeats == 0 {
-        bail!("--repeats 0: expected at least 1 timed call");
-    }
+    let batch_size = check_args(args, &config)?;
     let selected = crate::session::open_device(args.device.unwrap_or(config.device))?;
     let device = &selected.device;
     let network = Network::new(&config.model, crate::data::CIFAR10_CLASSES.len())
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("invalid config file {}", args.config.display()))?;
-    let (params, buffers) = network.init(config.seed, device);
-    let batch = random_batch(batch_size, config.seed, device);
-    let hessian_free = OptimizerConfig::HessianFree(match config.optimizer.hessian_free() {
-        Some(settings) => crate::optim::HessianFreeSettings {
-            weight_decay: config.optimizer.weight_decay(),
-            hessian_free: settings.clone(),
-        },
-        None => Default::default(),
-    });
-    let sampling = CurvatureSampling::of(&hessian_free);
-    let curvature_batch = batch.head(sampling.curvature_batch_size.min(batch_size));
-    let objective = NetworkObjective::new(
-        &network,
-        config.train.label_smoothing,
-        config.optimizer.weight_decay(),
-        device,
-    );
-    let v = crate::inspect::seeded_direction(network.params.total(), config.seed, device);
+    check_memory(&network, batch_size, selected.host_memory)?;
+    let bench = Bench::new(args, &config, &network, batch_size, &selected)?;
     let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
-    let sgd_by_backprop = config.train.gradient.uses_backprop(device);
-    let precision = args.precision.unwrap_or(config.train.precision);
-    let setting = match args.precision {
-        Some(_) => "--precision",
-        None => "train.precision",
-    };
-    let mixed = MixedPrecision::on_device(precision, device, &selected.description, setting)?;
-    let mut timer = Timer {
-        repeats: args.repeats,
-        batch: batch_size,
-        device: device.clone(),
-        measurements: Vec::new(),
-    };
+    let mut measurements = Vec::new();
     let mut breakdown = None;
-    for (name, _) in QUANTITIES {
-        if !wanted(name) {
-            continue;
+    for quantity in QUANTITIES.iter().filter(|q| wanted(q.name)) {
+        log::info!("timing {}", quantity.name);
+        let timing = (quantity.time)(&bench);
+        if timing.step_breakdown.is_some() {
+            breakdown = timing.step_breakdown.clone();
         }
-        log::info!("timing {name}");
-        match name {
-            "forward" => timer.time(name, || sync(&objective.value(&params, &batch))),
-            "evaluation" => timer.time(name, || {
-                let logits = network.predict(batch.images.clone(), &params, &buffers);
-                let correct = correct_count(logits.clone(), batch.labels.clone());
-                let loss = cross_entropy(logits, batch.labels.clone(), 0.0);
-                sync(&loss);
-                let _ = correct.into_scalar::<i64>();
-            }),
-            "gradient_autodiff" => timer.time(name, || {
-                let out = first_order_gradient(mixed.as_ref(), |arithmetic| {
-                    crate::curvature::loss_and_gradient(
-                        &network,
-                        &params,
-                        &buffers,
-                        batch.images.clone(),
-                        batch.labels.clone(),
-                        config.train.label_smoothing,
-                        arithmetic,
-                    )
-                });
-                sync(&out.gradient);
-            }),
-            "gradient_backprop" => timer.time(name, || {
-                let out = first_order_gradient(mixed.as_ref(), |arithmetic| {
-                    objective.loss_and_gradient_by_backprop(&params, &batch, arithmetic)
-                });
-                sync(&out.gradient);
-            }),
-            "sgd_step" => {
-                let sgd_config = match &config.optimizer {
-                    OptimizerConfig::Sgd(c) => c.clone(),
-                    _ => SgdConfig::default(),
-                };
-                let mut sgd = Sgd::new(&sgd_config, objective.decay_mask.clone(), params.dims()[0]);
-                let sampling = CurvatureSampling::of(&config.optimizer);
-                timer.time(name, || {
-                    let on_batch =
-                        BatchObjective::new(&objective, &buffers, batch.clone(), sampling)
-                            .first_order_by_backprop(sgd_by_backprop)
-                            .in_precision(mixed.as_ref());
-                    let step = sgd
-                        .step(&on_batch, &params, sgd_config.lr)
-                        .expect("an SGD step cannot fail");
-                    sync(&step.params);
-                })
-            }
-            "gauss_newton_vector" => timer.time(name, || {
-                sync(&objective.gauss_newton(&params, &batch).product(&v))
-            }),
-            "hessian_vector" => timer.time(name, || {
-                sync(&objective.hessian_vector(&params, &batch, &v))
-            }),
-            "cg_iteration" => {
-                let settings = CgSettings {
-                    max_iterations: args.cg_iterations.max(1),
-                    // Neither stopping rule may end the solve early: every call does the
-                    // same number of iterations.
-                    tolerance: 0.0,
-                    residual_tolerance: 0.0,
-                    ..CgSettings::default()
-                };
-                let gradient = objective.gradient(&params, &batch, false).gradient;
-                let iterations = settings.max_iterations as f64;
-                timer.time_per(name, iterations, || {
-                    let operator = objective.curvature(sampling.kind, &params, &curvature_batch);
-                    let result =
-                        cg::solve(operator.as_ref(), 1.0, &gradient, None, None, &settings);
-                    sync(&result.solution);
-                })
-            }
-            "hessian_free_step" => {
-                let mut timings = Vec::new();
-                timer.time(name, || {
-                    // A new optimizer each call, so that every call starts from the same
-                    // damping and no warm start: the same work each time.
-                    let mut optimizer =
-                        hessian_free.build(objective.decay_mask.clone(), network.params.total());
-                    let on_batch =
-                        BatchObjective::new(&objective, &buffers, batch.clone(), sampling);
-                    let step = optimizer
-                        .step(&on_batch, &params, 0.0)
-                        .expect("a Hessian-free step from a finite start cannot fail");
-                    sync(&step.params);
-                    if let Some(report) = step.info.report {
-                        timings.push((report.cg_iterations, report.timing));
-                    }
-                });
-                // The warm-up call's step is left out, as from the medians.
-                breakdown = median_breakdown(timings.get(1..).unwrap_or(&[]));
-            }
-            other => unreachable!("{other} is in QUANTITIES but has no timing"),
-        }
+        measurements.push(bench.measurement(quantity, timing));
     }
     let layers = args.layers.then(|| {
         log::info!("timing each layer");
         time_layers(
             &network,
-            &params,
-            &v,
-            &batch,
+            &bench.params,
+            &bench.v,
+            &bench.batch,
             config.train.label_smoothing,
             args.repeats,
         )
@@ -337,16 +230,16 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         parameters: network.params.total(),
         device: selected.description.clone(),
         batch: batch_size,
-        curvature_batch: curvature_batch.len(),
+        curvature_batch: bench.curvature_batch.len(),
         repeats: args.repeats,
         threads: rayon::current_num_threads(),
-        precision: precision.to_string(),
-        sgd_gradient: if sgd_by_backprop {
+        precision: bench.precision.to_string(),
+        sgd_gradient: if bench.sgd_by_backprop {
             "our backprop".into()
         } else {
             "Burn's autodiff".into()
         },
-        measurements: timer.measurements,
+        measurements,
         hessian_free_step: breakdown,
         layers,
     };
@@ -355,6 +248,295 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
         write_atomic(path, text.as_bytes())?;
     }
     Ok(report)
+}
+
+/// The options that cannot be timed (an unknown `--only` name, an empty batch, no timed
+/// call), refused before a device is opened; the batch's size.
+fn check_args(args: &BenchArgs, config: &Config) -> Result<usize> {
+    for name in &args.only {
+        if !QUANTITIES.iter().any(|q| q.name == name) {
+            bail!(
+                "--only {name}: not a quantity of the bench; expected some of {}",
+                QUANTITIES.map(|q| q.name).join(", ")
+            );
+        }
+    }
+    let batch_size = args.batch.unwrap_or(config.train.batch_size);
+    if batch_size == 0 {
+        bail!("--batch 0: expected at least 1 image");
+    }
+    if args.repeats == 0 {
+        bail!("--repeats 0: expected at least 1 timed call");
+    }
+    if args.cg_iterations == 0 {
+        bail!("--cg-iterations 0: expected at least 1 CG iteration in the timed solve");
+    }
+    if let Some(path) = &args.json {
+        output::check(path, "--json", Existing::named(args.force))?;
+    }
+    Ok(batch_size)
+}
+
+/// Refuses a batch that cannot fit, before it is made: on a device in host memory what
+/// training it would keep (as `train` checks, `memory::check_batch_fits`); on any device its
+/// images, which are made on the host first.
+fn check_memory(network: &Network, batch_size: usize, host_memory: bool) -> Result<()> {
+    let Some(available) = crate::memory::available() else {
+        return Ok(());
+    };
+    let advice = "lower --batch";
+    if host_memory {
+        return crate::memory::check_batch_fits(network, batch_size, available, advice);
+    }
+    let image_bytes = (CHANNELS * IMAGE_SIDE * IMAGE_SIDE * 4) as u64;
+    if image_bytes.saturating_mul(batch_size as u64) > available {
+        bail!(
+            "--batch {batch_size}: its images alone need more than the {} MiB of memory \
+             available; {advice}",
+            available >> 20
+        );
+    }
+    Ok(())
+}
+
+/// What every quantity is timed on: the network at its initial parameters, one batch of
+/// random images, and the objective, direction and settings the quantities share.
+struct Bench<'a> {
+    args: &'a BenchArgs,
+    config: &'a Config,
+    network: &'a Network,
+    device: Device,
+    params: Tensor<1>,
+    buffers: Tensor<1>,
+    batch: Batch,
+    curvature_batch: Batch,
+    /// The config's Hessian-free settings, or the defaults where it trains with another
+    /// optimizer.
+    hessian_free: OptimizerConfig,
+    sampling: CurvatureSampling,
+    objective: NetworkObjective<'a>,
+    /// A seeded direction the curvature products multiply.
+    v: Tensor<1>,
+    sgd_by_backprop: bool,
+    precision: Precision,
+    mixed: Option<MixedPrecision>,
+}
+
+impl<'a> Bench<'a> {
+    fn new(
+        args: &'a BenchArgs,
+        config: &'a Config,
+        network: &'a Network,
+        batch_size: usize,
+        selected: &SelectedDevice,
+    ) -> Result<Self> {
+        let device = &selected.device;
+        let (params, buffers) = network.init(config.seed, device);
+        let batch = random_batch(batch_size, config.seed, device);
+        let hessian_free = OptimizerConfig::new(
+            config
+                .optimizer
+                .settings::<HessianFreeSettings>()
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let sampling = CurvatureSampling::of(&hessian_free);
+        let curvature_batch = batch.head(sampling.curvature_batch_size.min(batch_size));
+        let objective = NetworkObjective::new(
+            network,
+            config.train.label_smoothing,
+            config.optimizer.weight_decay(),
+            device,
+        );
+        let v = crate::params::seeded_direction(network.params.total(), config.seed, device);
+        let sgd_by_backprop = config.train.gradient.uses_backprop(device);
+        let precision = args.precision.unwrap_or(config.train.precision);
+        let setting = match args.precision {
+            Some(_) => "--precision",
+            None => "train.precision",
+        };
+        let mixed = MixedPrecision::on_device(precision, device, &selected.description, setting)?;
+        Ok(Self {
+            args,
+            config,
+            network,
+            device: device.clone(),
+            params,
+            buffers,
+            batch,
+            curvature_batch,
+            hessian_free,
+            sampling,
+            objective,
+            v,
+            sgd_by_backprop,
+            precision,
+            mixed,
+        })
+    }
+
+    fn time(&self, run: impl FnMut()) -> Timing {
+        self.time_per(1.0, run)
+    }
+
+    /// Times `run`, whose call does `per` units of the quantity (seconds are divided by it):
+    /// one warm-up call, then `--repeats` timed calls.
+    fn time_per(&self, per: f64, mut run: impl FnMut()) -> Timing {
+        let mut call = || {
+            let start = Instant::now();
+            run();
+            start.elapsed().as_secs_f64() / per
+        };
+        let first_call_seconds = call();
+        let seconds = (0..self.args.repeats).map(|_| call()).collect();
+        Timing {
+            first_call_seconds,
+            seconds,
+            step_breakdown: None,
+        }
+    }
+
+    /// A quantity's row, with the memory held right after it was timed.
+    fn measurement(&self, quantity: &Quantity, timing: Timing) -> Measurement {
+        let median_seconds = median(&timing.seconds);
+        Measurement {
+            name: quantity.name.into(),
+            what: quantity.what.into(),
+            median_seconds,
+            seconds: timing.seconds,
+            first_call_seconds: timing.first_call_seconds,
+            images_per_second: self.batch.len() as f64 / median_seconds,
+            process_peak_bytes: crate::memory::process_peak(),
+            device_reserved_bytes: self.device.memory_pool_usage().map(|u| u.bytes_reserved),
+        }
+    }
+}
+
+/// One quantity's calls.
+struct Timing {
+    /// The warm-up call (compilation and autotuning included).
+    first_call_seconds: f64,
+    /// The timed calls, in order.
+    seconds: Vec<f64>,
+    /// Where the median Hessian-free step's time went (that quantity only).
+    step_breakdown: Option<StepBreakdown>,
+}
+
+fn time_forward(b: &Bench) -> Timing {
+    b.time(|| sync(&b.objective.value(&b.params, &b.batch)))
+}
+
+fn time_evaluation(b: &Bench) -> Timing {
+    b.time(|| {
+        let logits = b
+            .network
+            .predict(b.batch.images.clone(), &b.params, &b.buffers);
+        let correct = correct_count(logits.clone(), b.batch.labels.clone());
+        let loss = cross_entropy(logits, b.batch.labels.clone(), 0.0);
+        sync(&loss);
+        let _ = correct.into_scalar::<i64>();
+    })
+}
+
+fn time_gradient_autodiff(b: &Bench) -> Timing {
+    b.time(|| {
+        let out = first_order_gradient(b.mixed.as_ref(), |arithmetic| {
+            crate::curvature::loss_and_gradient(
+                b.network,
+                &b.params,
+                &b.buffers,
+                b.batch.images.clone(),
+                b.batch.labels.clone(),
+                b.config.train.label_smoothing,
+                arithmetic,
+            )
+        });
+        sync(&out.gradient);
+    })
+}
+
+fn time_gradient_backprop(b: &Bench) -> Timing {
+    b.time(|| {
+        let out = first_order_gradient(b.mixed.as_ref(), |arithmetic| {
+            b.objective
+                .loss_and_gradient_by_backprop(&b.params, &b.batch, arithmetic)
+        });
+        sync(&out.gradient);
+    })
+}
+
+fn time_sgd_step(b: &Bench) -> Timing {
+    let sgd_config = b
+        .config
+        .optimizer
+        .settings::<SgdConfig>()
+        .cloned()
+        .unwrap_or_default();
+    let mut sgd = Sgd::new(
+        &sgd_config,
+        b.objective.decay_mask.clone(),
+        b.params.dims()[0],
+    );
+    let sampling = CurvatureSampling::of(&b.config.optimizer);
+    b.time(|| {
+        let on_batch = BatchObjective::new(&b.objective, &b.buffers, b.batch.clone(), sampling)
+            .first_order_by_backprop(b.sgd_by_backprop)
+            .in_precision(b.mixed.as_ref());
+        let step = sgd
+            .step(&on_batch, &b.params, sgd_config.lr)
+            .expect("an SGD step cannot fail");
+        sync(&step.params);
+    })
+}
+
+fn time_gauss_newton_vector(b: &Bench) -> Timing {
+    b.time(|| sync(&b.objective.gauss_newton(&b.params, &b.batch).product(&b.v)))
+}
+
+fn time_hessian_vector(b: &Bench) -> Timing {
+    b.time(|| sync(&b.objective.hessian_vector(&b.params, &b.batch, &b.v)))
+}
+
+fn time_cg_iteration(b: &Bench) -> Timing {
+    let settings = CgSettings {
+        max_iterations: b.args.cg_iterations,
+        // Neither stopping rule may end the solve early: every call does the same number of
+        // iterations.
+        tolerance: 0.0,
+        residual_tolerance: 0.0,
+        ..CgSettings::default()
+    };
+    let gradient = b.objective.gradient(&b.params, &b.batch, false).gradient;
+    let iterations = settings.max_iterations as f64;
+    b.time_per(iterations, || {
+        let operator = b
+            .objective
+            .curvature(b.sampling.kind, &b.params, &b.curvature_batch);
+        let result = cg::solve(operator.as_ref(), 1.0, &gradient, None, None, &settings);
+        sync(&result.solution);
+    })
+}
+
+fn time_hessian_free_step(b: &Bench) -> Timing {
+    let mut timings = Vec::new();
+    let mut timing = b.time(|| {
+        // A new optimizer each call, so that every call starts from the same damping and no
+        // warm start: the same work each time.
+        let mut optimizer = b
+            .hessian_free
+            .build(b.objective.decay_mask.clone(), b.network.params.total());
+        let on_batch = BatchObjective::new(&b.objective, &b.buffers, b.batch.clone(), b.sampling);
+        let step = optimizer
+            .step(&on_batch, &b.params, 0.0)
+            .expect("a Hessian-free step from a finite start cannot fail");
+        sync(&step.params);
+        if let Some(report) = step.info.details::<StepReport>() {
+            timings.push((report.cg_iterations, report.timing));
+        }
+    });
+    // The warm-up call's step is left out, as from the medians.
+    timing.step_breakdown = median_breakdown(timings.get(1..).unwrap_or(&[]));
+    timing
 }
 
 /// `batch` images with entries uniform in [-2, 2) (about the range of normalised pixels)
@@ -447,45 +629,6 @@ fn time_layers(
             jvp_seconds: median(&jvp),
         })
         .collect()
-}
-
-struct Timer {
-    repeats: usize,
-    batch: usize,
-    device: Device,
-    measurements: Vec<Measurement>,
-}
-
-impl Timer {
-    fn time(&mut self, name: &str, run: impl FnMut()) {
-        self.time_per(name, 1.0, run)
-    }
-
-    /// Times `run`, whose call does `per` units of the quantity (seconds are divided by it).
-    fn time_per(&mut self, name: &str, per: f64, mut run: impl FnMut()) {
-        let mut call = || {
-            let start = Instant::now();
-            run();
-            start.elapsed().as_secs_f64() / per
-        };
-        let first_call_seconds = call();
-        let seconds: Vec<f64> = (0..self.repeats).map(|_| call()).collect();
-        let median_seconds = median(&seconds);
-        let what = QUANTITIES
-            .iter()
-            .find(|(q, _)| *q == name)
-            .map_or("", |(_, what)| what);
-        self.measurements.push(Measurement {
-            name: name.into(),
-            what: what.into(),
-            median_seconds,
-            seconds,
-            first_call_seconds,
-            images_per_second: self.batch as f64 / median_seconds,
-            process_peak_bytes: crate::memory::process_peak(),
-            device_reserved_bytes: self.device.memory_pool_usage().map(|u| u.bytes_reserved),
-        });
-    }
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -592,4 +735,14 @@ fn milliseconds(seconds: f64) -> String {
     } else {
         format!("{:.2} ms", seconds * 1e3)
     }
+}
+
+/// `hftrain bench`: the table, then where the JSON is.
+pub fn execute(args: &BenchArgs) -> Result<ExitCode> {
+    let report = run(args)?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        println!("results: {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@
 //! others are still classified.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use image::imageops::FilterType;
@@ -15,8 +16,9 @@ use serde::Serialize;
 use crate::data::batcher::{Transform, eval_batches};
 use crate::data::{CHANNELS, Dataset, IMAGE_BYTES, IMAGE_SIDE};
 use crate::device::DeviceChoice;
-use crate::fsutil::write_atomic;
 use crate::session::{OpenedModel, open_model};
+use crate::store::output::{self, Existing};
+use crate::support::fsutil::write_atomic;
 
 /// File name endings taken from a folder (a file named on the command line is always tried).
 pub const EXTENSIONS: [&str; 9] = [
@@ -28,13 +30,26 @@ pub const PREPROCESSING: &str = "the centred square of the picture, resized to 3
                                  Lanczos-3 filter, RGB, normalised with the training mean and \
                                  standard deviation";
 
-#[derive(Debug, Clone)]
-pub struct PredictRequest {
+/// `hftrain predict`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PredictArgs {
+    /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+    #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Image files and folders of images.
+    /// Pictures (PNG, JPEG, GIF, BMP, WebP, PNM; any size) or folders of them.
+    #[arg(required = true, value_name = "IMAGE")]
     pub inputs: Vec<PathBuf>,
+    /// How many of the most likely classes to show.
+    #[arg(long, default_value_t = 3)]
     pub top: usize,
+    /// Also write the predictions as JSON to this file [default: none, only printed].
+    #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Replace the --json file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the checkpoint config's].
+    #[arg(long)]
     pub device: Option<DeviceChoice>,
 }
 
@@ -115,14 +130,37 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// A picture as the network's input: CHW bytes, 32x32.
+/// The most pixels a picture may have (a 12000 x 8000 photo has 96 million): its header is
+/// read first, and a larger one is refused before its pixels would take gigabytes.
+pub const MAX_PIXELS: u64 = 100_000_000;
+
+/// A picture as the network's input: CHW bytes, 32x32. Errors say what is wrong with the
+/// picture; the line that prints them names its file.
 pub fn prepare_image(path: &Path) -> Result<Vec<u8>> {
-    let decoded = image::ImageReader::open(path)
-        .with_context(|| format!("cannot open {}", path.display()))?
-        .with_guessed_format()
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .decode()
-        .map_err(|e| anyhow::anyhow!("not an image this build can read ({e})"))?;
+    // Opening a fifo would wait for a writer forever, and a device has no end.
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("not a regular file (a fifo, a device or a socket); name a picture file");
+    }
+    let reader = || -> Result<_> {
+        image::ImageReader::open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?
+            .with_guessed_format()
+            .with_context(|| format!("cannot read {}", path.display()))
+    };
+    let unreadable =
+        |e: image::ImageError| anyhow::anyhow!("not an image this build can read ({e})");
+    let (width, height) = reader()?.into_dimensions().map_err(unreadable)?;
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        bail!(
+            "the picture is {width}x{height} pixels ({} million), more than the {} million \
+             predict reads; scale it down first",
+            u64::from(width) * u64::from(height) / 1_000_000,
+            MAX_PIXELS / 1_000_000
+        );
+    }
+    let decoded = reader()?.decode().map_err(unreadable)?;
     let rgb = decoded.into_rgb8();
     let (width, height) = rgb.dimensions();
     let side = width.min(height);
@@ -191,7 +229,7 @@ fn top_guesses(probabilities: &[f64], classes: &[String], top: usize) -> Vec<Gue
 
 fn progress_bar(len: usize) -> ProgressBar {
     // A bar only where there is something to wait for.
-    if !crate::logging::progress_bars() || len < 100 {
+    if !crate::support::logging::progress_bars() || len < 100 {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len as u64);
@@ -208,11 +246,15 @@ fn progress_bar(len: usize) -> ProgressBar {
 /// Classifies every picture the request names; writes `--json` where asked. A picture that
 /// fails is in the result with its error; the run fails only where nothing can be done (no
 /// checkpoint, a folder without pictures, a JSON file that cannot be written).
-pub fn run(request: &PredictRequest) -> Result<Vec<Prediction>> {
+pub fn run(request: &PredictArgs) -> Result<Vec<Prediction>> {
     if request.top == 0 {
         bail!("--top 0: expected at least 1 class to show");
     }
     let files = expand_inputs(&request.inputs)?;
+    if let Some(path) = &request.json {
+        output::check(path, "--json", Existing::named(request.force))?;
+        output::check_not_an_input(path, "--json", &files)?;
+    }
     let model = open_model(&request.checkpoint, request.device)?;
     let progress = progress_bar(files.len());
     let prepared: Vec<Result<Vec<u8>>> = files.par_iter().map(|f| prepare_image(f)).collect();
@@ -256,4 +298,30 @@ pub fn run(request: &PredictRequest) -> Result<Vec<Prediction>> {
         write_atomic(path, text.as_bytes())?;
     }
     Ok(predictions)
+}
+
+/// `hftrain predict`: exit status 1 when a picture could not be classified (after printing
+/// and writing all the others).
+pub fn execute(args: &PredictArgs) -> Result<ExitCode> {
+    let predictions = run(args)?;
+    let mut failed = 0;
+    for p in &predictions {
+        if p.error.is_some() {
+            failed += 1;
+            eprintln!("{}", p.line());
+        } else {
+            println!("{}", p.line());
+        }
+    }
+    if let Some(json) = &args.json {
+        println!("predictions: {}", json.display());
+    }
+    if failed > 0 {
+        eprintln!(
+            "{failed} of {} could not be classified",
+            crate::support::words::count(predictions.len(), "picture")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use image::{Rgb, RgbImage};
 
 use crate::data::{Dataset, IMAGE_SIDE};
-use crate::eval::Mistake;
-use crate::fsutil::write_atomic;
-use crate::text::{LINE, draw_text, text_width};
+use crate::evaluation::Mistake;
+use crate::report::text::{LINE, draw_text, text_width};
+use crate::support::fsutil::write_atomic;
 
 const SCALE: u32 = 3;
 const COLUMNS: usize = 6;

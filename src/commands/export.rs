@@ -5,12 +5,28 @@
 //! `scripts/load_export.py` rebuilds it in PyTorch.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
-use crate::checkpoint::Checkpoint;
 use crate::params::Layout;
-use crate::safetensors::SafeTensors;
+use crate::store::checkpoint::Checkpoint;
+use crate::store::output::{self, Existing};
+use crate::store::safetensors::SafeTensors;
+
+/// `hftrain export`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ExportArgs {
+    /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The file to write, e.g. model.safetensors.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
 
 pub const FORMAT: &str = "hftrain export v1";
 
@@ -32,15 +48,10 @@ fn add_layout(file: &mut SafeTensors, layout: &Layout, values: &[f32]) {
     }
 }
 
-/// Writes the export of the checkpoint at `dir` to `out` (a new file, or one written by an
-/// earlier export unless `force` is false: nothing else is replaced).
+/// Writes the export of the checkpoint at `dir` to `out` (a new file, or with `force` an
+/// existing one; `store::output` says what is never replaced).
 pub fn run(dir: &Path, out: &Path, force: bool) -> Result<Exported> {
-    if out.exists() && !force {
-        bail!(
-            "{} exists; choose another --out, or pass --force to replace it",
-            out.display()
-        );
-    }
+    output::check(out, "--out", Existing::named(force))?;
     let ckpt = Checkpoint::load(dir)?;
     let classes = if ckpt.classes.is_empty() {
         crate::data::CIFAR10_CLASSES.map(String::from).to_vec()
@@ -83,4 +94,16 @@ pub fn run(dir: &Path, out: &Path, force: bool) -> Result<Exported> {
         tensors,
         parameters: ckpt.params.len(),
     })
+}
+
+/// `hftrain export`: what was written, and how to load it.
+pub fn execute(args: &ExportArgs) -> Result<ExitCode> {
+    let exported = run(&args.checkpoint, &args.out, args.force)?;
+    println!(
+        "exported {} ({}) to {}; rebuild it in PyTorch with scripts/load_export.py",
+        crate::support::words::count(exported.tensors, "tensor"),
+        crate::support::words::count(exported.parameters, "parameter"),
+        exported.path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

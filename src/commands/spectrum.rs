@@ -4,25 +4,25 @@
 
 use std::cell::Cell;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use super::Block;
-use super::hutchinson::mean_and_standard_error;
-use super::{
-    Average, Counted, Density, LanczosStop, Restricted, STREAM_BATCHES, STREAM_DENSITY,
-    STREAM_LANCZOS, STREAM_TRACE, SlqSettings, TopEigen, TopSettings, TraceEstimate,
-    batch_operators, hutchinson, layer_blocks, rademacher, slq, top_eigenpairs,
-};
-use crate::curvature::{Batch, CurvatureKind, NetworkObjective};
+use crate::curvature::{CurvatureKind, NetworkObjective};
 use crate::data::Split;
-use crate::data::batcher::{HostBatch, Transform};
-use crate::fsutil::write_atomic;
+use crate::data::batcher::Transform;
 use crate::optim::cg::LinearOperator;
-use crate::rng::Rng;
+use crate::spectrum::hutchinson::mean_and_standard_error;
+use crate::spectrum::{
+    Average, Block, Counted, Density, LanczosStop, Restricted, STREAM_DENSITY, STREAM_LANCZOS,
+    STREAM_TRACE, SlqSettings, TopEigen, TopSettings, TraceEstimate, batch_operators,
+    fixed_batches, hutchinson, layer_blocks, rademacher, slq, top_eigenpairs,
+};
+use crate::store::output::{self, Existing};
+use crate::support::fsutil::write_atomic;
 
 /// Which matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -102,14 +102,16 @@ pub struct SpectrumArgs {
     /// alone), as a table.
     #[arg(long)]
     pub per_layer: bool,
-    /// Write the results as JSON to this file (replaced if it exists) [default: not
-    /// written].
+    /// Write the results as JSON to this file [default: not written].
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Draw the density (log scale) into this PNG file; needs --density-runs [default: not
     /// drawn].
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    /// Replace the --json and --plot files if they exist.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// One eigenvalue as reported.
@@ -212,11 +214,15 @@ fn check_options(args: &SpectrumArgs) -> Result<()> {
             args.lanczos_steps
         );
     }
-    if !(args.broadening.is_finite() && args.broadening > 0.0) {
+    // A fraction of the spectrum's width: wider than the whole spectrum shows nothing.
+    if !(args.broadening > 0.0 && args.broadening <= 1.0) {
         bail!(
-            "--broadening {}: expected a positive number",
+            "--broadening {}: expected a fraction of the spectrum's width in (0, 1], e.g. 0.01",
             args.broadening
         );
+    }
+    if args.max_steps == 0 {
+        bail!("--max-steps 0: expected at least 1 Lanczos step (at least --top is used)");
     }
     if args.plot.is_some() && args.density_runs == 0 {
         bail!("--plot draws the spectral density: give --density-runs R (at least 1) too");
@@ -232,7 +238,7 @@ struct Progress {
 
 impl Progress {
     fn new(planned: usize) -> Self {
-        let bar = if crate::logging::progress_bars() {
+        let bar = if crate::support::logging::progress_bars() {
             let bar = ProgressBar::new(planned as u64);
             bar.set_style(
                 ProgressStyle::with_template(
@@ -277,38 +283,6 @@ impl Progress {
         }
         self.bar.set_message(what);
     }
-}
-
-/// The fixed batches: the training split in the order of a shuffle seeded by `seed`, cut
-/// into `count` batches of `size`, without augmentation (the same for the same data and
-/// seed, on every machine).
-pub fn fixed_batches(
-    data: &crate::data::Dataset,
-    transform: &Transform,
-    count: usize,
-    size: usize,
-    seed: u64,
-    device: &Device,
-) -> Result<Vec<Batch>> {
-    let images = count.saturating_mul(size);
-    if images > data.len() {
-        bail!(
-            "--batches {count} x --batch-size {size} = {images} images, but the training split \
-             has {}",
-            data.len()
-        );
-    }
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    Rng::derive(seed, &[STREAM_BATCHES]).shuffle(&mut order);
-    Ok(order
-        .chunks_exact(size)
-        .take(count)
-        .map(|indices| {
-            let (images, labels) =
-                HostBatch::assemble(data, indices, transform, None).to_device(device);
-            Batch { images, labels }
-        })
-        .collect())
 }
 
 /// The top eigenvalue of each batch's matrix alone, and their spread.
@@ -395,15 +369,11 @@ fn block_report(
 /// `--json` and `--plot`.
 fn write_outputs(args: &SpectrumArgs, report: &SpectrumReport) -> Result<()> {
     if let Some(path) = &args.json {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create {}", parent.display()))?;
-        }
         let text = serde_json::to_string_pretty(report).context("cannot encode the results")?;
         write_atomic(path, text.as_bytes())?;
     }
     if let (Some(path), Some(density)) = (&args.plot, &report.density) {
-        crate::plots::save(&density_chart(report, density)?, path)?;
+        crate::report::plots::save(&density_chart(report, density)?, path)?;
     }
     Ok(())
 }
@@ -411,6 +381,12 @@ fn write_outputs(args: &SpectrumArgs, report: &SpectrumReport) -> Result<()> {
 /// Runs `hftrain spectrum` and writes what was asked for; returns the report.
 pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     check_options(args)?;
+    // Before the work, which can take minutes.
+    for (path, option) in [(&args.json, "--json"), (&args.plot, "--plot")] {
+        if let Some(path) = path {
+            output::check(path, option, Existing::named(args.force))?;
+        }
+    }
     let opened = crate::session::open_checkpoint(
         &args.checkpoint,
         args.data.clone(),
@@ -443,20 +419,114 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     } else {
         Vec::new()
     };
-    // Lanczos takes at least one step per eigenvalue asked for (`top_eigenpairs`).
-    let steps_for = |dim: usize| args.max_steps.max(args.top).min(dim);
-    let top_plan = |dim: usize| nb * (steps_for(dim) + args.top.min(dim));
-    let spread_plan = if nb > 1 { nb * steps_for(n) } else { 0 };
-    let trace_plan = nb * args.trace_samples;
-    let density_plan = nb * args.density_runs * args.lanczos_steps.min(n);
-    let layers_plan: usize = blocks.iter().map(|b| top_plan(b.len()) + trace_plan).sum();
-    let progress =
-        Progress::new(top_plan(n) + spread_plan + trace_plan + density_plan + layers_plan);
-    let tick = |k: usize| progress.tick(k);
-
+    let plan = Plan {
+        args,
+        parameters: n,
+        batches: nb,
+    };
+    let progress = Progress::new(plan.total(&blocks));
     let average = Average { parts };
+    let estimates = estimate(args, &average, &blocks, &plan, &progress, device);
+    progress.bar.finish_and_clear();
+
+    let report = SpectrumReport {
+        format: "hftrain spectrum v1",
+        checkpoint: args.checkpoint.display().to_string(),
+        matrix: args.matrix,
+        definition: format!(
+            "the {} of the mean softmax cross-entropy (label smoothing {}), without weight \
+             decay, with respect to the parameters, averaged over {} fixed training batches \
+             of {} images (no augmentation)",
+            args.matrix.name(),
+            config.train.label_smoothing,
+            nb,
+            args.batch_size
+        ),
+        batch_norm: BATCH_NORM,
+        label_smoothing: config.train.label_smoothing,
+        parameters: n,
+        batches: nb,
+        batch_size: args.batch_size,
+        seed: args.seed,
+        tolerance: args.tolerance,
+        top: estimates.top,
+        per_batch_top: estimates.per_batch_top,
+        trace: estimates.trace,
+        density: estimates.density,
+        per_layer: estimates.per_layer,
+        products: progress.done.get(),
+        seconds: clock.elapsed().as_secs_f64(),
+    };
+    write_outputs(args, &report)?;
+    Ok(report)
+}
+
+/// The products each phase plans (each one product on one batch), for the progress bar.
+struct Plan<'a> {
+    args: &'a SpectrumArgs,
+    parameters: usize,
+    batches: usize,
+}
+
+impl Plan<'_> {
+    /// Lanczos takes at least one step per eigenvalue asked for (`top_eigenpairs`).
+    fn steps_for(&self, dim: usize) -> usize {
+        self.args.max_steps.max(self.args.top).min(dim)
+    }
+
+    /// The top eigenvalues of a `dim`-dimensional block.
+    fn top(&self, dim: usize) -> usize {
+        self.batches * (self.steps_for(dim) + self.args.top.min(dim))
+    }
+
+    fn spread(&self) -> usize {
+        if self.batches > 1 {
+            self.batches * self.steps_for(self.parameters)
+        } else {
+            0
+        }
+    }
+
+    fn trace(&self) -> usize {
+        self.batches * self.args.trace_samples
+    }
+
+    fn density(&self) -> usize {
+        self.batches * self.args.density_runs * self.args.lanczos_steps.min(self.parameters)
+    }
+
+    fn total(&self, blocks: &[Block]) -> usize {
+        let layers: usize = blocks
+            .iter()
+            .map(|b| self.top(b.len()) + self.trace())
+            .sum();
+        self.top(self.parameters) + self.spread() + self.trace() + self.density() + layers
+    }
+}
+
+/// What `hftrain spectrum` measures of the matrix.
+struct Estimates {
+    top: TopReport,
+    per_batch_top: Option<BatchSpread>,
+    trace: Option<TraceEstimate>,
+    density: Option<Density>,
+    per_layer: Vec<BlockReport>,
+}
+
+/// The phases in order (top eigenvalues, each batch's top eigenvalue, trace, density, each
+/// layer's block), every product counted on `progress`.
+fn estimate(
+    args: &SpectrumArgs,
+    average: &Average,
+    blocks: &[Block],
+    plan: &Plan,
+    progress: &Progress,
+    device: &Device,
+) -> Estimates {
+    let (n, nb) = (plan.parameters, plan.batches);
+    let tick = |k: usize| progress.tick(k);
     let counted = Counted {
-        inner: &average,
+        inner: average,
         cost: nb,
         tick: &tick,
     };
@@ -471,7 +541,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
 
     progress.phase("top eigenvalues");
     let top = top_eigenpairs(&counted, &start(0, 0), n, &settings);
-    progress.settle(top_plan(n), top.products * nb);
+    progress.settle(plan.top(n), top.products * nb);
 
     let per_batch_top = (nb > 1).then(|| {
         progress.phase("top eigenvalue per batch");
@@ -480,8 +550,8 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
             n,
             &settings,
             &start,
-            &progress,
-            steps_for(n),
+            progress,
+            plan.steps_for(n),
         )
     });
 
@@ -505,7 +575,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
             },
             |run| rademacher(n, args.seed, &[STREAM_DENSITY, run as u64], device),
         );
-        progress.settle(density_plan, density.products * nb);
+        progress.settle(plan.density(), density.products * nb);
         density
     });
 
@@ -515,42 +585,17 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
         .map(|(index, block)| {
             progress.phase(format!("layer {}", block.name));
             let report = block_report(block, index as u64 + 1, &counted, &settings, args, &start);
-            progress.settle(top_plan(block.len()), report.top_products * nb);
+            progress.settle(plan.top(block.len()), report.top_products * nb);
             report.block
         })
         .collect();
-    progress.bar.finish_and_clear();
-
-    let report = SpectrumReport {
-        format: "hftrain spectrum v1",
-        checkpoint: args.checkpoint.display().to_string(),
-        matrix: args.matrix,
-        definition: format!(
-            "the {} of the mean softmax cross-entropy (label smoothing {}), without weight \
-             decay, with respect to the parameters, averaged over {} fixed training batches \
-             of {} images (no augmentation)",
-            args.matrix.name(),
-            config.train.label_smoothing,
-            nb,
-            args.batch_size
-        ),
-        batch_norm: BATCH_NORM,
-        label_smoothing: config.train.label_smoothing,
-        parameters: n,
-        batches: nb,
-        batch_size: args.batch_size,
-        seed: args.seed,
-        tolerance: args.tolerance,
+    Estimates {
         top: TopReport::new(&top),
         per_batch_top,
         trace,
         density,
         per_layer,
-        products: progress.done.get(),
-        seconds: clock.elapsed().as_secs_f64(),
-    };
-    write_outputs(args, &report)?;
-    Ok(report)
+    }
 }
 
 /// The density as `line_chart` draws it, with log10 of the density on the y axis (floored
@@ -566,13 +611,13 @@ fn density_chart(report: &SpectrumReport, density: &Density) -> Result<image::Rg
         .collect();
     let runs = density.runs.len();
     let steps = density.runs.first().map_or(0, |r| r.steps);
-    crate::plots::line_chart(
+    crate::report::plots::line_chart(
         &format!(
             "log10 spectral density, {} (SLQ {runs} x {steps} steps)",
             report.matrix.name()
         ),
         "eigenvalue",
-        &[crate::plots::Series {
+        &[crate::report::plots::Series {
             name: "log10 density".into(),
             points,
         }],
@@ -581,6 +626,26 @@ fn density_chart(report: &SpectrumReport, density: &Density) -> Result<image::Rg
 
 fn number(v: f64) -> String {
     format!("{v:>12.5e}")
+}
+
+/// The density's line of the table: its runs and the range of their Ritz values.
+fn density_line(density: &Density) -> String {
+    let (lo, hi) = density
+        .runs
+        .iter()
+        .flat_map(|r| r.nodes.iter().copied())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
+            (lo.min(t), hi.max(t))
+        });
+    format!(
+        "density (SLQ, {} runs x {} steps): Ritz values from {} to {}, Gaussian \
+         broadening sigma {}",
+        density.runs.len(),
+        density.runs.first().map_or(0, |r| r.steps),
+        number(lo).trim(),
+        number(hi).trim(),
+        number(density.sigma).trim()
+    )
 }
 
 impl SpectrumReport {
@@ -636,22 +701,7 @@ impl SpectrumReport {
             ));
         }
         if let Some(density) = &self.density {
-            let (lo, hi) = density
-                .runs
-                .iter()
-                .flat_map(|r| r.nodes.iter().copied())
-                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), t| {
-                    (lo.min(t), hi.max(t))
-                });
-            line(format!(
-                "density (SLQ, {} runs x {} steps): Ritz values from {} to {}, Gaussian \
-                 broadening sigma {}",
-                density.runs.len(),
-                density.runs.first().map_or(0, |r| r.steps),
-                number(lo).trim(),
-                number(hi).trim(),
-                number(density.sigma).trim()
-            ));
+            line(density_line(density));
         }
         if !self.per_layer.is_empty() {
             line("per layer (each block's diagonal block of the matrix):".into());
@@ -686,4 +736,16 @@ impl SpectrumReport {
         ));
         out
     }
+}
+
+/// `hftrain spectrum`: the table, then where the JSON and the plot are.
+pub fn execute(args: &SpectrumArgs) -> Result<ExitCode> {
+    let report = run(args)?;
+    print!("{}", report.table());
+    for (what, path) in [("results", &args.json), ("density plot", &args.plot)] {
+        if let Some(path) = path {
+            println!("{what}: {}", path.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

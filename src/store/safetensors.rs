@@ -12,7 +12,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::fsutil::write_atomic;
+use crate::support::fsutil::write_atomic;
 
 /// Tensors and string metadata, written in name order.
 #[derive(Debug, Default)]

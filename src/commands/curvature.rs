@@ -4,17 +4,20 @@
 //! the time each product takes.
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::prelude::*;
 
+use crate::config::Config;
 use crate::curvature::{Batch, NetworkObjective};
 use crate::data::batcher::{HostBatch, Transform};
 use crate::data::{CHANNELS, IMAGE_SIDE, Split};
-use crate::params::{Layout, from_host, to_host};
-use crate::rng::Rng;
-use crate::safetensors::SafeTensors;
+use crate::model::Network;
+use crate::params::{Layout, seeded_direction, sync, to_host};
+use crate::store::output::{self, Existing};
+use crate::store::safetensors::SafeTensors;
 
 /// Which products to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -27,15 +30,35 @@ pub enum Products {
     GaussNewton,
 }
 
-#[derive(Debug, Clone)]
-pub struct CurvatureRequest {
+/// `hftrain curvature`'s arguments.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CurvatureArgs {
+    /// Checkpoint directory, e.g. runs/cifar10/checkpoints/latest.
+    #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Number of test images (the first ones of the test split).
+    #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Seed of the direction v (entries uniform in [-1, 1)).
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Output file [default: curvature-<checkpoint>-n<batch>-seed<seed>.safetensors].
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace the --out file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// Data directory [default: the checkpoint config's `data.dir`].
+    #[arg(long, env = "HFTRAIN_DATA")]
     pub data: Option<PathBuf>,
+    /// Device: auto, wgpu, wgpu-cpu, flex, vulkan or vulkan-cpu [default: the checkpoint config's].
+    #[arg(long)]
     pub device: Option<crate::device::DeviceChoice>,
+    /// Timed runs of each product after one warm-up; the median is printed.
+    #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// Compute only one product (to measure its peak memory alone).
+    #[arg(long = "only", value_enum, default_value_t = Products::All)]
     pub products: Products,
 }
 
@@ -49,22 +72,6 @@ pub struct Timings {
     /// The recorded forward pass a CG solve makes once, and one product on it.
     pub gauss_newton_record: Option<f64>,
     pub gauss_newton_vector: Option<f64>,
-}
-
-/// A direction with entries uniform in [-1, 1), drawn on the host from `seed`.
-pub fn seeded_direction(len: usize, seed: u64, device: &Device) -> Tensor<1> {
-    let mut rng = Rng::derive(seed, &[0xD1EC]);
-    from_host(
-        (0..len)
-            .map(|_| (rng.next_f64() * 2.0 - 1.0) as f32)
-            .collect(),
-        device,
-    )
-}
-
-/// Waits for the device by reading one value back (also `hftrain bench`'s).
-pub(crate) fn sync(t: &Tensor<1>) {
-    let _ = t.clone().sum().into_scalar::<f64>();
 }
 
 fn median_seconds(repeats: usize, mut run: impl FnMut()) -> f64 {
@@ -91,7 +98,11 @@ fn add_split(file: &mut SafeTensors, prefix: &str, layout: &Layout, flat: &Tenso
     }
 }
 
-pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
+pub fn run(request: &CurvatureArgs) -> Result<(PathBuf, Timings)> {
+    if request.repeats == 0 {
+        bail!("--repeats 0: expected at least 1 timed run of each product");
+    }
+    let path = output_path(request)?;
     let opened = crate::session::open_checkpoint(
         &request.checkpoint,
         request.data.clone(),
@@ -175,6 +186,27 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
             }) - timings.gauss_newton_vector.unwrap_or(0.0),
         );
     }
+    describe(&mut file, request, config, network);
+    file.write(&path)?;
+    Ok((path, timings))
+}
+
+/// The `--out` file, or curvature's default, checked before the work: the default name is
+/// curvature's own, one named only with --force.
+fn output_path(request: &CurvatureArgs) -> Result<PathBuf> {
+    let (path, existing) = match &request.out {
+        Some(out) => (out.clone(), Existing::named(request.force)),
+        None => (
+            default_path(&request.checkpoint, request.batch, request.seed),
+            Existing::Replace,
+        ),
+    };
+    output::check(&path, "--out", existing)?;
+    Ok(path)
+}
+
+/// The file's metadata: what the tensors are, and the run they come from.
+fn describe(file: &mut SafeTensors, request: &CurvatureArgs, config: &Config, network: &Network) {
     file.add_metadata("format", "hftrain curvature products v1");
     file.add_metadata(
         "definition",
@@ -189,12 +221,6 @@ pub fn run(request: &CurvatureRequest) -> Result<(PathBuf, Timings)> {
     file.add_metadata("checkpoint", request.checkpoint.display().to_string());
     file.add_metadata("model", network.summary());
     file.add_metadata("config", config.to_toml());
-    let path = request
-        .out
-        .clone()
-        .unwrap_or_else(|| default_path(&request.checkpoint, request.batch, request.seed));
-    file.write(&path)?;
-    Ok((path, timings))
 }
 
 /// `curvature-<checkpoint>-n<batch>-seed<seed>.safetensors` in the current directory.
@@ -251,4 +277,16 @@ impl Timings {
         }
         lines.join("\n")
     }
+}
+
+/// `hftrain curvature`: the file, then each product's median time.
+pub fn execute(args: &CurvatureArgs) -> Result<ExitCode> {
+    let (path, timings) = run(args)?;
+    println!(
+        "median of {} timed runs, batch of {} test images:",
+        args.repeats, args.batch
+    );
+    println!("{}", timings.report());
+    println!("products: {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use crate::checkpoint;
-use crate::fsutil;
+use crate::store::checkpoint;
+use crate::support::fsutil;
 
 /// The files of a run directory that training writes.
 #[derive(Debug, Clone)]
@@ -49,9 +49,9 @@ pub const FILES: [&str; 6] = [
     "config.toml",
     "metrics.csv",
     "steps.csv",
-    crate::tensorboard::FILE_NAME,
+    crate::store::tensorboard::FILE_NAME,
     "report.md",
-    crate::lock::LOCK_FILE,
+    crate::support::lock::LOCK_FILE,
 ];
 /// The pictures it writes in `plots/` (`plots::write_all`).
 pub const PLOTS: [&str; 7] = [
@@ -72,7 +72,7 @@ pub fn describe_entries(run_dir: &Path) -> String {
             entries
                 .filter_map(|e| e.ok())
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|name| name != crate::lock::LOCK_FILE)
+                .filter(|name| name != crate::support::lock::LOCK_FILE)
                 .collect()
         })
         .unwrap_or_default();
@@ -90,7 +90,7 @@ pub fn describe_entries(run_dir: &Path) -> String {
 /// run too); a folder holding only, say, a `config.toml` of the user's is not a run.
 pub fn was_started_by_hftrain(run_dir: &Path) -> bool {
     run_dir.join("metrics.csv").is_file()
-        || run_dir.join(crate::tensorboard::FILE_NAME).is_file()
+        || run_dir.join(crate::store::tensorboard::FILE_NAME).is_file()
         || !checkpoint::list(&run_dir.join("checkpoints")).is_empty()
 }
 
@@ -100,7 +100,7 @@ pub fn is_empty(run_dir: &Path) -> bool {
     fs::read_dir(run_dir).map_or(true, |entries| {
         entries.filter_map(|e| e.ok()).all(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name == crate::lock::LOCK_FILE
+            name == crate::support::lock::LOCK_FILE
                 || FILES
                     .iter()
                     .any(|f| name.starts_with(&format!(".{f}.tmp-")))
@@ -117,7 +117,10 @@ pub fn remove_run(run_dir: &Path) -> Result<()> {
         }
         _ => Ok(()),
     };
-    for name in FILES.iter().filter(|&&n| n != crate::lock::LOCK_FILE) {
+    for name in FILES
+        .iter()
+        .filter(|&&n| n != crate::support::lock::LOCK_FILE)
+    {
         remove_file(&run_dir.join(name))?;
     }
     let plots = run_dir.join("plots");
@@ -134,4 +137,31 @@ pub fn remove_run(run_dir: &Path) -> Result<()> {
     fsutil::remove_temporaries(&checkpoints, "checkpoint", true)?;
     let _ = fs::remove_dir(&checkpoints);
     Ok(())
+}
+
+/// Removes the temporaries of the run's own files (`.metrics.csv.tmp-PID`,
+/// `plots/.loss.png.tmp-PID`, unfinished checkpoints) that processes which no longer run
+/// left when they were killed mid-write; called when a run starts, resumes or starts over.
+pub fn remove_leftover_temporaries(run_dir: &Path) -> Result<()> {
+    let remove = |dir: &Path, names: &[&str]| -> Result<()> {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((stem, pid)) = fsutil::temporary_parts(&name) else {
+                continue;
+            };
+            if names.contains(&stem) && !crate::support::lock::process_exists(pid) {
+                let path = entry.path();
+                fs::remove_file(&path).with_context(|| {
+                    format!("cannot remove the unfinished file {}", path.display())
+                })?;
+            }
+        }
+        Ok(())
+    };
+    remove(run_dir, &FILES)?;
+    remove(&run_dir.join("plots"), &PLOTS)?;
+    fsutil::remove_temporaries(&run_dir.join("checkpoints"), "checkpoint", true)
 }

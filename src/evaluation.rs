@@ -14,7 +14,8 @@ pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
     pub classes: Vec<String>,
-    pub per_class_accuracy: Vec<f64>,
+    /// None (null in JSON) for a class without any evaluated image (`eval --limit`).
+    pub per_class_accuracy: Vec<Option<f64>>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<u64>>,
     /// Accuracy when the logits of each image and of its mirror image are averaged.
@@ -95,22 +96,11 @@ pub fn evaluate_with(
         };
         let logits = forward(images.clone());
         let n = batch.len();
-        let predicted: Vec<i64> = logits
-            .clone()
-            .argmax(1)
-            .reshape([n])
-            .to_data()
-            .iter::<i64>()
-            .collect();
+        let predicted = predicted_classes(logits.clone(), n);
         if options.flip_tta {
             // Images are NCHW: the width is axis 3.
             let averaged = (logits.clone() + forward(images.flip([3]))).div_scalar(2.0);
-            let guesses: Vec<i64> = averaged
-                .argmax(1)
-                .reshape([n])
-                .to_data()
-                .iter::<i64>()
-                .collect();
+            let guesses = predicted_classes(averaged, n);
             tta_correct += guesses
                 .iter()
                 .zip(&batch.labels)
@@ -118,20 +108,13 @@ pub fn evaluate_with(
                 .count() as u64;
         }
         if options.mistakes > 0 {
-            let probabilities: Vec<f64> = burn::tensor::activation::softmax(logits.clone(), 1)
-                .to_data()
-                .iter::<f64>()
-                .collect();
-            for (i, (&truth, &guess)) in batch.labels.iter().zip(&predicted).enumerate() {
-                if truth != guess {
-                    mistakes.push(Mistake {
-                        index: offset + i,
-                        truth: truth as usize,
-                        predicted: guess as usize,
-                        confidence: probabilities[i * k + guess as usize],
-                    });
-                }
-            }
+            mistakes.extend(mistakes_in(
+                logits.clone(),
+                &batch.labels,
+                &predicted,
+                offset,
+                k,
+            ));
         }
         offset += n;
         let loss: f64 = cross_entropy(logits, labels, 0.0).into_scalar::<f64>();
@@ -147,11 +130,7 @@ pub fn evaluate_with(
         .enumerate()
         .map(|(i, row)| {
             let total: u64 = row.iter().sum();
-            if total == 0 {
-                0.0
-            } else {
-                row[i] as f64 / total as f64
-            }
+            (total > 0).then(|| row[i] as f64 / total as f64)
         })
         .collect();
     Evaluation {
@@ -170,6 +149,43 @@ pub fn evaluate_with(
             mistakes
         },
     }
+}
+
+/// The class of each of the `n` rows' largest logit, on the host.
+fn predicted_classes(logits: Tensor<2>, n: usize) -> Vec<i64> {
+    logits
+        .argmax(1)
+        .reshape([n])
+        .to_data()
+        .iter::<i64>()
+        .collect()
+}
+
+/// A batch's misclassified images (numbered from `offset`), each with the probability the
+/// network gave its wrong guess (of `k` classes).
+fn mistakes_in(
+    logits: Tensor<2>,
+    truths: &[i64],
+    predicted: &[i64],
+    offset: usize,
+    k: usize,
+) -> Vec<Mistake> {
+    let probabilities: Vec<f64> = burn::tensor::activation::softmax(logits, 1)
+        .to_data()
+        .iter::<f64>()
+        .collect();
+    let mut mistakes = Vec::new();
+    for (i, (&truth, &guess)) in truths.iter().zip(predicted).enumerate() {
+        if truth != guess {
+            mistakes.push(Mistake {
+                index: offset + i,
+                truth: truth as usize,
+                predicted: guess as usize,
+                confidence: probabilities[i * k + guess as usize],
+            });
+        }
+    }
+    mistakes
 }
 
 impl Evaluation {
@@ -196,7 +212,10 @@ impl Evaluation {
             );
         }
         for (name, acc) in self.classes.iter().zip(&self.per_class_accuracy) {
-            out.push_str(&format!("{name:>width$}  {:>7.2}%\n", 100.0 * acc));
+            match acc {
+                Some(acc) => out.push_str(&format!("{name:>width$}  {:>7.2}%\n", 100.0 * acc)),
+                None => out.push_str(&format!("{name:>width$}  no images\n")),
+            }
         }
         // Rows are labelled "index name"; the columns by index alone, to stay narrow.
         let index_width = self.classes.len().saturating_sub(1).to_string().len();

@@ -8,19 +8,36 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-/// A sibling path for a temporary file or directory (hidden, tagged with the process id).
+/// Longest file name kept whole in a temporary's name: with the dot and `.tmp-PID` it stays
+/// within the 255 bytes a file name may have (NAME_MAX).
+const TEMPORARY_NAME_KEPT: usize = 200;
+
+/// A sibling path for a temporary file or directory (hidden, tagged with the process id). A
+/// long name is shortened to its start and a checksum of the whole, so that any name that
+/// may be written may have a temporary too.
 pub fn temporary_sibling(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let name = match name.len() > TEMPORARY_NAME_KEPT {
+        true => {
+            let mut end = 100;
+            while !name.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}~{:08x}", &name[..end], crc32fast::hash(name.as_bytes()))
+        }
+        false => name,
+    };
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
-/// The process id of a temporary made by `temporary_sibling`, from its file name.
-fn temporary_owner(name: &str) -> Option<u32> {
-    let (_, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
-    pid.parse().ok()
+/// The name a temporary made by `temporary_sibling` stands for (shortened where long) and
+/// its process id, from the temporary's file name.
+pub fn temporary_parts(name: &str) -> Option<(&str, u32)> {
+    let (stem, pid) = name.strip_prefix('.')?.rsplit_once(".tmp-")?;
+    Some((stem, pid.parse().ok()?))
 }
 
 /// Removes the temporaries (`temporary_sibling`) in `dir` left by interrupted writes: all of
@@ -31,10 +48,10 @@ pub fn remove_temporaries(dir: &Path, what: &str, only_of_ended_processes: bool)
         return Ok(());
     };
     for entry in entries.filter_map(|e| e.ok()) {
-        let Some(pid) = temporary_owner(&entry.file_name().to_string_lossy()) else {
+        let Some((_, pid)) = temporary_parts(&entry.file_name().to_string_lossy()) else {
             continue;
         };
-        if only_of_ended_processes && crate::lock::process_exists(pid) {
+        if only_of_ended_processes && crate::support::lock::process_exists(pid) {
             continue;
         }
         let path = entry.path();
@@ -77,6 +94,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
             path.display()
         );
     }
+    let folder = parent_dir(path);
+    if !folder.is_dir() {
+        bail!(
+            "cannot write {}: the folder {} does not exist (or is not a folder)",
+            path.display(),
+            folder.display()
+        );
+    }
     let tmp = temporary_sibling(path);
     let result = write_synced(&tmp, bytes).and_then(|_| {
         fs::rename(&tmp, path)
@@ -95,4 +120,23 @@ pub fn parent_dir(path: &Path) -> &Path {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     }
+}
+
+/// Copies `path` to the first free `<path>.<tag>`, `<path>.<tag>-2`, ... beside it (a file
+/// about to be rewritten whose old content must not be lost) and returns the copy's path.
+pub fn keep_aside(path: &Path, tag: &str) -> Result<PathBuf> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let copy = (1..)
+        .map(|n| match n {
+            1 => path.with_file_name(format!("{name}.{tag}")),
+            n => path.with_file_name(format!("{name}.{tag}-{n}")),
+        })
+        .find(|candidate| fs::symlink_metadata(candidate).is_err())
+        .expect("some numbered name is free");
+    fs::copy(path, &copy)
+        .with_context(|| format!("cannot keep {} aside as {}", path.display(), copy.display()))?;
+    Ok(copy)
 }

@@ -12,9 +12,9 @@ use anyhow::{Context, Result};
 use image::RgbImage;
 use plotters::prelude::*;
 
-use crate::fsutil::write_atomic;
-use crate::metrics::{EpochMetrics, StepMetrics};
-use crate::text::{LINE, draw_text, text_width};
+use crate::report::text::{LINE, draw_text, text_width};
+use crate::store::metrics::{EpochMetrics, StepMetrics};
+use crate::support::fsutil::write_atomic;
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 400;
@@ -226,6 +226,38 @@ pub fn save(image: &RgbImage, path: &Path) -> Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// The per-step charts: (file, title, series label, step-log column, transform).
+type StepChart = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(f64) -> f64,
+);
+const STEP_CHARTS: [StepChart; 3] = [
+    (
+        "damping.png",
+        "Hessian-free damping (log10 lambda) per step",
+        "log10 lambda",
+        "damping_used",
+        f64::log10,
+    ),
+    (
+        "cg_iterations.png",
+        "CG iterations per step",
+        "iterations",
+        "cg_iterations",
+        |n| n,
+    ),
+    (
+        "rho.png",
+        "reduction ratio rho per step",
+        "rho",
+        "rho",
+        |rho| rho.clamp(-2.0, 3.0),
+    ),
+];
+
 /// Writes every plot of a run into `<run>/plots/` and returns the files written.
 pub fn write_all(
     run_dir: &Path,
@@ -290,43 +322,16 @@ pub fn write_all(
             )?,
         ));
     }
-    if let Some(steps) = steps.filter(|s| !s.is_empty()) {
-        let pick = |f: fn(&StepMetrics) -> f64| {
-            steps
-                .iter()
-                .map(|s| (s.step as f64, f(s)))
-                .collect::<Vec<_>>()
-        };
-        charts.push((
-            "damping.png",
-            line_chart(
-                "Hessian-free damping (log10 lambda) per step",
-                "step",
-                &[series(
-                    "log10 lambda",
-                    pick(|s| s.report.damping_used.log10()),
-                )],
-            )?,
-        ));
-        charts.push((
-            "cg_iterations.png",
-            line_chart(
-                "CG iterations per step",
-                "step",
-                &[series(
-                    "iterations",
-                    pick(|s| s.report.cg_iterations as f64),
-                )],
-            )?,
-        ));
-        charts.push((
-            "rho.png",
-            line_chart(
-                "reduction ratio rho per step",
-                "step",
-                &[series("rho", pick(|s| s.report.rho.clamp(-2.0, 3.0)))],
-            )?,
-        ));
+    for (name, title, label, column, transform) in STEP_CHARTS {
+        let points: Vec<(f64, f64)> = steps
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|s| Some((s.step as f64, transform(s.number(column)?))))
+            .collect();
+        // Drawn where the optimizer's step log has the column.
+        if !points.is_empty() {
+            charts.push((name, line_chart(title, "step", &[series(label, points)])?));
+        }
     }
     let mut written = Vec::new();
     for (name, image) in charts {

@@ -13,10 +13,13 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
-use crate::fsutil::{remove_temporaries, sync_dir, temporary_sibling, write_atomic, write_synced};
-use crate::metrics::EpochMetrics;
 use crate::optim::OptimizerState;
+use crate::optim::averaging::AverageState;
 use crate::params::Layout;
+use crate::store::metrics::EpochMetrics;
+use crate::support::fsutil::{
+    remove_temporaries, sync_dir, temporary_sibling, write_atomic, write_synced,
+};
 
 pub const FORMAT: &str = "hftrain-checkpoint";
 /// Version 2 added `manifest.crc32`; version 3 stores each optimizer's own settings and
@@ -29,7 +32,9 @@ pub const LATEST: &str = "latest";
 /// A manifest holds the config, layouts and metrics: megabytes at most for any real run.
 const MAX_MANIFEST_BYTES: u64 = 64 << 20;
 /// The data files a checkpoint holds: the only names a manifest may list.
-pub const DATA_FILES: [&str; 3] = ["params.bin", "buffers.bin", "optimizer.bin"];
+pub const DATA_FILES: [&str; 4] = ["params.bin", "buffers.bin", "optimizer.bin", AVERAGE_FILE];
+/// The running average of the parameters (`train.average`), where the run keeps one.
+pub const AVERAGE_FILE: &str = "average.bin";
 
 /// Why a checkpoint could not be loaded: the caller branches on it (`--resume latest` skips
 /// only damage, for an older checkpoint; the others are not the checkpoint's fault, and
@@ -131,6 +136,10 @@ pub struct Manifest {
     /// written before they were kept).
     #[serde(default)]
     pub classes: Vec<String>,
+    /// The running average of the parameters (`train.average`), its values in
+    /// `average.bin`; absent in runs without one and before its first iterate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub average: Option<AverageState>,
     pub files: Vec<FileEntry>,
 }
 
@@ -148,6 +157,8 @@ pub struct Checkpoint {
     pub epoch_progress: EpochProgress,
     /// The class names of the training data, in label order (empty when unknown).
     pub classes: Vec<String>,
+    /// The running average of the parameters, where the run keeps one.
+    pub average: Option<AverageState>,
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -217,11 +228,18 @@ impl Checkpoint {
             optimizer_bytes.extend(f32_bytes(values));
         }
         let mut files = Vec::new();
+        let average = self
+            .average
+            .as_ref()
+            .map(|a| (AVERAGE_FILE, f32_bytes(&a.values)));
         for (name, bytes) in [
             ("params.bin", f32_bytes(&self.params)),
             ("buffers.bin", f32_bytes(&self.buffers)),
             ("optimizer.bin", optimizer_bytes),
-        ] {
+        ]
+        .into_iter()
+        .chain(average)
+        {
             write_synced(&dir.join(name), &bytes)?;
             files.push(FileEntry {
                 name: name.into(),
@@ -242,6 +260,7 @@ impl Checkpoint {
             metrics: self.metrics.clone(),
             epoch_progress: self.epoch_progress,
             classes: self.classes.clone(),
+            average: self.average.clone(),
             files,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
@@ -259,56 +278,7 @@ impl Checkpoint {
         let manifest = read_manifest(dir)?;
         let mut contents = Vec::new();
         for entry in &manifest.files {
-            // Only the names hftrain writes, as regular files inside the checkpoint, of the
-            // size the manifest states (checked before reading: a manifest naming
-            // /dev/zero or ../../etc/passwd reads nothing).
-            if !DATA_FILES.contains(&entry.name.as_str()) {
-                return Err(damaged(format!(
-                    "checkpoint {} is damaged: its manifest lists {:?}, not a file of a \
-                     checkpoint ({})",
-                    dir.display(),
-                    entry.name,
-                    DATA_FILES.join(", ")
-                )));
-            }
-            let path = dir.join(&entry.name);
-            let size = match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_file() => meta.len(),
-                Ok(_) => {
-                    return Err(damaged(format!(
-                        "checkpoint {} is damaged: {} is not a regular file",
-                        dir.display(),
-                        entry.name
-                    )));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(damaged(format!(
-                        "checkpoint {} is incomplete: {} is missing",
-                        dir.display(),
-                        entry.name
-                    )));
-                }
-                Err(e) => return Err(LoadError::io(&path, e)),
-            };
-            if size != entry.bytes {
-                return Err(damaged(format!(
-                    "checkpoint {} is damaged: {} has {size} bytes, its manifest says {} \
-                     (truncated or replaced); use another checkpoint",
-                    dir.display(),
-                    entry.name,
-                    entry.bytes
-                )));
-            }
-            let bytes = fs::read(&path).map_err(|e| LoadError::io(&path, e))?;
-            if bytes.len() as u64 != entry.bytes || crc32fast::hash(&bytes) != entry.crc32 {
-                return Err(damaged(format!(
-                    "checkpoint {} is damaged: {} fails its CRC-32 checksum; use another \
-                     checkpoint",
-                    dir.display(),
-                    entry.name
-                )));
-            }
-            contents.push((entry.name.clone(), bytes));
+            contents.push((entry.name.clone(), read_data_file(dir, entry)?));
         }
         let file = |name: &str| -> Result<Vec<f32>, LoadError> {
             contents
@@ -344,6 +314,21 @@ impl Checkpoint {
         for (name, chunk) in names.iter().zip(optimizer_values.chunks(p.max(1))) {
             optimizer.vectors.insert(name.clone(), chunk.to_vec());
         }
+        let average = match manifest.average.clone() {
+            None => None,
+            Some(mut average) => {
+                average.values = file(AVERAGE_FILE)?;
+                if average.values.len() != p {
+                    return Err(damaged(format!(
+                        "checkpoint {} is inconsistent: {AVERAGE_FILE} holds {} values, the \
+                         layout describes {p} parameters",
+                        dir.display(),
+                        average.values.len()
+                    )));
+                }
+                Some(average)
+            }
+        };
         Ok(Checkpoint {
             position: manifest.position,
             config: manifest.config,
@@ -355,6 +340,7 @@ impl Checkpoint {
             metrics: manifest.metrics,
             epoch_progress: manifest.epoch_progress,
             classes: manifest.classes,
+            average,
         })
     }
 
@@ -377,6 +363,60 @@ impl Checkpoint {
         }
         Ok(())
     }
+}
+
+/// A data file the manifest lists, read and verified against the manifest.
+fn read_data_file(dir: &Path, entry: &FileEntry) -> Result<Vec<u8>, LoadError> {
+    // Only the names hftrain writes, as regular files inside the checkpoint, of the
+    // size the manifest states (checked before reading: a manifest naming
+    // /dev/zero or ../../etc/passwd reads nothing).
+    if !DATA_FILES.contains(&entry.name.as_str()) {
+        return Err(damaged(format!(
+            "checkpoint {} is damaged: its manifest lists {:?}, not a file of a \
+             checkpoint ({})",
+            dir.display(),
+            entry.name,
+            DATA_FILES.join(", ")
+        )));
+    }
+    let path = dir.join(&entry.name);
+    let size = match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => {
+            return Err(damaged(format!(
+                "checkpoint {} is damaged: {} is not a regular file",
+                dir.display(),
+                entry.name
+            )));
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(damaged(format!(
+                "checkpoint {} is incomplete: {} is missing",
+                dir.display(),
+                entry.name
+            )));
+        }
+        Err(e) => return Err(LoadError::io(&path, e)),
+    };
+    if size != entry.bytes {
+        return Err(damaged(format!(
+            "checkpoint {} is damaged: {} has {size} bytes, its manifest says {} \
+             (truncated or replaced); use another checkpoint",
+            dir.display(),
+            entry.name,
+            entry.bytes
+        )));
+    }
+    let bytes = fs::read(&path).map_err(|e| LoadError::io(&path, e))?;
+    if bytes.len() as u64 != entry.bytes || crc32fast::hash(&bytes) != entry.crc32 {
+        return Err(damaged(format!(
+            "checkpoint {} is damaged: {} fails its CRC-32 checksum; use another \
+             checkpoint",
+            dir.display(),
+            entry.name
+        )));
+    }
+    Ok(bytes)
 }
 
 /// Reads and checks a checkpoint's manifest.
@@ -470,7 +510,7 @@ fn migrate_to_v3(manifest: &mut serde_json::Value) {
             .unwrap_or("sgd")
             .to_string();
         if let Some(keys) = crate::optim::keys_of(&kind) {
-            optimizer.retain(|key, _| key == "kind" || keys.contains(&key.as_str()));
+            optimizer.retain(|key, _| key == "kind" || keys.contains(key));
         }
     }
     if let Some(scalars) = manifest

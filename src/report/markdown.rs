@@ -8,8 +8,8 @@ use std::path::Path;
 use anyhow::Result;
 
 use crate::config::{Config, CurvatureKind};
-use crate::fsutil::write_atomic;
-use crate::metrics::EpochMetrics;
+use crate::store::metrics::EpochMetrics;
+use crate::support::fsutil::write_atomic;
 
 /// What the report says besides the config and the metrics.
 pub struct RunFacts<'a> {
@@ -68,6 +68,52 @@ pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> St
         config.train.epochs,
         seconds / 60.0
     );
+    if let Some((extra, later)) = first_epoch_start_up(metrics) {
+        let _ = writeln!(
+            out,
+            "- of the first epoch's {:.1} s, about {extra:.1} s went to start-up (kernel \
+             compilation and autotuning on a GPU; kept in the kernel cache for later runs): a \
+             later epoch of as many steps took {later:.1} s",
+            metrics[0].epoch_seconds
+        );
+    }
+    write_accuracy_and_epochs(&mut out, metrics);
+    if !metrics.is_empty() {
+        let _ = writeln!(out, "\n## Plots\n");
+        let _ = writeln!(
+            out,
+            "![loss](plots/loss.png)\n![accuracy](plots/accuracy.png)\n![learning rate](plots/lr.png)"
+        );
+        if facts.step_log {
+            let _ = writeln!(
+                out,
+                "![damping](plots/damping.png)\n![CG iterations](plots/cg_iterations.png)\n![rho](plots/rho.png)"
+            );
+        }
+    }
+    let _ = writeln!(out, "\n## Files\n");
+    let _ = writeln!(out, "- `config.toml`: every setting of the run");
+    let _ = writeln!(out, "- `metrics.csv`: the table above, for plotting");
+    if facts.step_log {
+        let _ = writeln!(
+            out,
+            "- `steps.csv`: every Hessian-free step (damping, CG iterations, rho, predicted and actual reduction)"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "- `{}`: all of these curves for TensorBoard (`tensorboard --logdir <parent of this directory>`)",
+        crate::store::tensorboard::FILE_NAME
+    );
+    let _ = writeln!(
+        out,
+        "- `checkpoints/latest`: resume with `hftrain train --config config.toml --out <this directory> --resume latest`"
+    );
+    out
+}
+
+/// The "Accuracy" and "Epochs" sections (none before the first epoch's metrics).
+fn write_accuracy_and_epochs(out: &mut String, metrics: &[EpochMetrics]) {
     if let (Some(last), Some(best)) = (
         metrics.last(),
         metrics
@@ -113,38 +159,25 @@ pub fn render(config: &Config, facts: &RunFacts, metrics: &[EpochMetrics]) -> St
             );
         }
     }
-    if !metrics.is_empty() {
-        let _ = writeln!(out, "\n## Plots\n");
-        let _ = writeln!(
-            out,
-            "![loss](plots/loss.png)\n![accuracy](plots/accuracy.png)\n![learning rate](plots/lr.png)"
-        );
-        if facts.step_log {
-            let _ = writeln!(
-                out,
-                "![damping](plots/damping.png)\n![CG iterations](plots/cg_iterations.png)\n![rho](plots/rho.png)"
-            );
-        }
+}
+
+/// The first epoch's seconds beyond the median of the later epochs of as many steps (the
+/// same batch size: new shapes would pay compilation again), and that median; None without
+/// such an epoch or when the excess is under half a second and a tenth of the first epoch.
+pub fn first_epoch_start_up(metrics: &[EpochMetrics]) -> Option<(f64, f64)> {
+    let first = metrics.first().filter(|m| m.epoch == 1)?;
+    let mut later: Vec<f64> = metrics
+        .windows(2)
+        .filter(|pair| pair[1].step - pair[0].step == first.step)
+        .map(|pair| pair[1].epoch_seconds)
+        .collect();
+    if later.is_empty() {
+        return None;
     }
-    let _ = writeln!(out, "\n## Files\n");
-    let _ = writeln!(out, "- `config.toml`: every setting of the run");
-    let _ = writeln!(out, "- `metrics.csv`: the table above, for plotting");
-    if facts.step_log {
-        let _ = writeln!(
-            out,
-            "- `steps.csv`: every Hessian-free step (damping, CG iterations, rho, predicted and actual reduction)"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "- `{}`: all of these curves for TensorBoard (`tensorboard --logdir <parent of this directory>`)",
-        crate::tensorboard::FILE_NAME
-    );
-    let _ = writeln!(
-        out,
-        "- `checkpoints/latest`: resume with `hftrain train --config config.toml --out <this directory> --resume latest`"
-    );
-    out
+    later.sort_by(f64::total_cmp);
+    let median = later[later.len() / 2];
+    let extra = first.epoch_seconds - median;
+    (extra >= 0.5 && extra >= 0.1 * first.epoch_seconds).then_some((extra, median))
 }
 
 pub fn write(

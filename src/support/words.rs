@@ -30,3 +30,16 @@ pub fn human_duration(seconds: f64) -> String {
         format!("{:.1} h", seconds / 3600.0)
     }
 }
+
+/// Line numbers as a reader wants them: `line 3`, `lines 3, 5 and 9`, `lines 3, 5, 9 and 17
+/// more` (at most ten named).
+pub fn list_lines(lines: &[usize]) -> String {
+    const NAMED: usize = 10;
+    let named: Vec<String> = lines.iter().take(NAMED).map(usize::to_string).collect();
+    match (lines.len(), named.split_last()) {
+        (_, None) => "no line".into(),
+        (1, _) => format!("line {}", named[0]),
+        (n, _) if n > NAMED => format!("lines {} and {} more", named.join(", "), n - NAMED),
+        (_, Some((last, first))) => format!("lines {} and {last}", first.join(", ")),
+    }
+}

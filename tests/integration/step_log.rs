@@ -1,0 +1,60 @@
+//! `steps.csv` on resume: a damaged line is named and the file as it was is kept, and no
+//! readable row is dropped, wherever the damage is (issue: one bad line used to delete the
+//! rows after it without a word).
+
+use crate::common::{TempDir, synthetic_binary};
+use crate::training::{hessian_free_config, train};
+
+#[test]
+fn a_damaged_step_log_is_named_kept_aside_and_its_readable_rows_kept() {
+    let mut config = hessian_free_config(&synthetic_binary(), "flex");
+    config.train.epochs = 2;
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    train(&config, &run, None, Some(1)).unwrap();
+    let steps = run.join("steps.csv");
+    let original = std::fs::read_to_string(&steps).unwrap();
+    let mut lines: Vec<&str> = original.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and one row per step:\n{original}");
+    // Damage in the middle and an undecodable line at the end.
+    lines.insert(2, "garbage,in,the,middle");
+    let mut damaged = lines.join("\n").into_bytes();
+    damaged.extend_from_slice(b"\n\xff\xfe\n");
+    std::fs::write(&steps, &damaged).unwrap();
+
+    train(&config, &run, Some("latest"), None).unwrap();
+    let after = std::fs::read_to_string(&steps).unwrap();
+    let rows: Vec<&str> = after.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4, "the two old rows kept, two new ones:\n{after}");
+    assert_eq!(rows[..2], original.lines().skip(1).collect::<Vec<_>>()[..]);
+    assert!(rows[0].starts_with("1,") && rows[3].starts_with("4,"), "{after}");
+    // The file as it was, damage included, is kept beside the log.
+    let kept = std::fs::read(run.join("steps.csv.damaged")).unwrap();
+    assert_eq!(kept, damaged);
+}
+
+#[test]
+fn a_step_log_damage_is_named_by_line_on_the_command_line() {
+    let mut config = hessian_free_config(&synthetic_binary(), "flex");
+    config.train.epochs = 2;
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    train(&config, &run, None, Some(1)).unwrap();
+    let steps = run.join("steps.csv");
+    let mut text = std::fs::read(&steps).unwrap();
+    text.extend_from_slice(b"\xff\xfe\n");
+    std::fs::write(&steps, text).unwrap();
+    let (ok, output) = crate::common::hftrain(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ]);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("steps.csv: line 4 is not a row of this run's step log")
+            && output.contains("steps.csv.damaged"),
+        "{output}"
+    );
+}
