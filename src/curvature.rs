@@ -11,6 +11,7 @@
 use std::cell::{OnceCell, RefCell};
 
 use burn::prelude::*;
+use burn::tensor::{DType, FloatDType};
 
 use crate::model::loss::{cross_entropy_gradient, cross_entropy_hessian_product};
 use crate::model::{BatchStats, Mode, Network, Tape, correct_count, cross_entropy};
@@ -302,14 +303,42 @@ impl<'a> NetworkObjective<'a> {
     /// The Gauss-Newton operator at `params` on `batch`: records the forward pass once, then
     /// each product is a jvp and a vjp on that record.
     pub fn gauss_newton(&self, params: &Tensor<1>, batch: &Batch) -> GaussNewton<'_> {
-        let parts = self.network.params.split(params);
-        let tape = self.network.forward_recorded(batch.images.clone(), &parts);
-        let probabilities = burn::tensor::activation::softmax(tape.logits.clone(), 1);
+        self.gauss_newton_in(params, batch, None)
+    }
+
+    /// The same with the network's passes in `low` (bf16 or f16; None: the parameters' own
+    /// dtype): the recorded forward pass, each jvp and vjp run on low copies of the weights
+    /// and images; the loss's Hessian, the products' sums and the vectors CG sees stay in
+    /// the parameters' dtype (as autocast keeps reductions and the optimizer in f32).
+    pub fn gauss_newton_in(
+        &self,
+        params: &Tensor<1>,
+        batch: &Batch,
+        low: Option<FloatDType>,
+    ) -> GaussNewton<'_> {
+        let arithmetic = Arithmetic {
+            low,
+            loss_scale: 1.0,
+        };
+        let parts: Vec<Tensor<1>> = self
+            .network
+            .params
+            .split(params)
+            .into_iter()
+            .map(|p| arithmetic.lower(p))
+            .collect();
+        let tape = self
+            .network
+            .forward_recorded(arithmetic.lower(batch.images.clone()), &parts);
+        let logits = arithmetic.raise(tape.logits.clone(), params.dtype());
+        let probabilities = burn::tensor::activation::softmax(logits, 1);
         GaussNewton {
             objective: self,
             params: parts,
             tape,
             probabilities,
+            arithmetic,
+            dtype: params.dtype(),
         }
     }
 
@@ -334,19 +363,50 @@ impl<'a> NetworkObjective<'a> {
 /// `G v = J^T H_L J v + weight_decay * mask * v` on a recorded forward pass.
 pub struct GaussNewton<'a> {
     objective: &'a NetworkObjective<'a>,
+    /// The parameters, in the dtype the passes run in.
     params: Vec<Tensor<1>>,
     tape: Tape,
+    /// The softmax of the logits, in the parameters' dtype.
     probabilities: Tensor<2>,
+    arithmetic: Arithmetic,
+    /// The parameters' own dtype, which `v` and the product have.
+    dtype: DType,
 }
 
 impl GaussNewton<'_> {
     pub fn product(&self, v: &Tensor<1>) -> Tensor<1> {
         let network = self.objective.network;
-        let tangents = network.params.split(v);
-        let jv = network.tangent(&self.tape, &self.params, &tangents);
-        let hjv = cross_entropy_hessian_product(&self.probabilities, jv);
-        let (parts, _) = network.backprop(&self.tape, &self.params, hjv, false);
-        network.params.join(parts) + self.objective.decay_product(v)
+        let a = self.arithmetic;
+        if a.low.is_none() {
+            let tangents = network.params.split(v);
+            let jv = network.tangent(&self.tape, &self.params, &tangents);
+            let hjv = cross_entropy_hessian_product(&self.probabilities, jv);
+            let (parts, _) = network.backprop(&self.tape, &self.params, hjv, false);
+            return network.params.join(parts) + self.objective.decay_product(v);
+        }
+        // The product is linear in v: v is taken at unit largest entry, so that f16's range
+        // (6e-8 to 65504) holds it whatever CG's scale, and the result scaled back. The
+        // loss's Hessian carries 1/n: its product is multiplied by a power of two near n
+        // before it enters the low dtype (exact, as a loss scale is), and divided after.
+        let largest = v.clone().abs().max().clamp_min(f32::MIN_POSITIVE);
+        let unit = v.clone() / largest.clone();
+        let tangents: Vec<Tensor<1>> = network
+            .params
+            .split(&unit)
+            .into_iter()
+            .map(|t| a.lower(t))
+            .collect();
+        let jv = a.raise(
+            network.tangent(&self.tape, &self.params, &tangents),
+            self.dtype,
+        );
+        let n = jv.dims()[0];
+        let scale = (n.max(1) as f32).log2().ceil().exp2();
+        let hjv = cross_entropy_hessian_product(&self.probabilities, jv).mul_scalar(scale);
+        let (parts, _) = network.backprop(&self.tape, &self.params, a.lower(hjv), false);
+        let parts = parts.into_iter().map(|p| a.raise(p, self.dtype)).collect();
+        let product = network.params.join(parts).div_scalar(scale) * largest;
+        product + self.objective.decay_product(v)
     }
 }
 
@@ -459,7 +519,8 @@ impl<'a> BatchObjective<'a> {
         }
     }
 
-    /// Takes first-order gradients in `mixed_precision` (None: in f32).
+    /// Takes first-order gradients, and Gauss-Newton products, in `mixed_precision` (None:
+    /// in f32).
     pub fn in_precision(self, mixed_precision: Option<&'a MixedPrecision>) -> Self {
         Self {
             mixed_precision,
@@ -529,7 +590,16 @@ impl Problem for BatchObjective<'_> {
     fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {
         let size = self.sampling.curvature_batch_size;
         let batch = self.curvature_batch.get_or_init(|| self.batch.head(size));
-        let inner = self.objective.curvature(self.sampling.kind, params, batch);
+        // `train.precision` below f32 with Gauss-Newton curvature: its products in the low
+        // dtype (the config refuses it for the exact Hessian).
+        let inner: Box<dyn LinearOperator + '_> = match (self.sampling.kind, self.mixed_precision) {
+            (CurvatureKind::GaussNewton, Some(mixed)) => Box::new(self.objective.gauss_newton_in(
+                params,
+                batch,
+                Some(mixed.low()),
+            )),
+            _ => self.objective.curvature(self.sampling.kind, params, batch),
+        };
         match self.on_product {
             Some(on_product) => Box::new(Watched { inner, on_product }),
             None => inner,

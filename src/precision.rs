@@ -179,6 +179,11 @@ impl MixedPrecision {
         self
     }
 
+    /// The dtype the network's passes run in.
+    pub fn low(&self) -> FloatDType {
+        self.low
+    }
+
     /// f16's current loss scale (None for bf16).
     pub fn loss_scale(&self) -> Option<f32> {
         self.loss_scale.as_ref().map(|s| s.get().scale)

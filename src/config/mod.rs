@@ -104,6 +104,16 @@ impl Config {
         )
     }
 
+    /// Whether the optimizer's curvature products are Gauss-Newton products, which
+    /// `train.precision` may lower (the gradient, CG's vectors and the step stay f32).
+    fn half_precision_curvature_products(&self) -> bool {
+        self.optimizer.capabilities().curvature_products
+            && self
+                .optimizer
+                .hessian_free()
+                .is_some_and(|h| h.curvature == crate::optim::CurvatureKind::GaussNewton)
+    }
+
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a Config always serialises to TOML")
     }
@@ -136,7 +146,8 @@ impl Config {
                  comes from its line search); remove the section{}",
                 self.optimizer,
                 match self.optimizer.hessian_free() {
-                    Some(_) => ", or set optimizer.hessian_free.step_schedule = true to multiply \
+                    Some(_) =>
+                        ", or set optimizer.hessian_free.step_schedule = true to multiply \
                                each accepted step by the schedule (peak 1)",
                     None => "",
                 }
@@ -154,11 +165,15 @@ impl Config {
             ),
         );
         problems.check(
-            first_order || self.train.precision == Precision::F32,
+            first_order
+                || self.train.precision == Precision::F32
+                || self.half_precision_curvature_products(),
             format!(
-                "train.precision = \"{}\": half precision is for SGD and Adam; optimizer {} \
-                 computes in f32 (its CG and step acceptance are not measured in half \
-                 precision); remove the setting",
+                "train.precision = \"{}\": half precision is for SGD's and Adam's gradient and \
+                 Hessian-free's Gauss-Newton products; optimizer {} here computes in f32 (with \
+                 curvature = \"hessian\", its double backprop is not measured in half \
+                 precision): remove the setting, or set optimizer.hessian_free.curvature = \
+                 \"gauss-newton\"",
                 self.train.precision, self.optimizer
             ),
         );

@@ -71,6 +71,14 @@ fn image_files(class_dir: &Path) -> Result<Vec<PathBuf>> {
             .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
         if is_image && path.is_file() {
             files.push(path);
+        } else if is_image {
+            // Named as a picture but not one to read: say so rather than train on fewer.
+            let what = match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => "a link to nothing readable",
+                Ok(m) if m.is_dir() => "a folder",
+                _ => "not a regular file",
+            };
+            log::warn!("{}: skipped, it is {what}", path.display());
         }
     }
     if files.is_empty() {

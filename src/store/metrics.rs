@@ -337,16 +337,16 @@ impl StepLog {
         if !unreadable.is_empty() {
             let kept = crate::support::fsutil::keep_aside(path, "damaged")?;
             log::warn!(
-                "{}: {} not a row of this run's step log ({}); the {} that are were kept, and \
-                 the file as it was is saved as {}",
+                "{}: {} {} of this run's step log; kept its {}, and saved the file as it was \
+                 as {}",
                 path.display(),
                 crate::support::words::list_lines(&unreadable),
                 if unreadable.len() == 1 {
-                    "it is"
+                    "is not a row"
                 } else {
-                    "they are"
+                    "are not rows"
                 },
-                crate::support::words::count(log.rows.len(), "row"),
+                crate::support::words::count(log.rows.len(), "readable row"),
                 kept.display()
             );
         }

@@ -70,15 +70,24 @@ fn wrong_type_is_named() {
         load("[train]\nprecision = \"fp8\"\n"),
         &["precision", "fp8", "`f32`, `bf16`, `f16`"],
     );
-    // Hessian-free computes in f32: half precision set for it is named, not ignored.
+    // Hessian-free's exact Hessian products are f32's: half precision set for them is
+    // named, not ignored; its Gauss-Newton products take it.
     assert_error(
-        load("[optimizer]\nkind = \"hessian-free\"\n[train]\nprecision = \"bf16\"\n"),
+        load(
+            "[optimizer]\nkind = \"hessian-free\"\n[optimizer.hessian_free]\n\
+             curvature = \"hessian\"\n[train]\nprecision = \"bf16\"\n",
+        ),
         &[
             "train.precision = \"bf16\"",
             "hessian-free",
             "f32",
             "remove the setting",
+            "gauss-newton",
         ],
+    );
+    assert!(
+        load("[optimizer]\nkind = \"hessian-free\"\n[train]\nprecision = \"f16\"\n").is_ok(),
+        "Gauss-Newton products take f16"
     );
     assert!(
         load("[train]\nprecision = \"f16\"\n").is_ok(),
@@ -342,7 +351,7 @@ fn a_setting_of_another_optimizer_is_refused_by_name() {
     );
     assert_error(
         load("[optimizer]\nkind = \"adamw\"\nlearning_rate = 0.1\n"),
-        &["optimizer.learning_rate", "unknown setting", "lr, beta1"],
+        &["optimizer.learning_rate", "unknown setting", "beta1, beta2, eps, lr"],
     );
     assert_error(
         load("[optimizer]\nkind = \"newton\"\n"),

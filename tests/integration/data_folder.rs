@@ -308,3 +308,65 @@ fn a_class_folder_name_that_is_not_utf8_is_named() {
         &["not valid UTF-8", "rename it"],
     );
 }
+
+/// A file named as a picture that cannot be read as one (a link to nothing, a folder) is
+/// named when the data set is read, not passed over in silence.
+#[test]
+fn a_picture_name_that_is_no_picture_is_named() {
+    let dir = TempDir::new();
+    let root = dir.path().join("data");
+    for class in hftrain::data::CIFAR10_CLASSES {
+        write_images(&root, "train", class, 3, 32);
+        write_images(&root, "test", class, 1, 32);
+    }
+    let cat = root.join("train/cat");
+    std::os::unix::fs::symlink(dir.path().join("gone.png"), cat.join("dangling.png")).unwrap();
+    std::fs::create_dir(cat.join("folder.png")).unwrap();
+    let mut config = crate::common::small_config(&root, "flex");
+    config.data.train_limit = 0;
+    config.data.test_limit = 0;
+    config.train.epochs = 1;
+    config.train.batch_size = 10;
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+    let out = dir.path().join("run");
+    let (ok, text) = crate::common::hftrain(&[
+        "train",
+        "--config",
+        path.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("dangling.png: skipped, it is a link to nothing readable")
+            && text.contains("folder.png: skipped, it is a folder"),
+        "{text}"
+    );
+}
+
+/// An override that is neither `on` nor `off` is named, not ignored in silence.
+#[test]
+fn a_misspelt_conv_patches_override_is_named() {
+    let dir = TempDir::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args([
+            "bench",
+            "--config",
+            "configs/smoke.toml",
+            "--device",
+            "flex",
+        ])
+        .args(["--batch", "2", "--repeats", "1", "--only", "forward"])
+        .env("HFTRAIN_CONV_PATCHES", "bogus")
+        .env("HFTRAIN_KERNEL_CACHE", dir.path())
+        .current_dir(crate::common::repository_root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("HFTRAIN_CONV_PATCHES=\"bogus\" is neither `on` nor `off`: ignored"),
+        "{stderr}"
+    );
+}

@@ -241,3 +241,50 @@ fn a_device_without_the_arithmetic_is_refused_by_name() {
         assert!(err.contains(needle), "{needle:?} missing from: {err}");
     }
 }
+
+/// Hessian-free's Gauss-Newton products in bf16 or f16 (`train.precision`): the f32 product
+/// to a few unit roundoffs on smooth networks, whatever the scale of the direction (CG's
+/// vectors shrink by orders of magnitude over a solve), with f32 in and out.
+#[test]
+fn half_precision_gauss_newton_products_are_the_f32_product_to_half_precision() {
+    let d = Device::flex();
+    let mut failures = Vec::new();
+    // As for the gradient: smooth networks within a few roundoffs (each value is a chain of
+    // a jvp and a vjp through a few layers, summed in f32); networks with kinks only "not
+    // wrong" (a ReLU or max-pool choice that rounding flips moves whole entries).
+    let cases = smooth_networks()
+        .into_iter()
+        .map(|n| (n, 8.0))
+        .chain(networks().into_iter().map(|n| (n, f64::INFINITY)));
+    for ((name, model), roundoffs) in cases {
+        let p = problem(&model, 11, 8, &d);
+        let objective = NetworkObjective::new(&p.network, 0.0, 5e-4, &d);
+        let reference = objective.gauss_newton(&p.params, &p.batch);
+        let direction = crate::common::random_tensor::<1>(12, [p.network.params.total()], &d);
+        for (precision, roundoff) in [
+            (Precision::Bf16, 2f64.powi(-8)),
+            (Precision::F16, 2f64.powi(-11)),
+        ] {
+            let bound = (roundoffs * roundoff).min(0.5);
+            let low = precision.low_dtype();
+            let operator = objective.gauss_newton_in(&p.params, &p.batch, low);
+            // A direction of CG's first iterations and one of its last: f16 alone would
+            // flush the second's entries (about 1e-9) to zero.
+            for scale in [1.0f32, 1e-9] {
+                let v = direction.clone().mul_scalar(scale);
+                let out = operator.product(&v);
+                assert_eq!(out.dtype(), DType::F32, "{name}: the product is f32's");
+                let err = relative_error(&out, &reference.product(&v));
+                println!(
+                    "measured: {precision} Gv {name:<52} scale {scale:.0e}: relative error {err:.1e} ({:.1} roundoffs)",
+                    err / roundoff
+                );
+                if err >= bound {
+                    failures.push(format!("{name} {precision} scale {scale}: Gv off by {err}"));
+                }
+                assert!(err > 1e-7, "{name} {precision}: the f32 product ({err})");
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}

@@ -109,9 +109,17 @@ fn an_optimizer_defined_outside_hftrain_trains_through_the_registry_alone() {
     let wrong = Config::parse("[optimizer]\nkind = \"gradient-descent\"\nmomentum = 0.9\n")
         .unwrap_err()
         .to_string();
-    assert!(wrong.contains("momentum") && wrong.contains("sgd"), "{wrong}");
+    assert!(
+        wrong.contains("momentum") && wrong.contains("sgd"),
+        "{wrong}"
+    );
     let bad = Config::parse("[optimizer]\nkind = \"gradient-descent\"\nlr = -1\n").unwrap();
-    assert!(bad.validate().unwrap_err().to_string().contains("optimizer.lr = -1"));
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("optimizer.lr = -1")
+    );
 
     let mut config = small_config(&synthetic_binary(), "flex");
     config.optimizer = parsed.optimizer.clone();
@@ -122,7 +130,10 @@ fn an_optimizer_defined_outside_hftrain_trains_through_the_registry_alone() {
     assert_eq!(outcome.metrics.len(), 2);
     let first = &outcome.metrics[0];
     let last = outcome.metrics.last().unwrap();
-    assert!(last.train_loss < first.train_loss.max(2.3), "{first:?} {last:?}");
+    assert!(
+        last.train_loss < first.train_loss.max(2.3),
+        "{first:?} {last:?}"
+    );
     // Its step log has its columns, not Hessian-free's, one row per step.
     let steps = std::fs::read_to_string(run.join("steps.csv")).unwrap();
     let mut lines = steps.lines();

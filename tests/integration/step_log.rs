@@ -25,9 +25,16 @@ fn a_damaged_step_log_is_named_kept_aside_and_its_readable_rows_kept() {
     train(&config, &run, Some("latest"), None).unwrap();
     let after = std::fs::read_to_string(&steps).unwrap();
     let rows: Vec<&str> = after.lines().skip(1).collect();
-    assert_eq!(rows.len(), 4, "the two old rows kept, two new ones:\n{after}");
+    assert_eq!(
+        rows.len(),
+        4,
+        "the two old rows kept, two new ones:\n{after}"
+    );
     assert_eq!(rows[..2], original.lines().skip(1).collect::<Vec<_>>()[..]);
-    assert!(rows[0].starts_with("1,") && rows[3].starts_with("4,"), "{after}");
+    assert!(
+        rows[0].starts_with("1,") && rows[3].starts_with("4,"),
+        "{after}"
+    );
     // The file as it was, damage included, is kept beside the log.
     let kept = std::fs::read(run.join("steps.csv.damaged")).unwrap();
     assert_eq!(kept, damaged);

@@ -77,7 +77,14 @@ impl Patches {
             OVERRIDE.get_or_init(|| match std::env::var("HFTRAIN_CONV_PATCHES").as_deref() {
                 Ok("on") => Some(true),
                 Ok("off") => Some(false),
-                _ => None,
+                Ok(other) => {
+                    log::warn!(
+                        "HFTRAIN_CONV_PATCHES={other:?} is neither `on` nor `off`: ignored, so \
+                         the device decides (unset it, or set on or off)"
+                    );
+                    None
+                }
+                Err(_) => None,
             });
         bytes <= BUDGET_BYTES
             && forced.unwrap_or_else(|| crate::device::keeps_tensors_in_host_memory(device))
