@@ -106,10 +106,11 @@ pub fn open_checkpoint(
     // Another number of classes would show as a model mismatch below; it is the data.
     if !ckpt.classes.is_empty() && ckpt.classes.len() != images.classes.len() {
         bail!(
-            "the data in {} differs from the checkpoint's: it has {} ({}), the checkpoint {} \
-             was trained on {} ({}); give --data a data set of the checkpoint's classes",
+            "the data in {} differs from the checkpoint's: it has {} classes ({}), the \
+             checkpoint {} was trained on {} ({}); give --data a data set of the checkpoint's \
+             classes",
             config.data.dir.display(),
-            format!("{} classes", images.classes.len()),
+            images.classes.len(),
             images.classes.join(", "),
             dir.display(),
             ckpt.classes.len(),

@@ -196,7 +196,6 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport> {
     let config = Config::load(&args.config)?;
     let batch_size = check_args(args, &config)?;
     let selected = crate::session::open_device(args.device.unwrap_or(config.device))?;
-    let device = &selected.device;
     let network = Network::new(&config.model, crate::data::CIFAR10_CLASSES.len())
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("invalid config file {}", args.config.display()))?;

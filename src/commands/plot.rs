@@ -40,11 +40,10 @@ pub fn execute(args: &PlotArgs) -> Result<ExitCode> {
     let columns = config.optimizer.step_columns();
     let steps_path = run.join("steps.csv");
     let steps = match steps_path.exists() && !columns.is_empty() {
-        true => Some(StepLog::open(&steps_path, columns, usize::MAX)?),
+        true => Some(StepLog::read(&steps_path, columns)?),
         false => None,
     };
-    let steps = steps.as_ref().map(StepLog::rows);
-    for path in crate::report::plots::write_all(run, &metrics, steps)? {
+    for path in crate::report::plots::write_all(run, &metrics, steps.as_deref())? {
         println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)

@@ -399,6 +399,15 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     if args.top > n {
         bail!("--top {}: the network has only {n} parameters", args.top);
     }
+    let images = args.batches.saturating_mul(args.batch_size);
+    if images > opened.data.len() {
+        bail!(
+            "--batches {} x --batch-size {} = {images} images, but the training split has {}",
+            args.batches,
+            args.batch_size,
+            opened.data.len()
+        );
+    }
     let batches = fixed_batches(
         &opened.data,
         &Transform::eval(&config.data),

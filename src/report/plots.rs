@@ -328,8 +328,11 @@ pub fn write_all(
             .iter()
             .filter_map(|s| Some((s.step as f64, transform(s.number(column)?))))
             .collect();
-        // Drawn where the optimizer's step log has the column.
-        if !points.is_empty() {
+        // Drawn where the optimizer's step log has the column; one drawn before from rows
+        // that are gone would show what the run no longer says.
+        if points.is_empty() {
+            let _ = std::fs::remove_file(dir.join(name));
+        } else {
             charts.push((name, line_chart(title, "step", &[series(label, points)])?));
         }
     }

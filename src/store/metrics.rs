@@ -304,53 +304,85 @@ pub struct StepLog {
     rows: Vec<StepMetrics>,
 }
 
+/// The rows of the step log at `path` up to `last_step`, and the numbers of its lines that
+/// are not rows (nothing where there is no file).
+fn read_step_rows(
+    path: &Path,
+    columns: &'static [Column],
+    last_step: usize,
+) -> Result<(Vec<StepMetrics>, Vec<usize>)> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Default::default()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    // Lossy: an undecodable line is one that is not a row, named like any other.
+    let text = String::from_utf8_lossy(&bytes);
+    let header = step_columns(columns).join(",");
+    let (mut rows, mut unreadable) = (Vec::new(), Vec::new());
+    for (i, line) in text.lines().enumerate() {
+        if i == 0 && line == header {
+            continue;
+        }
+        match parse_step(line, columns) {
+            Some(row) if row.step <= last_step => rows.push(row),
+            Some(_) => {}
+            None => unreadable.push(i + 1),
+        }
+    }
+    Ok((rows, unreadable))
+}
+
+/// `PATH: line 4 is not a row of this run's step log` (or `lines ... are not rows`).
+fn unreadable_rows(path: &Path, lines: &[usize]) -> String {
+    format!(
+        "{}: {} {} of this run's step log",
+        path.display(),
+        crate::support::words::list_lines(lines),
+        if lines.len() == 1 {
+            "is not a row"
+        } else {
+            "are not rows"
+        }
+    )
+}
+
 impl StepLog {
     /// The log at `path` of an optimizer with `columns`, continuing an existing one up to and
     /// including global step `last_step` (a resumed run drops the rows of its interrupted
     /// part). Lines that are not rows of this log (damaged, or of another version's columns)
-    /// are named in a warning, and the file as it was is kept beside the log, so nothing is
-    /// dropped silently.
+    /// are named in a warning, and the file as it was is kept beside the log before it is
+    /// rewritten, so nothing is dropped silently.
     pub fn open(path: &Path, columns: &'static [Column], last_step: usize) -> Result<Self> {
-        let mut log = Self {
-            path: path.to_path_buf(),
-            columns,
-            rows: Vec::new(),
-        };
-        let bytes = match std::fs::read(path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(log),
-            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-        };
-        let text = String::from_utf8_lossy(&bytes);
-        let mut unreadable = Vec::new();
-        let header = step_columns(columns).join(",");
-        for (i, line) in text.lines().enumerate() {
-            if i == 0 && line == header {
-                continue;
-            }
-            match parse_step(line, columns) {
-                Some(row) if row.step <= last_step => log.rows.push(row),
-                Some(_) => {}
-                None => unreadable.push(i + 1),
-            }
-        }
+        let (rows, unreadable) = read_step_rows(path, columns, last_step)?;
         if !unreadable.is_empty() {
             let kept = crate::support::fsutil::keep_aside(path, "damaged")?;
             log::warn!(
-                "{}: {} {} of this run's step log; kept its {}, and saved the file as it was \
-                 as {}",
-                path.display(),
-                crate::support::words::list_lines(&unreadable),
-                if unreadable.len() == 1 {
-                    "is not a row"
-                } else {
-                    "are not rows"
-                },
-                crate::support::words::count(log.rows.len(), "readable row"),
+                "{}; kept its {}, and saved the file as it was as {}",
+                unreadable_rows(path, &unreadable),
+                crate::support::words::count(rows.len(), "readable row"),
                 kept.display()
             );
         }
-        Ok(log)
+        Ok(Self {
+            path: path.to_path_buf(),
+            columns,
+            rows,
+        })
+    }
+
+    /// The rows of the log at `path`, to read and not rewrite (`hftrain plot`): lines that
+    /// are not rows are named in a warning and left as they are.
+    pub fn read(path: &Path, columns: &'static [Column]) -> Result<Vec<StepMetrics>> {
+        let (rows, unreadable) = read_step_rows(path, columns, usize::MAX)?;
+        if !unreadable.is_empty() {
+            log::warn!(
+                "{}; the plots show its {}",
+                unreadable_rows(path, &unreadable),
+                crate::support::words::count(rows.len(), "readable row")
+            );
+        }
+        Ok(rows)
     }
 
     pub fn push(&mut self, row: StepMetrics) {

@@ -232,24 +232,7 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         Some((dir, ckpt)) => resume(dir, ckpt, &network, optimizer.as_mut(), &device)?,
         None => start_afresh(&network, config.seed, &device),
     };
-    let average = match &config.train.average {
-        Some(settings) => {
-            log::info!("averaging the parameters: {settings}");
-            let mut average = IterateAverage::new(settings);
-            if let Some((dir, ckpt)) = &resumed {
-                average
-                    .load(ckpt.average.as_ref(), network.params.total(), &device)
-                    .with_context(|| {
-                        format!(
-                            "cannot restore the parameter average from {}",
-                            dir.display()
-                        )
-                    })?;
-            }
-            Some(average)
-        }
-        None => None,
-    };
+    let average = parameter_average(&config, resumed.as_ref(), network.params.total(), &device)?;
     let facts = ReportFacts {
         device: selected.description.clone(),
         model: network.summary(),
@@ -367,6 +350,32 @@ fn resume(
         metrics: ckpt.metrics.clone(),
         epoch_progress: ckpt.epoch_progress,
     })
+}
+
+/// The running average of the parameters `train.average` asks for (None without it),
+/// restored from the checkpoint when resuming.
+fn parameter_average(
+    config: &Config,
+    resumed: Option<&(PathBuf, Checkpoint)>,
+    len: usize,
+    device: &Device,
+) -> Result<Option<IterateAverage>> {
+    let Some(settings) = &config.train.average else {
+        return Ok(None);
+    };
+    log::info!("averaging the parameters: {settings}");
+    let mut average = IterateAverage::new(settings);
+    if let Some((dir, ckpt)) = resumed {
+        average
+            .load(ckpt.average.as_ref(), len, device)
+            .with_context(|| {
+                format!(
+                    "cannot restore the parameter average from {}",
+                    dir.display()
+                )
+            })?;
+    }
+    Ok(Some(average))
 }
 
 /// `runs/<name>` for `runs/<name>/checkpoints/<checkpoint>`.

@@ -330,7 +330,8 @@ fn step_schedule_decays_hessian_free_steps_in_a_run() {
 }
 
 fn load(text: &str) -> anyhow::Result<Config> {
-    let config = Config::parse(text)?;
+    let mut config = Config::parse(text)?;
+    config.name = "averaging".into();
     config.validate()?;
     Ok(config)
 }

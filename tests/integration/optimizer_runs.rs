@@ -286,7 +286,13 @@ fn compare_draws_each_run_and_tables_its_time_to_accuracy() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hftrain"))
         .arg("compare")
         .args(&paths)
-        .args(["--out", png.to_str().unwrap(), "--levels", "45,58%"])
+        .args([
+            "--out",
+            png.to_str().unwrap(),
+            "--levels",
+            "45,58%",
+            "--force",
+        ])
         .output()
         .unwrap();
     assert_succeeded(&out);

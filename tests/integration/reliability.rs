@@ -257,7 +257,10 @@ fn sigterm_and_sighup_checkpoint_like_ctrl_c() {
         wait_for_line(&mut child, "epoch 1/3 step 2/20");
         signal(&child, sig);
         let (code, stdout, stderr) = finish(child);
-        assert_eq!(code, status, "exit status after signal {sig}\n{stdout}\n{stderr}");
+        assert_eq!(
+            code, status,
+            "exit status after signal {sig}\n{stdout}\n{stderr}"
+        );
         assert!(stderr.contains(said), "{stderr}");
         assert!(stdout.contains("interrupted at epoch 1 step"), "{stdout}");
         let latest = checkpoint::resolve("latest", &run.join("checkpoints")).unwrap();

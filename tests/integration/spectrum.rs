@@ -677,6 +677,8 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
     let checkpoint = trained_checkpoint(dir.path());
     let data = crate::common::synthetic_binary();
     let json = dir.path().join("out/spectrum.json");
+    // The folder of an output must exist (`store::output`).
+    std::fs::create_dir_all(json.parent().unwrap()).unwrap();
     let plot = dir.path().join("density.png");
     let base = |extra: &[&str]| -> Vec<String> {
         [
@@ -807,6 +809,8 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
         "2",
         "--json",
         json.to_str().unwrap(),
+        // Replacing the first run's results.
+        "--force",
     ]);
     assert!(ok, "{stdout}{stderr}");
     let report: serde_json::Value =

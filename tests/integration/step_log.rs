@@ -65,3 +65,37 @@ fn a_step_log_damage_is_named_by_line_on_the_command_line() {
         "{output}"
     );
 }
+
+/// `hftrain plot` on a step log with an undecodable line: the line is named, the plots are
+/// drawn from the rows that are readable, and a per-step plot with no row left to draw is
+/// removed rather than left stale.
+#[test]
+fn plot_names_a_damaged_step_log_and_leaves_no_stale_plot() {
+    let mut config = hessian_free_config(&synthetic_binary(), "flex");
+    config.train.epochs = 1;
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    train(&config, &run, None, None).unwrap();
+    let steps = run.join("steps.csv");
+    let damping = run.join("plots/damping.png");
+    assert!(damping.is_file());
+    let original = std::fs::read(&steps).unwrap();
+    let mut damaged = original.clone();
+    damaged.extend_from_slice(b"\xff\xfe\n");
+    std::fs::write(&steps, &damaged).unwrap();
+    let (ok, output) = crate::common::hftrain(&["plot", run.to_str().unwrap()]);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("steps.csv: line 4 is not a row of this run's step log; the plots show its 2 readable rows"),
+        "{output}"
+    );
+    assert!(damping.is_file(), "{output}");
+    // Read, not rewritten: the file stays as the user left it.
+    assert_eq!(std::fs::read(&steps).unwrap(), damaged);
+
+    let header = original.split(|&b| b == b'\n').next().unwrap().to_vec();
+    std::fs::write(&steps, [header, b"\n\xff\xfe\n".to_vec()].concat()).unwrap();
+    let (ok, output) = crate::common::hftrain(&["plot", run.to_str().unwrap()]);
+    assert!(ok, "{output}");
+    assert!(!damping.exists(), "a stale plot is left:\n{output}");
+}

@@ -270,7 +270,7 @@ fn sgd_in_half_precision_trains_as_sgd_in_f32() {
 
 #[test]
 fn run_directory_is_protected_and_resume_refuses_a_changed_config() {
-    let mut config = flex_config(100, 50, 2);
+    let config = flex_config(100, 50, 2);
     let dir = TempDir::new();
     let run = dir.path().join("run");
     train(&config, &run, None, Some(1)).unwrap();
