@@ -351,7 +351,11 @@ fn a_setting_of_another_optimizer_is_refused_by_name() {
     );
     assert_error(
         load("[optimizer]\nkind = \"adamw\"\nlearning_rate = 0.1\n"),
-        &["optimizer.learning_rate", "unknown setting", "beta1, beta2, eps, lr"],
+        &[
+            "optimizer.learning_rate",
+            "unknown setting",
+            "beta1, beta2, eps, lr",
+        ],
     );
     assert_error(
         load("[optimizer]\nkind = \"newton\"\n"),

@@ -147,7 +147,10 @@ fn a_full_batch_convex_run_ends_cleanly_at_its_optimum() {
     config.train.label_smoothing = 0.0;
     // Strongly convex enough to reach the optimum in a few steps (with little weight decay
     // the separable data lets the loss creep towards zero for hundreds of steps).
-    if let Some(settings) = config.optimizer.settings_mut::<hftrain::config::HessianFreeSettings>() {
+    if let Some(settings) = config
+        .optimizer
+        .settings_mut::<hftrain::config::HessianFreeSettings>()
+    {
         settings.weight_decay = 0.1;
     }
     crate::common::hessian_free(&mut config).curvature_batch_size = 100;

@@ -326,7 +326,8 @@ fn sigkill_at_many_points_never_loses_or_corrupts_a_checkpoint() {
         delay_ms = 100 + (delay_ms * 7 + 113) % 900;
     }
     if !finished {
-        let (code, stdout, stderr) = finish(spawn(&config, &run, resume_or_start_over(&checkpoints)));
+        let (code, stdout, stderr) =
+            finish(spawn(&config, &run, resume_or_start_over(&checkpoints)));
         assert_eq!(code, 0, "{stdout}\n{stderr}");
     }
     use std::io::Write;
