@@ -41,8 +41,9 @@ pub enum Command {
     /// Evaluate a checkpoint on the test split: accuracy (also with horizontal-flip test-time
     /// augmentation), per-class accuracy, confusion matrix, most confident mistakes.
     Eval(eval::EvalArgs),
-    /// Classify your own pictures: each is cropped to its centred square and resized to
-    /// 32x32 with a Lanczos-3 filter, then normalised as in training. Prints the top classes
+    /// Classify your own pictures: each is turned upright by its EXIF orientation, cropped to
+    /// its centred square and resized to 32x32 with a Lanczos-3 filter, then normalised as in
+    /// training. Prints the top classes
     /// with probabilities, one line per picture; a picture that cannot be read is reported and
     /// the others are still classified (exit status 1 then).
     Predict(predict::PredictArgs),

@@ -1,5 +1,6 @@
 //! `hftrain predict`: a trained network on the user's own pictures. Each picture, of any size
-//! and in any format the `image` crate reads, is cropped to its centred square and resized to
+//! and in any format the `image` crate reads, is turned upright by its EXIF orientation,
+//! cropped to its centred square and resized to
 //! 32x32 with a Lanczos filter (antialiased: every source pixel counts), then normalised as in
 //! training and classified in batches. A picture that cannot be read is reported and the
 //! others are still classified.
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
+use image::ImageDecoder;
 use image::imageops::FilterType;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -26,7 +28,8 @@ pub const EXTENSIONS: [&str; 9] = [
 ];
 
 /// How a picture becomes the network's input, as `--help` and the JSON say.
-pub const PREPROCESSING: &str = "the centred square of the picture, resized to 32x32 with a \
+pub const PREPROCESSING: &str = "the centred square of the picture turned upright by its EXIF \
+                                 orientation, resized to 32x32 with a \
                                  Lanczos-3 filter, RGB, normalised with the training mean and \
                                  standard deviation";
 
@@ -107,19 +110,41 @@ pub fn expand_inputs(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             files.push(input.clone());
             continue;
         }
-        let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+        let entries: Vec<PathBuf> = std::fs::read_dir(input)
             .with_context(|| format!("cannot read folder {}", input.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.is_file()
-                    && p.extension()
-                        .and_then(|e| e.to_str())
-                        .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
-            })
             .collect();
+        let named_as_image = |p: &PathBuf| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        };
+        let mut found = Vec::new();
+        for path in entries.iter().filter(|p| named_as_image(p)) {
+            if path.is_file() {
+                found.push(path.clone());
+            } else {
+                // A link to nothing, or a folder named like a picture: said, not skipped
+                // in silence.
+                log::warn!(
+                    "{}: skipped, it is not a readable picture file",
+                    path.display()
+                );
+            }
+        }
         if found.is_empty() {
+            let subfolders: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+            let inside = match subfolders.as_slice() {
+                [] => String::new(),
+                [one] => format!("; its subfolder {} is not searched: name it", one.display()),
+                [first, ..] => format!(
+                    "; its {} subfolders are not searched: name them (e.g. {})",
+                    subfolders.len(),
+                    first.display()
+                ),
+            };
             bail!(
-                "folder {} holds no image ({} files); name image files or folders of them",
+                "folder {} holds no image ({} files){inside}; name image files or folders of them",
                 input.display(),
                 EXTENSIONS.join(", ")
             );
@@ -160,7 +185,14 @@ pub fn prepare_image(path: &Path) -> Result<Vec<u8>> {
             MAX_PIXELS / 1_000_000
         );
     }
-    let decoded = reader()?.decode().map_err(unreadable)?;
+    // Upright as a viewer shows it: a phone's photo is stored sideways with an EXIF
+    // orientation saying how to turn it.
+    let mut decoder = reader()?.into_decoder().map_err(unreadable)?;
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut decoded = image::DynamicImage::from_decoder(decoder).map_err(unreadable)?;
+    decoded.apply_orientation(orientation);
     let rgb = decoded.into_rgb8();
     let (width, height) = rgb.dimensions();
     let side = width.min(height);

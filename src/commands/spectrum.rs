@@ -720,16 +720,18 @@ impl SpectrumReport {
             ));
             for b in &self.per_layer {
                 let top = b.top.eigenvalues.first();
+                // What was not estimated is a dash, not NaN.
+                let dash = |width: usize| format!("{:>width$}", "-");
                 line(format!(
-                    "  {:<32} {:>10}  {}  {:>9.2e}  {}  {:>10.2e}",
+                    "  {:<32} {:>10}  {}  {}  {}  {}",
                     b.name,
                     b.parameters,
-                    top.map_or(format!("{:>12}", "-"), |e| number(e.value)),
-                    top.map_or(f64::NAN, |e| e.residual),
+                    top.map_or(dash(12), |e| number(e.value)),
+                    top.map_or(dash(9), |e| format!("{:>9.2e}", e.residual)),
+                    b.trace.as_ref().map_or(dash(12), |t| number(t.estimate)),
                     b.trace
                         .as_ref()
-                        .map_or(format!("{:>12}", "-"), |t| number(t.estimate)),
-                    b.trace.as_ref().map_or(f64::NAN, |t| t.standard_error),
+                        .map_or(dash(10), |t| format!("{:>10.2e}", t.standard_error)),
                 ));
             }
         }

@@ -606,7 +606,15 @@ fn prune(dir: &Path, keep: usize) -> Result<()> {
 pub fn resolve(spec: &str, checkpoints_dir: &Path) -> Result<PathBuf> {
     if spec == LATEST {
         let link = checkpoints_dir.join(LATEST);
-        if link.exists() {
+        if link.exists() && !link.is_dir() {
+            // Not a link to a checkpoint (a file put there by hand, say): the epoch folders
+            // still say which is newest.
+            log::warn!(
+                "{} is not a link to a checkpoint folder: ignored; the newest checkpoint \
+                 folder is resumed",
+                link.display()
+            );
+        } else if link.exists() {
             // `latest` names a checkpoint of this run; one that leads elsewhere is not
             // followed silently.
             let target = fs::canonicalize(&link).ok();
@@ -624,10 +632,29 @@ pub fn resolve(spec: &str, checkpoints_dir: &Path) -> Result<PathBuf> {
         }
         match list(checkpoints_dir).pop() {
             Some(newest) => Ok(newest),
-            None => bail!(
-                "nothing to resume: {} holds no checkpoint; start the run without --resume",
-                checkpoints_dir.display()
-            ),
+            // A run stopped before its first checkpoint (killed while writing it, say) has
+            // its config and metrics but nothing to resume: say how to start it over.
+            None => match checkpoints_dir.parent() {
+                // Finished epochs make it a run `train` will not start over without --force
+                // (`RunPaths::holds_a_run`); a header alone it starts again by itself.
+                Some(run)
+                    if fs::read_to_string(run.join("metrics.csv"))
+                        .is_ok_and(|text| text.lines().skip(1).any(|l| !l.trim().is_empty())) =>
+                {
+                    bail!(
+                        "nothing to resume: the run in {} was stopped before its first \
+                         checkpoint; start it over with `hftrain train --config {} --out {} \
+                         --force` (removing only what hftrain wrote there)",
+                        run.display(),
+                        run.join("config.toml").display(),
+                        run.display()
+                    )
+                }
+                _ => bail!(
+                    "nothing to resume: {} holds no checkpoint; start the run without --resume",
+                    checkpoints_dir.display()
+                ),
+            },
         }
     } else {
         Ok(PathBuf::from(spec))

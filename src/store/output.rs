@@ -62,6 +62,23 @@ pub fn check(path: &Path, option: &str, existing: Existing) -> Result<()> {
             parent.display()
         ),
     }
+    // Writable, found before the work (a read-only run's eval folder used to fail after its
+    // results were printed): the write goes through a temporary beside the file.
+    let probe = crate::support::fsutil::temporary_sibling(path);
+    match fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = fs::remove_file(&probe);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => bail!(
+            "cannot write into {} ({e}); choose another {option} in a folder you can write to",
+            parent.display()
+        ),
+    }
     if let Some(owner) = owner_of(path) {
         bail!(
             "refusing to write {}: it is {owner}, which hftrain never replaces (not even with \

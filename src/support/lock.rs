@@ -45,19 +45,7 @@ impl RunLock {
             match file.try_lock() {
                 Ok(()) => {}
                 Err(std::fs::TryLockError::WouldBlock) => {
-                    let mut holder = String::new();
-                    let _ = file.read_to_string(&mut holder);
-                    let pid = match holder.trim() {
-                        "" => "unknown".to_string(),
-                        pid => pid.to_string(),
-                    };
-                    bail!(
-                        "run directory {} is in use by another hftrain process (pid {pid}, \
-                         lock file {}); wait for it to end, or train into another directory \
-                         with --out",
-                        run_dir.display(),
-                        path.display()
-                    );
+                    return Err(in_use(run_dir, &path, &mut file));
                 }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock {}", path.display()));
@@ -78,6 +66,36 @@ impl RunLock {
             path.display()
         )
     }
+}
+
+/// Fails as `acquire` would while another process holds the run's lock, without taking it:
+/// a resume looks before it reads the run (whose first checkpoint such a process may not
+/// have written yet).
+pub fn check_not_held(run_dir: &Path) -> Result<()> {
+    let path = run_dir.join(LOCK_FILE);
+    let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        return Ok(());
+    };
+    match file.try_lock() {
+        Err(std::fs::TryLockError::WouldBlock) => Err(in_use(run_dir, &path, &mut file)),
+        _ => Ok(()),
+    }
+}
+
+/// The error for a run directory whose lock another process holds (its pid read from `file`).
+fn in_use(run_dir: &Path, path: &Path, file: &mut File) -> anyhow::Error {
+    let mut holder = String::new();
+    let _ = file.read_to_string(&mut holder);
+    let pid = match holder.trim() {
+        "" => "unknown".to_string(),
+        pid => pid.to_string(),
+    };
+    anyhow::anyhow!(
+        "run directory {} is in use by another hftrain process (pid {pid}, lock file {}); \
+         wait for it to end, or train into another directory with --out",
+        run_dir.display(),
+        path.display()
+    )
 }
 
 /// Whether the open `file` is the one now at `path`.

@@ -138,15 +138,25 @@ impl Session {
                 count(epochs, "epoch")
             );
         }
+        // `--stop-after-epoch N` counts the run's complete epochs, so a run resumed with N
+        // already complete trains nothing (not one epoch more).
+        let reached = |done: usize| stop_after_epoch.is_some_and(|s| done >= s);
+        if self.position.epoch < epochs && reached(self.position.epoch) {
+            log::info!(
+                "the run already has {} complete, as many as --stop-after-epoch asks; nothing \
+                 to train (ask for more, or resume without it)",
+                count(self.position.epoch, "epoch")
+            );
+        }
         let mut last_checkpoint = None;
-        while self.position.epoch < epochs {
+        while self.position.epoch < epochs && !reached(self.position.epoch) {
             let (totals, last_step) = match self.train_epoch()? {
                 EpochEnd::Done(done) => *done,
                 EpochEnd::Interrupted(dir) => return Ok(self.outcome(Some(dir), true)),
             };
             self.end_epoch(&totals, last_step.as_ref())?;
             let done = self.position.epoch;
-            let stopping = stop_after_epoch.is_some_and(|s| done >= s);
+            let stopping = reached(done);
             let interrupted = interrupt::requested();
             if self.checkpoint_due(done, stopping || interrupted) {
                 let dir = self.save_checkpoint(EpochProgress::default())?;
@@ -249,10 +259,28 @@ impl Session {
         } else {
             ""
         };
+        // The advice names the settings that can cause it: a logit scale far from 1 makes
+        // the loss overflow whatever the step, and an optimizer without a learning rate
+        // has none to lower.
+        let scale = self.config.model.logit_scale;
+        let logits = if !(1e-3..=1e3).contains(&scale.abs()) {
+            format!(
+                "; model.logit_scale = {scale:e} multiplies every logit, and a scale that far \
+                 from 1 overflows the loss: use 1 (0.125 for a ResNet's max-pooled features)"
+            )
+        } else {
+            String::new()
+        };
+        let step_size = if self.config.optimizer.capabilities().learning_rate {
+            "lower optimizer.lr or lengthen schedule.warmup_epochs"
+        } else {
+            "its steps come from the optimizer's own line search: check the model and the \
+             data, or raise optimizer.hessian_free.initial_damping"
+        };
         anyhow::anyhow!(
             "training diverged: {what} at epoch {} step {} (global step {}, learning \
              rate {lr:.3e}); nothing of this step was saved, the last checkpoint is {}; \
-             lower optimizer.lr or lengthen schedule.warmup_epochs{f16}",
+             {step_size}{logits}{f16}",
             self.position.epoch + 1,
             step + 1,
             self.position.global_step + 1,

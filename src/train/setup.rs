@@ -36,6 +36,11 @@ fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf
              directory itself: --resume runs/<name>/checkpoints/epoch-0003"
         ),
     };
+    if spec == checkpoint::LATEST
+        && let Some(run) = checkpoints_dir.parent()
+    {
+        crate::support::lock::check_not_held(run)?;
+    }
     let dir = checkpoint::resolve(spec, &checkpoints_dir)?;
     if spec != checkpoint::LATEST {
         let loaded = Checkpoint::load(&dir)?;
@@ -78,10 +83,15 @@ fn find_resume_checkpoint(request: &TrainRequest, spec: &str) -> Result<(PathBuf
             }
         }
     }
+    let run = checkpoints_dir.parent().unwrap_or(Path::new("."));
     bail!(
-        "no checkpoint in {} can be resumed:\n  {}",
+        "no checkpoint in {} can be resumed:\n  {}\nrestore one from a copy, or start the \
+         run over with `hftrain train --config {} --out {} --force` (removing what hftrain \
+         wrote there, these checkpoints too)",
         checkpoints_dir.display(),
-        refused.join("\n  ")
+        refused.join("\n  "),
+        run.join("config.toml").display(),
+        run.display()
     )
 }
 
@@ -118,6 +128,12 @@ fn protect_run_dir(paths: &RunPaths, request: &TrainRequest, resumed: Option<&Pa
         Some(_) => Ok(()),
         None if !paths.holds_a_run() => Ok(()),
         None if request.force => run_dir::remove_run(dir),
+        None if checkpoint::list(&paths.checkpoints).is_empty() => bail!(
+            "run directory {} holds a run that was stopped before its first checkpoint, so \
+             there is nothing to resume: pass --force to start it over (removing only what \
+             hftrain wrote there), or choose another directory with --out",
+            dir.display()
+        ),
         None => bail!(
             "run directory {} already holds a run (metrics.csv or checkpoints); continue it \
              with --resume latest, choose another directory with --out, or pass --force to \
@@ -175,7 +191,10 @@ fn resolve_config(
             given.clone()
         }
         (Some(given), None) => given.clone(),
-        (None, Some((_, ckpt))) => ckpt.config.clone(),
+        (None, Some((dir, ckpt))) => {
+            keep_an_edited_run_config(dir, &ckpt.config)?;
+            ckpt.config.clone()
+        }
         (None, None) => bail!("train needs --config FILE (or --resume with a checkpoint)"),
     };
     if let Some(dir) = &request.data_dir {
@@ -199,6 +218,7 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
     let selected = session::open_device(config.device)?;
     let device = selected.device.clone();
     let data = session::load_training_data(&config.data)?;
+    check_spectrum_batches(&config, data.train.len())?;
     let network =
         Network::new(&config.model, data.train.classes.len()).map_err(anyhow::Error::msg)?;
     log::info!("{}", network.summary());
@@ -312,6 +332,56 @@ struct Start {
 }
 
 /// A new run: the network's initial weights, at the beginning.
+/// Resumed without `--config`, the checkpoint's config wins; the run's `config.toml` is then
+/// rewritten from it. One the user edited since (or damaged) is saved aside first and the
+/// choice said, so the edit is neither lost nor silently ignored.
+fn keep_an_edited_run_config(checkpoint: &Path, used: &Config) -> Result<()> {
+    let Some(run) = checkpoint.parent().and_then(Path::parent) else {
+        return Ok(());
+    };
+    let path = run.join("config.toml");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(());
+    };
+    let what = match Config::parse(&text) {
+        Ok(written) if written == *used => return Ok(()),
+        Ok(written) => {
+            let mut changes = used.run_differences(&written);
+            if changes.is_empty() {
+                changes.push("settings that do not change the run".into());
+            }
+            format!("was edited since the checkpoint ({})", changes.join("; "))
+        }
+        Err(e) => format!("is not a valid config ({e:#})"),
+    };
+    let kept = crate::support::fsutil::keep_aside(&path, "edited")?;
+    log::warn!(
+        "{} {what}: the checkpoint's config is used and written there; your file is kept as \
+         {} (to train with it, resume with --config {})",
+        path.display(),
+        kept.display(),
+        kept.display()
+    );
+    Ok(())
+}
+
+/// `train.spectrum_every`'s fixed batches must fit in the training split: found before the
+/// first epoch, not after it.
+fn check_spectrum_batches(config: &Config, train_images: usize) -> Result<()> {
+    let t = &config.train;
+    if t.spectrum_every > 0 && t.spectrum_batches > train_images {
+        bail!(
+            "train.spectrum_batches = {}: the sharpness measured every {} takes that many fixed \
+             training batches of at least one image each, and the training split has {}; set \
+             it to at most {train_images} (a few batches suffice: 1 to 10)",
+            t.spectrum_batches,
+            crate::support::words::count(t.spectrum_every, "epoch"),
+            crate::support::words::count(train_images, "image"),
+        );
+    }
+    Ok(())
+}
+
 fn start_afresh(network: &Network, seed: u64, device: &Device) -> Start {
     let (params, buffers) = network.init(seed, device);
     Start {

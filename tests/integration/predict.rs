@@ -270,3 +270,65 @@ fn round_trip_in_pytorch(export: &Path, checkpoint: &Path, dir: &Path) {
     // f32 logits of order 1 through a few layers: agreement to a few ulps of their sums.
     assert!(difference < 1e-4, "{stdout}");
 }
+
+/// A photo stored sideways with an EXIF orientation (as phones write them) is classified
+/// upright, as a viewer shows it.
+#[test]
+fn a_picture_is_turned_upright_by_its_exif_orientation() {
+    let dir = TempDir::new();
+    // Stored 64 x 32: red on the left, blue on the right.
+    let stored = image::RgbImage::from_fn(64, 32, |x, _| {
+        if x < 32 {
+            image::Rgb([250, 0, 0])
+        } else {
+            image::Rgb([0, 0, 250])
+        }
+    });
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+        .encode_image(&stored)
+        .unwrap();
+    // An APP1 segment right after the start marker: Exif, a big-endian TIFF header and one
+    // entry, orientation (0x0112) = 6, "turn 90 degrees clockwise to view".
+    let mut exif = vec![0xFF, 0xE1, 0x00, 0x22];
+    exif.extend_from_slice(b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01");
+    exif.extend_from_slice(&[
+        0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1, 0x00, 0x06, 0, 0, 0, 0, 0, 0,
+    ]);
+    let file = dir.path().join("sideways.jpg");
+    std::fs::write(&file, [&jpeg[..2], &exif, &jpeg[2..]].concat()).unwrap();
+
+    let chw = hftrain::commands::predict::prepare_image(&file).unwrap();
+    let side = 32;
+    let at = |channel: usize, y: usize, x: usize| chw[channel * side * side + y * side + x];
+    // Upright it is 32 x 64, red above blue; its centred square has red at the top and blue
+    // at the bottom, across the whole width (sideways, red would be on the left instead).
+    for x in [4, 28] {
+        assert!(at(0, 4, x) > 128 && at(2, 4, x) < 128, "top row at x = {x}");
+        assert!(
+            at(2, 28, x) > 128 && at(0, 28, x) < 128,
+            "bottom row at x = {x}"
+        );
+    }
+}
+
+/// A folder of class folders given to predict says its subfolders are not searched, and a
+/// picture name that is no picture (a link to nothing) is named, not skipped in silence.
+#[test]
+fn predict_names_subfolders_it_does_not_search_and_links_to_nothing() {
+    let dir = TempDir::new();
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(photos.join("cat")).unwrap();
+    let expanded = hftrain::commands::predict::expand_inputs(std::slice::from_ref(&photos));
+    let message = format!("{:#}", expanded.unwrap_err());
+    assert!(
+        message.contains("its subfolder") && message.contains("photos/cat is not searched"),
+        "{message}"
+    );
+    std::os::unix::fs::symlink(dir.path().join("gone.png"), photos.join("dangling.png")).unwrap();
+    image::RgbImage::new(8, 8)
+        .save(photos.join("real.png"))
+        .unwrap();
+    let files = hftrain::commands::predict::expand_inputs(std::slice::from_ref(&photos)).unwrap();
+    assert_eq!(files, [photos.join("real.png")]);
+}

@@ -628,3 +628,219 @@ fn the_run_lock_is_taken_by_exactly_one_and_ignores_reused_pids() {
         );
     }
 }
+
+/// `--stop-after-epoch N` counts the run's complete epochs: a run resumed with N of them done
+/// trains nothing more (it used to train one more epoch).
+#[test]
+fn stop_after_epoch_on_resume_trains_no_epoch_more() {
+    let config = crate::common::flex_config(100, 50, 3);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    let first = crate::common::train(&config, &run, None, Some(1)).unwrap();
+    assert_eq!(first.metrics.len(), 1);
+    let again = crate::common::train(&config, &run, Some("latest"), Some(1)).unwrap();
+    assert_eq!(
+        (again.metrics.len(), again.position.epoch),
+        (1, 1),
+        "trained past epoch 1"
+    );
+    let more = crate::common::train(&config, &run, Some("latest"), Some(2)).unwrap();
+    assert_eq!((more.metrics.len(), more.position.epoch), (2, 2));
+}
+
+/// `train.spectrum_batches` larger than the training split is refused before the first
+/// epoch, naming the setting (it used to fail after a whole epoch, naming `spectrum`'s flags).
+#[test]
+fn spectrum_batches_beyond_the_training_split_are_refused_before_training() {
+    let mut config = crate::common::flex_config(100, 50, 1);
+    config.train.spectrum_every = 1;
+    config.train.spectrum_batches = 1_000_000;
+    config.validate().unwrap();
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    let error = crate::common::train(&config, &run, None, None).unwrap_err();
+    let text = format!("{error:#}");
+    assert!(
+        text.contains("train.spectrum_batches = 1000000")
+            && text.contains("100 images")
+            && !text.contains("--batches"),
+        "{text}"
+    );
+    assert!(!run.join("checkpoints").exists(), "trained before refusing");
+}
+
+/// A run stopped before its first checkpoint (killed while writing it) is not stuck between
+/// "continue it with --resume latest" and "nothing to resume": both say to start it over
+/// with --force, which does.
+#[test]
+fn a_run_stopped_before_its_first_checkpoint_is_started_over_with_force() {
+    let config = crate::common::flex_config(100, 50, 1);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    crate::common::train(&config, &run, None, None).unwrap();
+    // What a kill during the first checkpoint leaves: the run's files, no checkpoint.
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    std::fs::create_dir(run.join("checkpoints")).unwrap();
+    let resume = format!(
+        "{:#}",
+        crate::common::train(&config, &run, Some("latest"), None).unwrap_err()
+    );
+    assert!(
+        resume.contains("stopped before its first checkpoint") && resume.contains("--force"),
+        "{resume}"
+    );
+    let start = format!(
+        "{:#}",
+        crate::common::train(&config, &run, None, None).unwrap_err()
+    );
+    assert!(
+        start.contains("stopped before its first checkpoint")
+            && start.contains("--force")
+            && !start.contains("--resume latest"),
+        "{start}"
+    );
+    let over = hftrain::train::run(hftrain::train::TrainRequest {
+        config: Some(config.clone()),
+        out_dir: Some(run.clone()),
+        force: true,
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(over.metrics.len(), 1);
+}
+
+/// Resumed without --config, a run whose config.toml was edited by hand says which file wins
+/// (the checkpoint's config) and keeps the edited file aside instead of overwriting it.
+#[test]
+fn a_hand_edited_run_config_is_named_and_kept_on_resume() {
+    let config = crate::common::flex_config(100, 50, 2);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    crate::common::train(&config, &run, None, Some(1)).unwrap();
+    let path = run.join("config.toml");
+    let edited = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("epochs = 2", "epochs = 5");
+    assert!(edited.contains("epochs = 5"));
+    std::fs::write(&path, &edited).unwrap();
+    let (ok, output) = crate::common::hftrain(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ]);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("config.toml was edited since the checkpoint (train.epochs: 2 vs 5)")
+            && output.contains("the checkpoint's config is used"),
+        "{output}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(run.join("config.toml.edited")).unwrap(),
+        edited
+    );
+    // The run went on with the checkpoint's settings: its 2 epochs.
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 3, "{metrics}");
+}
+
+/// A `latest` that is a regular file (not the link hftrain writes) does not block a resume:
+/// it is named and the newest epoch folder is resumed.
+#[test]
+fn a_latest_that_is_a_file_does_not_block_resume() {
+    let config = crate::common::flex_config(100, 50, 2);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    crate::common::train(&config, &run, None, Some(1)).unwrap();
+    let latest = run.join("checkpoints/latest");
+    std::fs::remove_file(&latest).unwrap();
+    std::fs::write(&latest, "not a link").unwrap();
+    let resumed = crate::common::train(&config, &run, Some("latest"), None).unwrap();
+    assert_eq!(resumed.metrics.len(), 2);
+}
+
+/// When every checkpoint is damaged, the error says what to do next.
+#[test]
+fn every_checkpoint_damaged_says_how_to_go_on() {
+    let config = crate::common::flex_config(100, 50, 3);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    crate::common::train(&config, &run, None, Some(2)).unwrap();
+    for checkpoint in checkpoint::list(&run.join("checkpoints")) {
+        let params = checkpoint.join("params.bin");
+        let bytes = std::fs::read(&params).unwrap();
+        std::fs::write(&params, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let error = format!(
+        "{:#}",
+        crate::common::train(&config, &run, Some("latest"), None).unwrap_err()
+    );
+    assert!(
+        error.contains("no checkpoint in")
+            && error.contains("restore one from a copy, or start the run over with")
+            && error.contains("--force"),
+        "{error}"
+    );
+}
+
+/// `--resume latest` while another process trains into the run (before its first checkpoint)
+/// says the run is in use, not "nothing to resume".
+#[test]
+fn resume_while_another_process_trains_says_the_run_is_in_use() {
+    let config = crate::common::flex_config(100, 50, 1);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    crate::common::train(&config, &run, None, None).unwrap();
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    let _held = hftrain::support::lock::RunLock::acquire(&run).unwrap();
+    let error = format!(
+        "{:#}",
+        crate::common::train(&config, &run, Some("latest"), None).unwrap_err()
+    );
+    assert!(
+        error.contains("in use by another hftrain process") && !error.contains("nothing to resume"),
+        "{error}"
+    );
+}
+
+/// An output folder that cannot be written is found before the work, not after it.
+#[test]
+fn an_unwritable_output_folder_is_refused_before_the_evaluation() {
+    let config = crate::common::flex_config(100, 50, 1);
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    crate::common::train(&config, &run, None, None).unwrap();
+    let checkpoint = run.join("checkpoints/latest");
+    // /proc refuses new files, whoever runs the test (root included).
+    let out = Command::new(env!("CARGO_BIN_EXE_hftrain"))
+        .args(["eval", "--checkpoint", checkpoint.to_str().unwrap()])
+        .args(["--device", "flex", "--json", "/proc/hftrain-eval.json"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(!out.status.success());
+    assert!(stderr.contains("cannot write into /proc"), "{stderr}");
+    assert!(!stdout.contains("accuracy"), "evaluated first:\n{stdout}");
+}
+
+/// A logit scale far from 1 that makes the loss overflow is named by the divergence
+/// message (which used to advise lowering the learning rate only).
+#[test]
+fn a_divergence_from_the_logit_scale_names_it() {
+    let mut config = crate::common::flex_config(100, 50, 1);
+    config.model.logit_scale = 1e38;
+    config.validate().unwrap();
+    let dir = TempDir::new();
+    let error = format!(
+        "{:#}",
+        crate::common::train(&config, &dir.path().join("run"), None, None).unwrap_err()
+    );
+    assert!(
+        error.contains("training diverged") && error.contains("model.logit_scale = 1e38"),
+        "{error}"
+    );
+}

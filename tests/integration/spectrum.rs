@@ -857,3 +857,40 @@ fn spectrum_command_writes_json_and_a_plot_and_names_bad_options() {
         "nothing written on an error"
     );
 }
+
+/// Per layer without a trace (`--trace-samples 0`): what was not estimated is a dash, not
+/// "NaN".
+#[test]
+fn per_layer_without_a_trace_shows_dashes_not_nan() {
+    let dir = TempDir::new();
+    let checkpoint = trained_checkpoint(dir.path());
+    let data = crate::common::synthetic_binary();
+    let (ok, stdout, stderr) = hftrain(
+        &[
+            "spectrum",
+            "--checkpoint",
+            checkpoint.to_str().unwrap(),
+            "--data",
+            data.to_str().unwrap(),
+            "--device",
+            "flex",
+            "--batches",
+            "1",
+            "--batch-size",
+            "8",
+            "--top",
+            "1",
+            "--max-steps",
+            "5",
+            "--trace-samples",
+            "0",
+            "--density-runs",
+            "0",
+            "--per-layer",
+        ],
+        dir.path(),
+    );
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("per layer"), "{stdout}");
+    assert!(!stdout.contains("NaN"), "{stdout}");
+}
