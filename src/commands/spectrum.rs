@@ -24,29 +24,11 @@ use crate::spectrum::{
 use crate::store::output::{self, Existing};
 use crate::support::fsutil::write_atomic;
 
-/// Which matrix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Matrix {
-    /// The exact Hessian of the loss (double backprop; indefinite in general).
-    Hessian,
-    /// The generalised Gauss-Newton matrix J^T H_L J (positive semi-definite).
-    GaussNewton,
-}
-
-impl Matrix {
-    pub fn kind(self) -> CurvatureKind {
-        match self {
-            Matrix::Hessian => CurvatureKind::Hessian,
-            Matrix::GaussNewton => CurvatureKind::GaussNewton,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Matrix::Hessian => "Hessian",
-            Matrix::GaussNewton => "Gauss-Newton matrix",
-        }
+/// The matrix's name in the table and messages.
+fn matrix_name(kind: CurvatureKind) -> &'static str {
+    match kind {
+        CurvatureKind::Hessian => "Hessian",
+        CurvatureKind::GaussNewton => "Gauss-Newton matrix",
     }
 }
 
@@ -70,8 +52,8 @@ pub struct SpectrumArgs {
     #[arg(long, default_value_t = 128)]
     pub batch_size: usize,
     /// The matrix.
-    #[arg(long, value_enum, default_value_t = Matrix::Hessian)]
-    pub matrix: Matrix,
+    #[arg(long, value_enum, default_value_t = CurvatureKind::Hessian)]
+    pub matrix: CurvatureKind,
     /// How many of the largest eigenvalues to find.
     #[arg(long, value_name = "K", default_value_t = 1)]
     pub top: usize,
@@ -168,7 +150,7 @@ pub struct BlockReport {
 pub struct SpectrumReport {
     pub format: &'static str,
     pub checkpoint: String,
-    pub matrix: Matrix,
+    pub matrix: CurvatureKind,
     /// What the matrix is the curvature of, in words.
     pub definition: String,
     pub batch_norm: &'static str,
@@ -420,7 +402,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
     // decayed weights' eigenvalues.
     let clock = std::time::Instant::now();
     let objective = NetworkObjective::new(network, config.train.label_smoothing, 0.0, device);
-    let parts = batch_operators(&objective, args.matrix.kind(), &opened.params, &batches);
+    let parts = batch_operators(&objective, args.matrix, &opened.params, &batches);
     let nb = batches.len();
 
     let blocks = if args.per_layer {
@@ -446,7 +428,7 @@ pub fn run(args: &SpectrumArgs) -> Result<SpectrumReport> {
             "the {} of the mean softmax cross-entropy (label smoothing {}), without weight \
              decay, with respect to the parameters, averaged over {} fixed training batches \
              of {} images (no augmentation)",
-            args.matrix.name(),
+            matrix_name(args.matrix),
             config.train.label_smoothing,
             nb,
             args.batch_size
@@ -623,7 +605,7 @@ fn density_chart(report: &SpectrumReport, density: &Density) -> Result<image::Rg
     crate::report::plots::line_chart(
         &format!(
             "log10 spectral density, {} (SLQ {runs} x {steps} steps)",
-            report.matrix.name()
+            matrix_name(report.matrix)
         ),
         "eigenvalue",
         &[crate::report::plots::Series {
@@ -667,7 +649,7 @@ impl SpectrumReport {
         };
         line(format!(
             "{} of checkpoint {} ({} parameters)",
-            self.matrix.name(),
+            matrix_name(self.matrix),
             self.checkpoint,
             self.parameters
         ));
@@ -739,8 +721,8 @@ impl SpectrumReport {
             "products: {} (each one {} product on one batch) in {:.1} s, {:.0} ms each",
             self.products,
             match self.matrix {
-                Matrix::Hessian => "Hessian-vector",
-                Matrix::GaussNewton => "Gauss-Newton-vector",
+                CurvatureKind::Hessian => "Hessian-vector",
+                CurvatureKind::GaussNewton => "Gauss-Newton-vector",
             },
             self.seconds,
             1000.0 * self.seconds / self.products.max(1) as f64

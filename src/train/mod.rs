@@ -1,4 +1,4 @@
-//! The training loop. `setup.rs` prepares a `Session` (config, run directory, device, data,
+//! The training loop. `setup.rs` prepares a `Training` (config, run directory, device, data,
 //! network, optimizer, or all of it from a checkpoint); here are the epochs of steps, each
 //! epoch's evaluation, and when to checkpoint. What is recorded and where (CSV, TensorBoard,
 //! report, plots) is `recorder.rs`; the epoch's running sums are `totals.rs`.
@@ -82,8 +82,9 @@ pub fn run(request: TrainRequest) -> Result<TrainOutcome> {
     session.train_epochs(request.stop_after_epoch)
 }
 
-/// Everything needed to run the epochs, after set-up.
-struct Session {
+/// A training run in progress: everything the epochs need, after set-up (not to be confused
+/// with `crate::session`, what every command opens).
+struct Training {
     config: Config,
     paths: RunPaths,
     device: Device,
@@ -129,7 +130,7 @@ enum EpochEnd {
     Interrupted(PathBuf),
 }
 
-impl Session {
+impl Training {
     fn train_epochs(&mut self, stop_after_epoch: Option<usize>) -> Result<TrainOutcome> {
         let epochs = self.config.train.epochs;
         if self.position.epoch >= epochs {

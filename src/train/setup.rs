@@ -9,7 +9,7 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
 use super::recorder::{Recorder, ReportFacts};
-use super::{Session, TrainRequest};
+use super::{TrainRequest, Training};
 use crate::config::Config;
 use crate::data::batcher::EpochPlan;
 use crate::memory;
@@ -207,7 +207,7 @@ fn resolve_config(
     Ok(config)
 }
 
-pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
+pub(super) fn set_up(request: &TrainRequest) -> Result<Training> {
     let resumed = match &request.resume {
         Some(spec) => Some(find_resume_checkpoint(request, spec)?),
         None => None,
@@ -271,7 +271,7 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Session> {
         &config.schedule,
         &epoch_steps,
     );
-    Ok(Session {
+    Ok(Training {
         config,
         paths,
         device,

@@ -4,14 +4,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::support::validate::{Problems, fraction, positive};
 
-/// Which curvature matrix CG solves with (also `hftrain curvature`'s and the spectrum's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// Which curvature matrix CG solves with (also `hftrain spectrum --matrix`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum CurvatureKind {
-    /// The exact Hessian, by double backprop (indefinite away from a minimum); CG stops on
-    /// negative curvature.
+    /// The exact Hessian of the loss, by double backprop (indefinite in general; CG stops on
+    /// negative curvature).
     Hessian,
-    /// The generalised Gauss-Newton matrix `J^T H_L J` (positive semi-definite; Martens'
+    /// The generalised Gauss-Newton matrix J^T H_L J (positive semi-definite; Martens'
     /// choice).
     GaussNewton,
 }
