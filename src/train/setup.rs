@@ -192,7 +192,7 @@ fn resolve_config(
         }
         (Some(given), None) => given.clone(),
         (None, Some((dir, ckpt))) => {
-            keep_an_edited_run_config(dir, &ckpt.config)?;
+            keep_an_edited_run_config(dir, request.out_dir.as_deref(), &ckpt.config)?;
             ckpt.config.clone()
         }
         (None, None) => bail!("train needs --config FILE (or --resume with a checkpoint)"),
@@ -335,10 +335,20 @@ struct Start {
 /// Resumed without `--config`, the checkpoint's config wins; the run's `config.toml` is then
 /// rewritten from it. One the user edited since (or damaged) is saved aside first and the
 /// choice said, so the edit is neither lost nor silently ignored.
-fn keep_an_edited_run_config(checkpoint: &Path, used: &Config) -> Result<()> {
+fn keep_an_edited_run_config(checkpoint: &Path, out: Option<&Path>, used: &Config) -> Result<()> {
     let Some(run) = checkpoint.parent().and_then(Path::parent) else {
         return Ok(());
     };
+    // Only the config.toml this run rewrites: a checkpoint resumed into another directory
+    // (a fork) leaves its own run's file alone.
+    let same = |a: &Path, b: &Path| {
+        std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|a| Some(a) == std::fs::canonicalize(b).ok())
+    };
+    if out.is_some_and(|out| !same(out, run)) {
+        return Ok(());
+    }
     let path = run.join("config.toml");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok(());
