@@ -1,11 +1,12 @@
 //! `hftrain plot RUN`: the run's pictures again, from its CSV files.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Result, bail};
 
 use crate::config::Config;
+use crate::optim::Column;
 use crate::store::metrics::{self, StepLog};
 
 /// `hftrain plot`'s arguments.
@@ -35,16 +36,35 @@ pub fn execute(args: &PlotArgs) -> Result<ExitCode> {
             metrics_path.display()
         );
     }
-    // The run's optimizer says what its step log's columns are.
-    let config = Config::load(&run.join("config.toml"))?;
-    let columns = config.optimizer.step_columns();
     let steps_path = run.join("steps.csv");
-    let steps = match steps_path.exists() && !columns.is_empty() {
-        true => Some(StepLog::read(&steps_path, columns)?),
+    let steps = match steps_path.exists() {
+        true => step_log_columns(run).map(|columns| StepLog::read(&steps_path, columns)),
         false => None,
-    };
+    }
+    .transpose()?;
     for path in crate::report::plots::write_all(run, &metrics, steps.as_deref())? {
         println!("{}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run's optimizer's step-log columns, from its config.toml (parsed, not validated: an
+/// older run's config still names its optimizer). Without a readable config the per-step
+/// charts are left out, with a warning, and the rest drawn.
+fn step_log_columns(run: &Path) -> Option<&'static [Column]> {
+    let path = run.join("config.toml");
+    let parsed = std::fs::read_to_string(&path)
+        .map_err(anyhow::Error::from)
+        .and_then(|text| Config::parse(&text));
+    match parsed {
+        Ok(config) => Some(config.optimizer.step_columns()).filter(|c| !c.is_empty()),
+        Err(e) => {
+            log::warn!(
+                "{}: {e:#}; steps.csv's charts are left out (its columns are the run's \
+                 optimizer's)",
+                path.display()
+            );
+            None
+        }
+    }
 }

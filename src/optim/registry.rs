@@ -44,6 +44,9 @@ impl Capabilities {
 
 /// An optimizer's settings: the `[optimizer]` keys besides `kind` are its serde fields (each
 /// with a default), and the type says everything else the program needs of the optimizer.
+/// The keys are read from the default settings' serialisation, so every top-level field must
+/// serialise there (no `Option` left `None`, no `skip_serializing_if` at the top level; a
+/// nested table may skip its own fields).
 pub trait OptimizerSettings:
     Debug + Clone + PartialEq + Default + Serialize + DeserializeOwned + Send + Sync + 'static
 {

@@ -191,10 +191,7 @@ fn resolve_config(
             given.clone()
         }
         (Some(given), None) => given.clone(),
-        (None, Some((dir, ckpt))) => {
-            keep_an_edited_run_config(dir, request.out_dir.as_deref(), &ckpt.config)?;
-            ckpt.config.clone()
-        }
+        (None, Some((_, ckpt))) => ckpt.config.clone(),
         (None, None) => bail!("train needs --config FILE (or --resume with a checkpoint)"),
     };
     if let Some(dir) = &request.data_dir {
@@ -214,6 +211,9 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Training> {
     };
     let config = resolve_config(request, resumed.as_ref())?;
     let (paths, lock) = open_run_dir(request, &config, resumed.as_ref())?;
+    if let (None, Some((_, ckpt))) = (&request.config, &resumed) {
+        keep_an_edited_run_config(&paths.run_dir.join("config.toml"), &ckpt.config)?;
+    }
 
     let selected = session::open_device(config.device)?;
     let device = selected.device.clone();
@@ -331,26 +331,12 @@ struct Start {
     epoch_progress: EpochProgress,
 }
 
-/// A new run: the network's initial weights, at the beginning.
-/// Resumed without `--config`, the checkpoint's config wins; the run's `config.toml` is then
-/// rewritten from it. One the user edited since (or damaged) is saved aside first and the
-/// choice said, so the edit is neither lost nor silently ignored.
-fn keep_an_edited_run_config(checkpoint: &Path, out: Option<&Path>, used: &Config) -> Result<()> {
-    let Some(run) = checkpoint.parent().and_then(Path::parent) else {
-        return Ok(());
-    };
-    // Only the config.toml this run rewrites: a checkpoint resumed into another directory
-    // (a fork) leaves its own run's file alone.
-    let same = |a: &Path, b: &Path| {
-        std::fs::canonicalize(a)
-            .ok()
-            .is_some_and(|a| Some(a) == std::fs::canonicalize(b).ok())
-    };
-    if out.is_some_and(|out| !same(out, run)) {
-        return Ok(());
-    }
-    let path = run.join("config.toml");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+/// Resumed without `--config`, the checkpoint's config wins; the run's `config.toml` (at
+/// `path`, in the run directory being trained into, its lock held) is then rewritten from it.
+/// One that differs (edited by hand, say, or damaged) is saved aside first and the choice
+/// said, so the edit is neither lost nor silently ignored.
+fn keep_an_edited_run_config(path: &Path, used: &Config) -> Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
         return Ok(());
     };
     let what = match Config::parse(&text) {
@@ -360,11 +346,14 @@ fn keep_an_edited_run_config(checkpoint: &Path, out: Option<&Path>, used: &Confi
             if changes.is_empty() {
                 changes.push("settings that do not change the run".into());
             }
-            format!("was edited since the checkpoint ({})", changes.join("; "))
+            format!(
+                "differs from the checkpoint's config ({})",
+                changes.join("; ")
+            )
         }
         Err(e) => format!("is not a valid config ({e:#})"),
     };
-    let kept = crate::support::fsutil::keep_aside(&path, "edited")?;
+    let kept = crate::support::fsutil::keep_aside(path, "edited")?;
     log::warn!(
         "{} {what}: the checkpoint's config is used and written there; your file is kept as \
          {} (to train with it, resume with --config {})",
@@ -392,6 +381,7 @@ fn check_spectrum_batches(config: &Config, train_images: usize) -> Result<()> {
     Ok(())
 }
 
+/// A new run: the network's initial weights, at the beginning.
 fn start_afresh(network: &Network, seed: u64, device: &Device) -> Start {
     let (params, buffers) = network.init(seed, device);
     Start {

@@ -732,7 +732,7 @@ fn a_hand_edited_run_config_is_named_and_kept_on_resume() {
     ]);
     assert!(ok, "{output}");
     assert!(
-        output.contains("config.toml was edited since the checkpoint (train.epochs: 2 vs 5)")
+        output.contains("config.toml differs from the checkpoint's config (train.epochs: 2 vs 5)")
             && output.contains("the checkpoint's config is used"),
         "{output}"
     );

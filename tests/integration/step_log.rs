@@ -99,3 +99,24 @@ fn plot_names_a_damaged_step_log_and_leaves_no_stale_plot() {
     assert!(ok, "{output}");
     assert!(!damping.exists(), "a stale plot is left:\n{output}");
 }
+
+/// `hftrain plot` on a run whose config.toml is gone: the epoch plots are drawn, the
+/// per-step ones left out with a warning (the config names the step log's columns).
+#[test]
+fn plot_without_the_runs_config_draws_the_epoch_plots() {
+    let mut config = hessian_free_config(&synthetic_binary(), "flex");
+    config.train.epochs = 1;
+    let dir = TempDir::new();
+    let run = dir.path().join("run");
+    train(&config, &run, None, None).unwrap();
+    std::fs::remove_file(run.join("config.toml")).unwrap();
+    std::fs::remove_dir_all(run.join("plots")).unwrap();
+    let (ok, output) = crate::common::hftrain(&["plot", run.to_str().unwrap()]);
+    assert!(ok, "{output}");
+    assert!(
+        output.contains("config.toml") && output.contains("steps.csv's charts are left out"),
+        "{output}"
+    );
+    assert!(run.join("plots/loss.png").is_file(), "{output}");
+    assert!(!run.join("plots/damping.png").exists(), "{output}");
+}
