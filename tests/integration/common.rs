@@ -405,3 +405,15 @@ pub fn train_command(config: &Path, out: &Path, extra: &[&str]) -> (bool, String
     ];
     hftrain(&[&args[..], extra].concat())
 }
+
+/// `hftrain train --out RUN --resume latest` (the checkpoint's own config): whether it
+/// succeeded, and its standard error then standard output.
+pub fn resume_by_binary(run: &Path) -> (bool, String) {
+    hftrain(&[
+        "train",
+        "--out",
+        run.to_str().unwrap(),
+        "--resume",
+        "latest",
+    ])
+}

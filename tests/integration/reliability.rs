@@ -723,13 +723,7 @@ fn a_hand_edited_run_config_is_named_and_kept_on_resume() {
         .replace("epochs = 2", "epochs = 5");
     assert!(edited.contains("epochs = 5"));
     std::fs::write(&path, &edited).unwrap();
-    let (ok, output) = crate::common::hftrain(&[
-        "train",
-        "--out",
-        run.to_str().unwrap(),
-        "--resume",
-        "latest",
-    ]);
+    let (ok, output) = crate::common::resume_by_binary(&run);
     assert!(ok, "{output}");
     assert!(
         output.contains("config.toml differs from the checkpoint's config (train.epochs: 2 vs 5)")

@@ -2,16 +2,27 @@
 //! readable row is dropped, wherever the damage is (issue: one bad line used to delete the
 //! rows after it without a word).
 
-use crate::common::{TempDir, synthetic_binary};
+use std::path::PathBuf;
+
+use hftrain::config::Config;
+
+use crate::common::{TempDir, resume_by_binary, synthetic_binary};
 use crate::training::{hessian_free_config, train};
+
+/// The training tests' Hessian-free run of `epochs` on flex, trained into `dir/run` until
+/// `stop` (None: to its end): its config and run directory.
+fn hessian_free_run(dir: &TempDir, epochs: usize, stop: Option<usize>) -> (Config, PathBuf) {
+    let mut config = hessian_free_config(&synthetic_binary(), "flex");
+    config.train.epochs = epochs;
+    let run = dir.path().join("run");
+    train(&config, &run, None, stop).unwrap();
+    (config, run)
+}
 
 #[test]
 fn a_damaged_step_log_is_named_kept_aside_and_its_readable_rows_kept() {
-    let mut config = hessian_free_config(&synthetic_binary(), "flex");
-    config.train.epochs = 2;
     let dir = TempDir::new();
-    let run = dir.path().join("run");
-    train(&config, &run, None, Some(1)).unwrap();
+    let (config, run) = hessian_free_run(&dir, 2, Some(1));
     let steps = run.join("steps.csv");
     let original = std::fs::read_to_string(&steps).unwrap();
     let mut lines: Vec<&str> = original.lines().collect();
@@ -42,22 +53,13 @@ fn a_damaged_step_log_is_named_kept_aside_and_its_readable_rows_kept() {
 
 #[test]
 fn a_step_log_damage_is_named_by_line_on_the_command_line() {
-    let mut config = hessian_free_config(&synthetic_binary(), "flex");
-    config.train.epochs = 2;
     let dir = TempDir::new();
-    let run = dir.path().join("run");
-    train(&config, &run, None, Some(1)).unwrap();
+    let (_, run) = hessian_free_run(&dir, 2, Some(1));
     let steps = run.join("steps.csv");
     let mut text = std::fs::read(&steps).unwrap();
     text.extend_from_slice(b"\xff\xfe\n");
     std::fs::write(&steps, text).unwrap();
-    let (ok, output) = crate::common::hftrain(&[
-        "train",
-        "--out",
-        run.to_str().unwrap(),
-        "--resume",
-        "latest",
-    ]);
+    let (ok, output) = resume_by_binary(&run);
     assert!(ok, "{output}");
     assert!(
         output.contains("steps.csv: line 4 is not a row of this run's step log")
@@ -71,11 +73,8 @@ fn a_step_log_damage_is_named_by_line_on_the_command_line() {
 /// removed rather than left stale.
 #[test]
 fn plot_names_a_damaged_step_log_and_leaves_no_stale_plot() {
-    let mut config = hessian_free_config(&synthetic_binary(), "flex");
-    config.train.epochs = 1;
     let dir = TempDir::new();
-    let run = dir.path().join("run");
-    train(&config, &run, None, None).unwrap();
+    let (_, run) = hessian_free_run(&dir, 1, None);
     let steps = run.join("steps.csv");
     let damping = run.join("plots/damping.png");
     assert!(damping.is_file());
@@ -104,11 +103,8 @@ fn plot_names_a_damaged_step_log_and_leaves_no_stale_plot() {
 /// per-step ones left out with a warning (the config names the step log's columns).
 #[test]
 fn plot_without_the_runs_config_draws_the_epoch_plots() {
-    let mut config = hessian_free_config(&synthetic_binary(), "flex");
-    config.train.epochs = 1;
     let dir = TempDir::new();
-    let run = dir.path().join("run");
-    train(&config, &run, None, None).unwrap();
+    let (_, run) = hessian_free_run(&dir, 1, None);
     std::fs::remove_file(run.join("config.toml")).unwrap();
     std::fs::remove_dir_all(run.join("plots")).unwrap();
     let (ok, output) = crate::common::hftrain(&["plot", run.to_str().unwrap()]);
