@@ -14,9 +14,10 @@ use burn::prelude::*;
 use burn::tensor::{DType, FloatDType};
 
 use crate::model::loss::{cross_entropy_gradient, cross_entropy_hessian_product};
-use crate::model::{BatchStats, Mode, Network, Tape, correct_count, cross_entropy};
+use crate::model::{BatchStats, LayerFactors, Mode, Network, Tape, correct_count, cross_entropy};
 pub use crate::optim::CurvatureKind;
 use crate::optim::cg::LinearOperator;
+use crate::optim::kronecker::{Block, KroneckerFactors};
 use crate::optim::{self, Gradient, OptimizerConfig, Problem};
 use crate::precision::{Arithmetic, LossAndGradientOf, MixedPrecision, first_order_gradient};
 
@@ -342,6 +343,73 @@ impl<'a> NetworkObjective<'a> {
         }
     }
 
+    /// The Kronecker factors of the Gauss-Newton matrix on `batch` (without weight decay):
+    /// K-FAC's for linear layers, KFC's for convolutions, and the diagonal (per-position
+    /// squared gradients) for every parameter. The loss's Hessian per example,
+    /// `diag(p) - p p^T`, is the sum over classes k of `r_k r_k^T` with
+    /// `r_k = sqrt(p_k) (e_k - p)`: one backward pass per class gives the expectation over
+    /// the model's predictive distribution exactly, where K-FAC usually samples one label
+    /// (CIFAR-10's 10 classes make it affordable, and a test can compare it with the dense
+    /// matrix). With one example and one output position per layer the factors' product is
+    /// that layer's block of the Gauss-Newton matrix exactly.
+    pub fn kronecker_factors(&self, params: &Tensor<1>, batch: &Batch) -> KroneckerFactors {
+        let network = self.network;
+        let layout = &network.params;
+        let parts = layout.split(params);
+        let tape = network.forward_recorded(batch.images.clone(), &parts);
+        let probabilities = burn::tensor::activation::softmax(tape.logits.clone(), 1);
+        let [n, classes] = probabilities.dims();
+        let device = params.device();
+        let mut layers: Vec<LayerFactors> = Vec::new();
+        let mut squares: Option<Tensor<1>> = None;
+        for k in 0..classes {
+            let chosen: Tensor<2> = Tensor::<1, Int>::full([n], k as i64, &device)
+                .one_hot::<2>(classes)
+                .float()
+                .cast(probabilities.dtype());
+            let p_k = probabilities.clone().slice([0..n, k..k + 1]);
+            let root = (chosen - probabilities.clone()) * p_k.sqrt();
+            let (found, squared) = network.backprop_factors(&tape, &parts, root, k == 0);
+            let squared = layout.join(squared);
+            squares = Some(match squares {
+                Some(sum) => sum + squared,
+                None => squared,
+            });
+            layers = match layers.is_empty() {
+                true => found,
+                false => layers
+                    .into_iter()
+                    .zip(found)
+                    .map(|(sum, more)| LayerFactors {
+                        outputs: sum.outputs + more.outputs,
+                        ..sum
+                    })
+                    .collect(),
+            };
+        }
+        let range = |index: usize| {
+            let entry = layout.entry(index);
+            entry.offset..entry.offset + entry.len()
+        };
+        let blocks = layers
+            .into_iter()
+            .map(|f| Block {
+                weight: range(f.weight),
+                bias: f.bias.map(range),
+                inputs: f
+                    .inputs
+                    .expect("the first pass asked for the inputs' moments"),
+                outputs: f.outputs,
+            })
+            .collect();
+        // put_square's scale is the mean loss's for a gradient carrying 1/n; these passes
+        // carry none, and the Gauss-Newton matrix of the mean loss has 1/n.
+        let diagonal = squares
+            .expect("a network has classes")
+            .div_scalar((n * n) as f64);
+        KroneckerFactors { blocks, diagonal }
+    }
+
     /// The curvature operator CG solves with.
     pub fn curvature<'b>(
         &'b self,
@@ -585,6 +653,12 @@ impl Problem for BatchObjective<'_> {
             .backtracking_batch
             .get_or_init(|| self.batch.head(size));
         Some(self.objective.value(params, batch).into_scalar::<f64>())
+    }
+
+    fn kronecker_factors(&self, params: &Tensor<1>) -> Option<KroneckerFactors> {
+        let size = self.sampling.curvature_batch_size;
+        let batch = self.curvature_batch.get_or_init(|| self.batch.head(size));
+        Some(self.objective.kronecker_factors(params, batch))
     }
 
     fn curvature(&self, params: &Tensor<1>) -> Box<dyn LinearOperator + '_> {

@@ -20,7 +20,9 @@ pub use crate::model::{ModelConfig, StageConfig};
 pub use crate::optim::adam::AdamConfig;
 pub use crate::optim::schedule::{ScheduleConfig, ScheduleKind};
 pub use crate::optim::sgd::SgdConfig;
-pub use crate::optim::{CurvatureKind, HessianFreeConfig, HessianFreeSettings, OptimizerConfig};
+pub use crate::optim::{
+    CurvatureKind, HessianFreeConfig, HessianFreeSettings, OptimizerConfig, Preconditioning,
+};
 pub use run::{CheckpointConfig, GradientRoute, Precision, TrainConfig};
 
 use crate::support::validate::Problems;

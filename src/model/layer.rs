@@ -117,11 +117,70 @@ pub trait Recorded {
 }
 
 /// The parameter gradients one backward pass collects, in layout order; with `squares`,
-/// also the sums of squared per-position gradients (see `wants_squares`).
+/// also the sums of squared per-position gradients (see `wants_squares`); with `factors`,
+/// each weight layer's Kronecker factors (see `wants_factors`).
 pub struct Gradients {
     values: Vec<Option<Tensor<1>>>,
     squares: Option<Vec<Option<Tensor<1>>>>,
+    factors: Option<FactorRequest>,
     batch: f64,
+}
+
+/// What a backward pass collects for K-FAC (Martens and Grosse 2015) and KFC (Grosse and
+/// Martens 2016): per linear or convolution layer, the second moment of its inputs (the
+/// patches for a convolution, a trailing 1 where it has a bias) and of the gradients of its
+/// outputs.
+struct FactorRequest {
+    /// Whether the layers also give their inputs' moment: it does not depend on the
+    /// backward pass, so one of several passes on a record is enough.
+    inputs: bool,
+    found: Vec<LayerFactors>,
+}
+
+/// One weight layer's Kronecker factors from one backward pass: its block of the curvature
+/// is approximated by `inputs ⊗ outputs`, acting on the gradient as a `[out, in (+1)]`
+/// matrix `V` (the weight, and the bias as a last column) as `outputs V inputs`.
+pub struct LayerFactors {
+    /// Indices of the weight and bias in the parameter layout.
+    pub weight: usize,
+    pub bias: Option<usize>,
+    /// `E_n[sum_t a_t a_t^T]` over examples n and output positions t, `[in (+1), in (+1)]`
+    /// (None when the request did not ask for inputs).
+    pub inputs: Option<Tensor<2>>,
+    /// `sum_n sum_t ds_t ds_t^T / (n |T|)` for the output gradients `ds` of this pass,
+    /// `[out, out]`.
+    pub outputs: Tensor<2>,
+}
+
+/// The Kronecker factors of a layer from its inputs as rows `[n |T|, in]` (one row per
+/// example and output position), the output gradients as rows `[n |T|, out]`, `n`
+/// examples, and whether it has a bias (a trailing 1 on every input row).
+pub fn kronecker_factors(
+    rows: Option<Tensor<2>>,
+    output_rows: Tensor<2>,
+    examples: usize,
+    bias: bool,
+) -> (Option<Tensor<2>>, Tensor<2>) {
+    let positions = output_rows.dims()[0] as f64;
+    let outputs = output_rows
+        .clone()
+        .transpose()
+        .matmul(output_rows)
+        .div_scalar(positions);
+    let inputs = rows.map(|rows| {
+        let rows = match bias {
+            true => {
+                let ones = Tensor::ones([rows.dims()[0], 1], &rows.device());
+                Tensor::cat(vec![rows, ones], 1)
+            }
+            false => rows,
+        };
+        rows.clone()
+            .transpose()
+            .matmul(rows)
+            .div_scalar(examples as f64)
+    });
+    (inputs, outputs)
 }
 
 impl Gradients {
@@ -130,8 +189,38 @@ impl Gradients {
         Self {
             values: vec![None; count],
             squares: squares.then(|| vec![None; count]),
+            factors: None,
             batch: batch as f64,
         }
+    }
+
+    /// Also collects each weight layer's Kronecker factors, with the inputs' where `inputs`.
+    pub fn with_factors(mut self, inputs: bool) -> Self {
+        self.factors = Some(FactorRequest {
+            inputs,
+            found: Vec::new(),
+        });
+        self
+    }
+
+    /// Whether the backward pass collects Kronecker factors, and if so whether with the
+    /// inputs' moments (`Some(true)`).
+    pub fn wants_factors(&self) -> Option<bool> {
+        self.factors.as_ref().map(|f| f.inputs)
+    }
+
+    pub fn put_factors(&mut self, factors: LayerFactors) {
+        if let Some(request) = &mut self.factors {
+            request.found.push(factors);
+        }
+    }
+
+    /// The Kronecker factors collected, in the order the layers gave them.
+    pub fn take_factors(&mut self) -> Vec<LayerFactors> {
+        self.factors
+            .as_mut()
+            .map(|f| std::mem::take(&mut f.found))
+            .unwrap_or_default()
     }
 
     pub fn put<const D: usize>(&mut self, index: usize, gradient: Tensor<D>) {

@@ -10,6 +10,6 @@ pub mod network;
 pub mod spec;
 
 pub use config::{ModelConfig, StageConfig};
-pub use layer::{BatchStats, Layer, Mode, Recorded, Shape};
+pub use layer::{BatchStats, Layer, LayerFactors, Mode, Recorded, Shape};
 pub use loss::{correct_count, cross_entropy};
 pub use network::{ForwardOutput, Network, Tape};

@@ -8,7 +8,7 @@ use burn::prelude::*;
 
 use super::builder::{Builder, Init};
 use super::config::ModelConfig;
-use super::layer::{BatchStats, Gradients, Layer, Mode, Pass, Recorded, Shape};
+use super::layer::{BatchStats, Gradients, Layer, LayerFactors, Mode, Pass, Recorded, Shape};
 use super::layers::linear::Linear;
 use super::layers::scale::Scale;
 use super::layers::{Residual, Sequence, build_list};
@@ -200,6 +200,26 @@ impl Network {
         tape.record
             .vjp(params, d_logits.reshape([n, k, 1, 1]), &mut grads, false);
         grads.finish(params)
+    }
+
+    /// A backprop of `d_logits` that collects, instead of the gradient, every weight layer's
+    /// Kronecker factors (with the inputs' moments where `with_inputs`) and the sums of
+    /// squared per-position gradients (`Gradients::put_square`'s scale), in layout order.
+    pub fn backprop_factors(
+        &self,
+        tape: &Tape,
+        params: &[Tensor<1>],
+        d_logits: Tensor<2>,
+        with_inputs: bool,
+    ) -> (Vec<LayerFactors>, Vec<Tensor<1>>) {
+        let [n, k] = d_logits.dims();
+        let mut grads =
+            Gradients::new(self.params.entries().len(), true, n).with_factors(with_inputs);
+        tape.record
+            .vjp(params, d_logits.reshape([n, k, 1, 1]), &mut grads, false);
+        let factors = grads.take_factors();
+        let (_, squares) = grads.finish(params);
+        (factors, squares.expect("the squares were asked for"))
     }
 
     /// Forward-mode tangent of the logits for parameter tangents `tangents` (split like the

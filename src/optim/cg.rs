@@ -17,6 +17,21 @@ pub trait LinearOperator {
     fn apply(&self, v: &Tensor<1>) -> Tensor<1>;
 }
 
+/// `M^-1 r` for a symmetric positive definite `M` close to CG's system matrix: CG then works
+/// on the better-conditioned `M^-1 A` (fewer iterations for the same residual).
+pub trait Preconditioner {
+    fn apply(&self, r: &Tensor<1>) -> Tensor<1>;
+}
+
+/// A diagonal `M`, its entries in a vector (Martens' preconditioner).
+pub struct Diagonal(pub Tensor<1>);
+
+impl Preconditioner for Diagonal {
+    fn apply(&self, r: &Tensor<1>) -> Tensor<1> {
+        r.clone() / self.0.clone()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct CgSettings {
     pub max_iterations: usize,
@@ -119,13 +134,13 @@ fn next_kept_iteration(kept: usize, growth: f64) -> usize {
 }
 
 /// Solves `(C + damping I) x = b` approximately. `x0` is the warm start (zero if None),
-/// `preconditioner` the diagonal `M` (CG then works with `M^-1 r`).
+/// `preconditioner` the `M` CG then works with (as `M^-1 r`).
 pub fn solve(
     curvature: &dyn LinearOperator,
     damping: f64,
     b: &Tensor<1>,
     x0: Option<Tensor<1>>,
-    preconditioner: Option<&Tensor<1>>,
+    preconditioner: Option<&dyn Preconditioner>,
     settings: &CgSettings,
 ) -> CgResult {
     let system = System {
@@ -170,7 +185,7 @@ struct System<'a> {
     curvature: &'a dyn LinearOperator,
     damping: f64,
     b: &'a Tensor<1>,
-    preconditioner: Option<&'a Tensor<1>>,
+    preconditioner: Option<&'a dyn Preconditioner>,
 }
 
 impl System<'_> {
@@ -182,7 +197,7 @@ impl System<'_> {
     /// `M^-1 r`.
     fn precondition(&self, r: &Tensor<1>) -> Tensor<1> {
         match self.preconditioner {
-            Some(m) => r.clone() / m.clone(),
+            Some(m) => m.apply(r),
             None => r.clone(),
         }
     }

@@ -8,6 +8,7 @@ pub mod adam;
 pub mod averaging;
 pub mod cg;
 pub mod hessian_free;
+pub mod kronecker;
 pub mod objective;
 pub mod registry;
 pub mod schedule;
@@ -23,7 +24,9 @@ use burn::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use hessian_free::{CurvatureKind, HessianFreeConfig, HessianFreeSettings, StepReport};
+pub use hessian_free::{
+    CurvatureKind, HessianFreeConfig, HessianFreeSettings, Preconditioning, StepReport,
+};
 pub use objective::{Gradient, Objective, Problem};
 pub use registry::{Capabilities, Entry, OptimizerSettings, register};
 pub use step_log::{Cell, Column, Format, StepRecord};
@@ -127,6 +130,15 @@ impl OptimizerState {
     pub fn put_vector(&mut self, name: &str, tensor: &Option<Tensor<1>>) {
         if let Some(t) = tensor {
             self.vectors.insert(name.into(), to_host(t));
+        }
+    }
+
+    /// The vector `name`, uploaded, whatever its length (its owner checks it); an error if
+    /// the state lacks it.
+    pub fn take_any_vector(&self, name: &str, device: &Device) -> Result<Tensor<1>> {
+        match self.vectors.get(name) {
+            Some(v) => Ok(from_host(v.clone(), device)),
+            None => bail!("the checkpoint's optimizer state lacks `{name}`"),
         }
     }
 

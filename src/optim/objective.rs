@@ -5,6 +5,7 @@
 use burn::prelude::*;
 
 use super::cg::LinearOperator;
+use super::kronecker::KroneckerFactors;
 
 /// The regularised objective's value and gradient at a point.
 pub struct Gradient {
@@ -23,6 +24,11 @@ pub trait Problem {
     /// The objective on the subset the backtracking over CG's iterates compares them on,
     /// where that is not the whole batch (cheaper; the chosen iterate's `value` follows).
     fn backtracking_value(&self, _params: &Tensor<1>) -> Option<f64> {
+        None
+    }
+    /// The Kronecker factors of the curvature at `params` (on the curvature batch), where
+    /// the problem is a network's.
+    fn kronecker_factors(&self, _params: &Tensor<1>) -> Option<KroneckerFactors> {
         None
     }
     /// The curvature operator at `params`.

@@ -129,6 +129,11 @@ pub struct Manifest {
     pub optimizer: OptimizerState,
     /// Names of the optimizer's vectors in `optimizer.bin`, in file order.
     pub optimizer_vectors: Vec<String>,
+    /// Their lengths, in the same order (absent in checkpoints from before vectors of other
+    /// lengths than the parameters', such as Kronecker factors: each is then as long as
+    /// the parameters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub optimizer_vector_lengths: Vec<usize>,
     pub metrics: Vec<EpochMetrics>,
     #[serde(default)]
     pub epoch_progress: EpochProgress,
@@ -223,8 +228,10 @@ impl Checkpoint {
     fn write_into(&self, dir: &Path) -> Result<()> {
         let mut optimizer_bytes = Vec::new();
         let mut optimizer_vectors = Vec::new();
+        let mut optimizer_vector_lengths = Vec::new();
         for (name, values) in &self.optimizer.vectors {
             optimizer_vectors.push(name.clone());
+            optimizer_vector_lengths.push(values.len());
             optimizer_bytes.extend(f32_bytes(values));
         }
         let mut files = Vec::new();
@@ -257,6 +264,7 @@ impl Checkpoint {
             buffers: self.buffers_layout.clone(),
             optimizer: self.optimizer.clone(),
             optimizer_vectors,
+            optimizer_vector_lengths,
             metrics: self.metrics.clone(),
             epoch_progress: self.epoch_progress,
             classes: self.classes.clone(),
@@ -302,17 +310,25 @@ impl Checkpoint {
         }
         let mut optimizer = manifest.optimizer.clone();
         let names = &manifest.optimizer_vectors;
-        if optimizer_values.len() != names.len() * p {
+        let lengths = match manifest.optimizer_vector_lengths.is_empty() {
+            true => vec![p; names.len()],
+            false => manifest.optimizer_vector_lengths.clone(),
+        };
+        let expected: usize = lengths.iter().sum();
+        if lengths.len() != names.len() || optimizer_values.len() != expected {
             return Err(damaged(format!(
-                "checkpoint {} is inconsistent: optimizer.bin holds {} values, expected {} \
-                 vectors of {p}",
+                "checkpoint {} is inconsistent: optimizer.bin holds {} values, its manifest \
+                 describes {} vectors of {expected} values in all",
                 dir.display(),
                 optimizer_values.len(),
                 names.len()
             )));
         }
-        for (name, chunk) in names.iter().zip(optimizer_values.chunks(p.max(1))) {
+        let mut at = 0;
+        for (name, length) in names.iter().zip(lengths) {
+            let chunk = &optimizer_values[at..at + length];
             optimizer.vectors.insert(name.clone(), chunk.to_vec());
+            at += length;
         }
         let average = match manifest.average.clone() {
             None => None,

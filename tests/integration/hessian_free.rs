@@ -91,7 +91,14 @@ fn f64_cg_with_damping_preconditioner_and_warm_start() {
     let damping = 0.5;
     // (A + lambda I) x = b with the exact diagonal as preconditioner: one iteration.
     let m = diagonal.clone().add_scalar(damping);
-    let result = cg::solve(&Dense(a.clone()), damping, &b, None, Some(&m), &tight());
+    let result = cg::solve(
+        &Dense(a.clone()),
+        damping,
+        &b,
+        None,
+        Some(&cg::Diagonal(m.clone())),
+        &tight(),
+    );
     let expected = b.clone() / m.clone();
     let err = relative_error(&result.solution, &expected);
     println!(

@@ -16,6 +16,7 @@ mod download;
 mod fuzz;
 mod hessian_free;
 mod kernel_cache;
+mod kronecker;
 mod networks;
 mod optimizer_runs;
 mod optimizers;

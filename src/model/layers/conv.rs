@@ -13,8 +13,8 @@ use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use super::patches::{FEW_CHANNELS, Patches};
 use crate::model::builder::{Builder, Init};
 use crate::model::layer::{
-    BatchStats, Gradients, Layer, Pass, Recorded, Shape, add_tangents, channel_sum, per_channel,
-    reshape,
+    BatchStats, Gradients, Layer, LayerFactors, Pass, Recorded, Shape, add_tangents, channel_sum,
+    kronecker_factors, per_channel, reshape,
 };
 use crate::model::spec::LayerSpec;
 
@@ -277,6 +277,27 @@ impl ConvRecord {
     }
 }
 
+impl ConvRecord {
+    /// KFC's factors (Grosse and Martens 2016): the patches' moment (made here where the
+    /// record keeps none) and the output gradients', every output position an observation.
+    fn factors(&self, patches: Option<&Patches>, dy: Tensor<4>, with_inputs: bool) -> LayerFactors {
+        let c = &self.conv;
+        let [n, o, oh, ow] = dy.dims();
+        let output_rows = dy.permute([0, 2, 3, 1]).reshape([n * oh * ow, o]);
+        let rows = with_inputs.then(|| match patches {
+            Some(patches) => patches.rows(),
+            None => Patches::of(&self.input, c.kernel, c.stride, c.padding).rows(),
+        });
+        let (inputs, outputs) = kronecker_factors(rows, output_rows, n, c.bias.is_some());
+        LayerFactors {
+            weight: c.weight,
+            bias: c.bias,
+            inputs,
+            outputs,
+        }
+    }
+}
+
 impl Recorded for ConvRecord {
     fn vjp(
         &self,
@@ -310,6 +331,9 @@ impl Recorded for ConvRecord {
             if let (Some(index), Some(db2)) = (c.bias, db2) {
                 grads.put_square(index, db2);
             }
+        }
+        if let Some(with_inputs) = grads.wants_factors() {
+            grads.put_factors(self.factors(patches, dy.clone(), with_inputs));
         }
         need_input.then(|| {
             // The transpose of the convolution. With a stride, several input sizes give one

@@ -7,7 +7,8 @@ use burn::prelude::*;
 
 use crate::model::builder::{Builder, Init};
 use crate::model::layer::{
-    BatchStats, Gradients, Layer, Pass, Recorded, Shape, add_tangents, reshape,
+    BatchStats, Gradients, Layer, LayerFactors, Pass, Recorded, Shape, add_tangents,
+    kronecker_factors, reshape,
 };
 use crate::model::spec::LayerSpec;
 
@@ -156,6 +157,16 @@ impl Recorded for LinearRecord {
             if let Some(b) = l.bias {
                 grads.put_square(b, db2);
             }
+        }
+        if let Some(with_inputs) = grads.wants_factors() {
+            let inputs = with_inputs.then(|| self.input.clone());
+            let (inputs, outputs) = kronecker_factors(inputs, dy.clone(), n, l.bias.is_some());
+            grads.put_factors(LayerFactors {
+                weight: l.weight,
+                bias: l.bias,
+                inputs,
+                outputs,
+            });
         }
         need_input.then(|| {
             dy.matmul(l.weight(params))

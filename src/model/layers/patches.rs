@@ -61,6 +61,11 @@ impl Patches {
         }
     }
 
+    /// The rows: `[batch * out_h * out_w, in_channels * k * k]`.
+    pub fn rows(&self) -> Tensor<2> {
+        self.rows.clone()
+    }
+
     /// Bytes the patches of an `input_dims` input would take in f32.
     pub fn bytes(input_dims: [usize; 4], out_hw: [usize; 2], kernel: usize) -> usize {
         let [n, c, _, _] = input_dims;

@@ -26,6 +26,43 @@ impl std::fmt::Display for CurvatureKind {
     }
 }
 
+/// CG's preconditioner (`optimizer.hessian_free.preconditioner`). A config may also write
+/// `true` (diagonal) or `false` (none), as configs before the Kronecker one did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preconditioning {
+    None,
+    /// Martens' diagonal, `(diag(sum of squared gradients) + lambda)^exponent`.
+    Diagonal,
+    /// K-FAC's factors for linear layers and KFC's for convolutions, the curvature's
+    /// diagonal for the other parameters, estimated on the curvature batch every
+    /// `kronecker_refresh_steps` steps; their damped inverse, exactly (src/optim/kronecker/).
+    Kronecker,
+}
+
+impl<'de> Deserialize<'de> for Preconditioning {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Flag(bool),
+            Name(String),
+        }
+        match Written::deserialize(deserializer)? {
+            Written::Flag(false) => Ok(Self::None),
+            Written::Flag(true) => Ok(Self::Diagonal),
+            Written::Name(name) => match name.as_str() {
+                "none" => Ok(Self::None),
+                "diagonal" => Ok(Self::Diagonal),
+                "kronecker" => Ok(Self::Kronecker),
+                other => Err(serde::de::Error::custom(format!(
+                    "preconditioner = {other:?}: expected \"none\", \"diagonal\" or \"kronecker\""
+                ))),
+            },
+        }
+    }
+}
+
 /// The Hessian-free optimizer (Martens 2010). Every step: the gradient on the training
 /// batch; CG on `(C + damping I) p = -g` with curvature products on the first
 /// `curvature_batch_size` images of that batch; backtracking over CG iterates; Levenberg-
@@ -62,9 +99,15 @@ pub struct HessianFreeConfig {
     pub cg_tolerance: f64,
     /// CG starts from this multiple of the previous step's solution.
     pub warm_start_decay: f64,
-    /// Diagonal preconditioner `(diag(sum of squared gradients) + lambda)^exponent`.
-    pub preconditioner: bool,
+    /// CG's preconditioner: none, Martens' diagonal, or Kronecker-factored.
+    pub preconditioner: Preconditioning,
+    /// The diagonal one's exponent.
     pub preconditioner_exponent: f64,
+    /// The Kronecker factors are estimated afresh every this many steps (on that step's
+    /// curvature batch: one forward and one backward pass per class), and blended with the
+    /// previous estimate as `decay * previous + (1 - decay) * new`.
+    pub kronecker_refresh_steps: usize,
+    pub kronecker_decay: f64,
     /// Armijo sufficient-decrease constant and the line search's shrink factor.
     pub armijo_c: f64,
     pub line_search_shrink: f64,
@@ -96,8 +139,10 @@ impl Default for HessianFreeConfig {
             cg_max_iterations: 50,
             cg_tolerance: 5e-4,
             warm_start_decay: 0.95,
-            preconditioner: false,
+            preconditioner: Preconditioning::None,
             preconditioner_exponent: 0.75,
+            kronecker_refresh_steps: 5,
+            kronecker_decay: 0.5,
             armijo_c: 1e-2,
             line_search_shrink: 0.8,
             line_search_max_tries: 10,
@@ -162,6 +207,13 @@ impl HessianFreeConfig {
                 h.damping_lower
             ),
         );
+        self.validate_solver(problems);
+    }
+
+    /// CG's, the preconditioner's and the line search's settings.
+    fn validate_solver(&self, problems: &mut Problems) {
+        let h = self;
+        let key = "optimizer.hessian_free";
         problems.check(
             h.cg_max_iterations > 0,
             format!("{key}.cg_max_iterations = 0: expected at least 1"),
@@ -185,6 +237,18 @@ impl HessianFreeConfig {
             format!(
                 "{key}.preconditioner_exponent = {}: expected a number in [0, 1]",
                 h.preconditioner_exponent
+            ),
+        );
+        problems.check(
+            h.kronecker_refresh_steps > 0,
+            format!("{key}.kronecker_refresh_steps = 0: expected at least 1"),
+        );
+        problems.check(
+            h.kronecker_decay >= 0.0 && h.kronecker_decay < 1.0,
+            format!(
+                "{key}.kronecker_decay = {}: expected a number in [0, 1) (0: each refresh \
+                 replaces the factors)",
+                h.kronecker_decay
             ),
         );
         problems.check(

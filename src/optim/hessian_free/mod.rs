@@ -30,10 +30,11 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 pub use backtracking::choose as backtrack;
-pub use config::{CurvatureKind, HessianFreeConfig};
+pub use config::{CurvatureKind, HessianFreeConfig, Preconditioning};
 pub use line_search::armijo;
 
 use super::cg::{self, CgSettings, CgStop, LinearOperator};
+use super::kronecker::{FactorShapes, KroneckerEigen, KroneckerFactors};
 use super::objective::{Objective, Problem};
 use super::registry::{Capabilities, OptimizerSettings};
 use super::step_log::{Cell, Column, Format, StepRecord};
@@ -128,7 +129,7 @@ impl OptimizerSettings for HessianFreeSettings {
     /// Weight decay is part of the objective Hessian-free minimises (curvature.rs), so the
     /// optimizer itself does not see it.
     fn build(&self, _decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer> {
-        Box::new(HessianFree::new(&self.hessian_free, len))
+        Box::new(HessianFree::new(&self.hessian_free, len).with_weight_decay(self.weight_decay))
     }
 }
 
@@ -259,19 +260,42 @@ pub struct HessianFree {
     counters: Counters,
     /// The previous step's CG solution, CG's next warm start.
     previous: Option<Tensor<1>>,
+    /// The objective's weight decay (its curvature's `weight_decay * I` on the weights).
+    weight_decay: f64,
+    /// With the Kronecker preconditioner: the factors last estimated, and their
+    /// eigendecompositions.
+    kronecker: Option<Kronecker>,
+}
+
+/// The Kronecker factors Hessian-free preconditions with, and their eigendecompositions
+/// (made from them, so that a resumed run computes the same).
+struct Kronecker {
+    factors: KroneckerFactors,
+    eigen: KroneckerEigen,
+}
+
+impl Kronecker {
+    fn of(factors: KroneckerFactors) -> Self {
+        let eigen = KroneckerEigen::of(&factors);
+        Self { factors, eigen }
+    }
 }
 
 /// Hessian-free's scalar state, as checkpoints keep it.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Counters {
     damping: f64,
     steps: u64,
     rejected_in_a_row: u64,
     rejected_total: u64,
+    /// The shapes of the Kronecker factors in the vector `KRONECKER_FACTORS`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kronecker: Option<FactorShapes>,
 }
 
 pub const KIND: &str = "hessian-free";
 const PREVIOUS_SOLUTION: &str = "previous_solution";
+const KRONECKER_FACTORS: &str = "kronecker_factors";
 
 impl HessianFree {
     pub fn new(config: &HessianFreeConfig, len: usize) -> Self {
@@ -283,8 +307,19 @@ impl HessianFree {
                 steps: 0,
                 rejected_in_a_row: 0,
                 rejected_total: 0,
+                kronecker: None,
             },
             previous: None,
+            weight_decay: 0.0,
+            kronecker: None,
+        }
+    }
+
+    /// The objective's weight decay, which the Kronecker preconditioner adds to lambda.
+    pub fn with_weight_decay(self, weight_decay: f64) -> Self {
+        Self {
+            weight_decay,
+            ..self
         }
     }
 
@@ -472,14 +507,30 @@ impl HessianFree {
         gradient: &Tensor<1>,
         squared_gradients: Option<&Tensor<1>>,
     ) -> (cg::CgResult, usize) {
+        if self.config.preconditioner == Preconditioning::Kronecker {
+            self.refresh_kronecker(problem, params);
+        }
         let c = &self.config;
-        let preconditioner = match (c.preconditioner, squared_gradients) {
-            (true, Some(sq)) => Some(
+        let damping = self.counters.damping;
+        let diagonal = match (c.preconditioner, squared_gradients) {
+            (Preconditioning::Diagonal, Some(sq)) => Some(cg::Diagonal(
                 sq.clone()
-                    .add_scalar(self.counters.damping)
+                    .add_scalar(damping)
                     .powf_scalar(c.preconditioner_exponent),
-            ),
+            )),
             _ => None,
+        };
+        // The curvature CG solves with includes the weight decay's `weight_decay * I` on the
+        // weights, which the factors leave out: it joins lambda in the preconditioner.
+        let kronecker = self
+            .kronecker
+            .as_ref()
+            .filter(|_| c.preconditioner == Preconditioning::Kronecker)
+            .map(|k| k.eigen.preconditioner(damping + self.weight_decay));
+        let preconditioner: Option<&dyn cg::Preconditioner> = match (&diagonal, &kronecker) {
+            (Some(d), _) => Some(d),
+            (None, Some(k)) => Some(k),
+            (None, None) => None,
         };
         let warm_start = self
             .previous
@@ -493,13 +544,35 @@ impl HessianFree {
         };
         let solved = cg::solve(
             &counted,
-            self.counters.damping,
+            damping,
             &gradient.clone().neg(),
             warm_start,
-            preconditioner.as_ref(),
+            preconditioner,
             &self.cg_settings(),
         );
         (solved, counted.products.get())
+    }
+
+    /// New Kronecker factors from the problem every `kronecker_refresh_steps` steps (and at
+    /// the first), blended with the previous ones, and their eigendecompositions.
+    fn refresh_kronecker(&mut self, problem: &dyn Problem, params: &Tensor<1>) {
+        let c = &self.config;
+        let due = self.kronecker.is_none()
+            || self
+                .counters
+                .steps
+                .is_multiple_of(c.kronecker_refresh_steps as u64);
+        if !due {
+            return;
+        }
+        let Some(fresh) = problem.kronecker_factors(params) else {
+            return;
+        };
+        let factors = fresh.blended(
+            self.kronecker.as_ref().map(|k| &k.factors),
+            c.kronecker_decay,
+        );
+        self.kronecker = Some(Kronecker::of(factors));
     }
 
     /// The Armijo line search along the chosen direction: the accepted (step length,
@@ -663,7 +736,8 @@ impl Optimizer for HessianFree {
     /// accepted step with `step_schedule`, and does not apply otherwise.
     fn step(&mut self, objective: &dyn Objective, params: &Tensor<1>, lr: f64) -> Result<Step> {
         let clock = Instant::now();
-        let gradient = objective.gradient(params, self.config.preconditioner);
+        let diagonal = self.config.preconditioner == Preconditioning::Diagonal;
+        let gradient = objective.gradient(params, diagonal);
         let gradient_seconds = clock.elapsed().as_secs_f64();
         let multiplier = if self.config.step_schedule { lr } else { 1.0 };
         let (params, mut report) = self.scaled_step_from(
@@ -683,8 +757,12 @@ impl Optimizer for HessianFree {
     }
 
     fn state(&self) -> OptimizerState {
-        let mut state = OptimizerState::new(KIND, &self.counters);
+        let mut counters = self.counters.clone();
+        let factors = self.kronecker.as_ref().map(|k| k.factors.flatten());
+        counters.kronecker = factors.as_ref().map(|(shapes, _)| shapes.clone());
+        let mut state = OptimizerState::new(KIND, &counters);
         state.put_vector(PREVIOUS_SOLUTION, &self.previous);
+        state.put_vector(KRONECKER_FACTORS, &factors.map(|(_, values)| values));
         state
     }
 
@@ -696,6 +774,14 @@ impl Optimizer for HessianFree {
                 counters.damping
             );
         }
+        self.kronecker = match &counters.kronecker {
+            Some(shapes) => {
+                let values = state.take_any_vector(KRONECKER_FACTORS, device)?;
+                let factors = KroneckerFactors::unflatten(shapes, values, self.len)?;
+                Some(Kronecker::of(factors))
+            }
+            None => None,
+        };
         self.counters = counters;
         self.previous = state.take_vector(PREVIOUS_SOLUTION, self.len, device)?;
         Ok(())
