@@ -17,9 +17,11 @@
 #      (configs/cifar10-small-hf.toml, batch 1000; 60); each beside PyTorch per module
 #      (scripts/torch_reference.py --bench --layers; 60 and 40)
 #   3. the ratios table: scripts/bench-beside-torch.sh, ResNet-9 batch 256 (120)
-#   4. the small CNN trained 10 epochs with Hessian-free and with SGD (SGD_CONFIG, default
-#      configs/cifar10-small-sgd.toml), then `hftrain compare` (110 each, stopped by Ctrl-C:
-#      a checkpoint)
+#   4. the small CNN trained 10 epochs with Hessian-free, with SGD (SGD_CONFIG, default
+#      configs/cifar10-small-sgd.toml) and, where time is left, with Adam at batch 512
+#      (LARGE_BATCH_CONFIG, default configs/cifar10-small-adam-b512.toml: the first-order
+#      reference where a large batch pays), then `hftrain compare` (110 each, stopped by
+#      Ctrl-C: a checkpoint)
 #   5. SGD's gradient in f16 on the SPIR-V binary, where one was carried (45)
 # Every step writes its log under OUT_DIR/logs as it goes; at the end they are packed into
 # OUT_DIR/logs.tar.xz, beside campaign.log (the steps' times and exit codes, the machine),
@@ -247,9 +249,14 @@ train_for() { # NAME CONFIG
 }
 train_for small-hf configs/cifar10-small-hf.toml
 train_for small-sgd "${SGD_CONFIG:-configs/cifar10-small-sgd.toml}"
-if [ -d "$work/small-hf" ] || [ -d "$work/small-sgd" ]; then
+train_for small-large-batch "${LARGE_BATCH_CONFIG:-configs/cifar10-small-adam-b512.toml}"
+trained=()
+for name in small-hf small-sgd small-large-batch; do
+    [ -f "$work/$name/metrics.csv" ] && trained+=("$work/$name")
+done
+if [ "${#trained[@]}" -gt 0 ]; then
     log "4-compare"
-    "$bin" compare "$work/small-hf" "$work/small-sgd" --levels 50,60,65,70 \
+    "$bin" compare "${trained[@]}" --levels 50,60,65,70 \
         --out "$out/compare.png" > "$out/compare.md" 2>&1
     log "4-compare ended with status $?"
 fi

@@ -508,8 +508,9 @@ pub struct CurvatureSampling {
 }
 
 impl CurvatureSampling {
-    /// The optimizer's settings; for one that asks for no curvature, Gauss-Newton on the
-    /// whole batch (which it will not use).
+    /// The optimizer's settings; for one that asks for no curvature products, Gauss-Newton
+    /// (the Kronecker factors' matrix) on its curvature batch, or on the whole batch where
+    /// it asks for no curvature at all.
     pub fn of(optimizer: &OptimizerConfig) -> Self {
         match optimizer.hessian_free() {
             Some(h) => Self {
@@ -519,7 +520,7 @@ impl CurvatureSampling {
             },
             None => Self {
                 kind: CurvatureKind::GaussNewton,
-                curvature_batch_size: usize::MAX,
+                curvature_batch_size: optimizer.curvature_batch_size().unwrap_or(usize::MAX),
                 backtracking_batch_size: 0,
             },
         }

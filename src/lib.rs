@@ -11,6 +11,7 @@
 //!   `report/` (report.md and pictures): what a run writes about itself;
 //! - `support/`: small utilities with no knowledge of training.
 
+pub mod batch_growth;
 pub mod bn_statistics;
 pub mod cli;
 pub mod commands;

@@ -23,7 +23,7 @@ pub use crate::optim::sgd::SgdConfig;
 pub use crate::optim::{
     CurvatureKind, HessianFreeConfig, HessianFreeSettings, OptimizerConfig, Preconditioning,
 };
-pub use run::{CheckpointConfig, GradientRoute, Precision, TrainConfig};
+pub use run::{BatchGrowthConfig, CheckpointConfig, GradientRoute, Precision, TrainConfig};
 
 use crate::support::validate::Problems;
 

@@ -49,6 +49,62 @@ pub struct TrainConfig {
     /// (`optim/averaging.rs`). None: no average.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub average: Option<AverageConfig>,
+    /// The batch grows where a variance test says its gradient is too noisy, instead of at
+    /// fixed milestones (`batch_growth.rs`). None: the batch follows `batch_size` and the
+    /// milestones.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_growth: Option<BatchGrowthConfig>,
+}
+
+/// `train.batch_growth = { theta = 0.9, max_batch_size = 8000, chunks = 8 }`: Byrd, Chin,
+/// Nocedal and Wu's norm test (2012), taken at the end of every epoch on the next epoch's
+/// first batch, split into `chunks` parts whose gradients estimate the variance. A failed
+/// test sets the batch of the epochs after to the size that would pass it, at most
+/// `max_batch_size`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchGrowthConfig {
+    /// The test holds while the gradient's estimated variance over the batch is at most
+    /// `theta^2` times its squared norm: a smaller theta asks for larger batches.
+    pub theta: f64,
+    pub max_batch_size: usize,
+    #[serde(default = "default_chunks")]
+    pub chunks: usize,
+}
+
+fn default_chunks() -> usize {
+    8
+}
+
+impl BatchGrowthConfig {
+    fn validate(&self, train: &TrainConfig, problems: &mut Problems) {
+        let key = "train.batch_growth";
+        problems.check(
+            self.theta.is_finite() && self.theta > 0.0,
+            format!("{key}.theta = {}: expected a positive number", self.theta),
+        );
+        problems.check(
+            self.max_batch_size >= train.batch_size,
+            format!(
+                "{key}.max_batch_size = {}: expected at least train.batch_size ({})",
+                self.max_batch_size, train.batch_size
+            ),
+        );
+        problems.check(
+            self.chunks >= 2 && self.chunks <= train.batch_size,
+            format!(
+                "{key}.chunks = {}: expected 2 to train.batch_size ({}) parts of a batch",
+                self.chunks, train.batch_size
+            ),
+        );
+        problems.check(
+            train.batch_size_milestones.is_empty(),
+            format!(
+                "{key} with train.batch_size_milestones: the batch grows by the test or at the \
+                 milestones, not both; remove one"
+            ),
+        );
+    }
 }
 
 /// `train.gradient`: Burn's autodiff, or hftrain's own backprop through the layers' `vjp`
@@ -163,6 +219,7 @@ impl Default for TrainConfig {
             gradient: GradientRoute::Auto,
             precision: Precision::F32,
             average: None,
+            batch_growth: None,
         }
     }
 }
@@ -170,8 +227,14 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// The training batch of the epoch with this 0-based index (`batch_size_milestones`).
     pub fn batch_size_of_epoch(&self, epoch: usize) -> usize {
+        self.batch_size_after_growth(epoch, &[])
+    }
+
+    /// The same where `batch_growth`'s test has added its own milestones, `grown`.
+    pub fn batch_size_after_growth(&self, epoch: usize, grown: &[[usize; 2]]) -> usize {
         self.batch_size_milestones
             .iter()
+            .chain(grown)
             .filter(|[from, _]| epoch + 1 >= *from)
             .map(|[_, size]| *size)
             .next_back()
@@ -185,9 +248,13 @@ impl TrainConfig {
             .iter()
             .map(|[epoch, size]| format!("{size} from epoch {epoch}"))
             .collect();
-        match later.is_empty() {
-            true => self.batch_size.to_string(),
-            false => format!("{} ({})", self.batch_size, later.join(", ")),
+        match (later.is_empty(), &self.batch_growth) {
+            (_, Some(growth)) => format!(
+                "{} (grown by a variance test, theta {}, up to {})",
+                self.batch_size, growth.theta, growth.max_batch_size
+            ),
+            (true, None) => self.batch_size.to_string(),
+            (false, None) => format!("{} ({})", self.batch_size, later.join(", ")),
         }
     }
 
@@ -196,6 +263,7 @@ impl TrainConfig {
         self.batch_size_milestones
             .iter()
             .map(|[_, size]| *size)
+            .chain(self.batch_growth.map(|g| g.max_batch_size))
             .fold(self.batch_size, usize::max)
     }
 
@@ -212,6 +280,9 @@ impl TrainConfig {
         self.validate_milestones(problems);
         if let Some(average) = &self.average {
             average.validate(self.epochs, problems);
+        }
+        if let Some(growth) = &self.batch_growth {
+            growth.validate(self, problems);
         }
         problems.check(
             fraction(self.bn_momentum as f64),

@@ -8,6 +8,7 @@ pub mod adam;
 pub mod averaging;
 pub mod cg;
 pub mod hessian_free;
+pub mod kfac;
 pub mod kronecker;
 pub mod objective;
 pub mod registry;
@@ -237,6 +238,12 @@ impl OptimizerConfig {
 
     pub fn weight_decay(&self) -> f64 {
         self.settings.weight_decay()
+    }
+
+    /// Images of each batch its curvature is taken on (see
+    /// `OptimizerSettings::curvature_batch_size`).
+    pub fn curvature_batch_size(&self) -> Option<usize> {
+        self.settings.curvature_batch_size()
     }
 
     pub fn validate(&self, problems: &mut Problems) {

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::step_log::Column;
-use super::{Optimizer, adam, hessian_free, sgd};
+use super::{Optimizer, adam, hessian_free, kfac, sgd};
 use crate::support::validate::Problems;
 
 /// What the rest of hftrain may rely on about an optimizer, stated rather than inferred.
@@ -64,6 +64,11 @@ pub trait OptimizerSettings:
         Self::CAPABILITIES.learning_rate
     }
     fn weight_decay(&self) -> f64;
+    /// Images of each batch its curvature (products or Kronecker factors) is taken on, where
+    /// it asks for any.
+    fn curvature_batch_size(&self) -> Option<usize> {
+        None
+    }
     /// Every problem of the values serde's types cannot catch, each naming its key.
     fn validate(&self, problems: &mut Problems);
     /// The optimizer for a parameter vector of `len` values; `decay_mask` is 1 where weight
@@ -79,6 +84,7 @@ pub(crate) trait AnySettings: Debug + Send + Sync {
     fn lr(&self) -> Option<f64>;
     fn scheduled(&self) -> bool;
     fn weight_decay(&self) -> f64;
+    fn curvature_batch_size(&self) -> Option<usize>;
     fn validate(&self, problems: &mut Problems);
     fn build(&self, decay_mask: Tensor<1>, len: usize) -> Box<dyn Optimizer>;
     fn to_table(&self) -> toml::Table;
@@ -106,6 +112,9 @@ impl<T: OptimizerSettings> AnySettings for T {
     }
     fn weight_decay(&self) -> f64 {
         OptimizerSettings::weight_decay(self)
+    }
+    fn curvature_batch_size(&self) -> Option<usize> {
+        OptimizerSettings::curvature_batch_size(self)
     }
     fn validate(&self, problems: &mut Problems) {
         OptimizerSettings::validate(self, problems)
@@ -196,6 +205,7 @@ pub const OPTIMIZERS: &[Entry] = &[
     Entry::of::<adam::AdamConfig>(),
     Entry::of::<adam::AdamwConfig>(),
     Entry::of::<hessian_free::HessianFreeSettings>(),
+    Entry::of::<kfac::KfacConfig>(),
 ];
 
 /// Optimizers added at run time by `register`.

@@ -145,6 +145,10 @@ pub struct Manifest {
     /// `average.bin`; absent in runs without one and before its first iterate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub average: Option<AverageState>,
+    /// Milestones `[epoch, batch size]` that `train.batch_growth`'s test added (absent
+    /// without it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grown_batch_sizes: Vec<[usize; 2]>,
     pub files: Vec<FileEntry>,
 }
 
@@ -164,6 +168,8 @@ pub struct Checkpoint {
     pub classes: Vec<String>,
     /// The running average of the parameters, where the run keeps one.
     pub average: Option<AverageState>,
+    /// Milestones that `train.batch_growth` added.
+    pub grown_batch_sizes: Vec<[usize; 2]>,
 }
 
 fn f32_bytes(values: &[f32]) -> Vec<u8> {
@@ -269,6 +275,7 @@ impl Checkpoint {
             epoch_progress: self.epoch_progress,
             classes: self.classes.clone(),
             average: self.average.clone(),
+            grown_batch_sizes: self.grown_batch_sizes.clone(),
             files,
         };
         let json = serde_json::to_vec_pretty(&manifest).expect("a manifest always serialises");
@@ -357,6 +364,7 @@ impl Checkpoint {
             epoch_progress: manifest.epoch_progress,
             classes: manifest.classes,
             average,
+            grown_batch_sizes: manifest.grown_batch_sizes,
         })
     }
 

@@ -3,6 +3,7 @@
 //! epoch's evaluation, and when to checkpoint. What is recorded and where (CSV, TensorBoard,
 //! report, plots) is `recorder.rs`; the epoch's running sums are `totals.rs`.
 
+mod growth;
 mod progress;
 mod recorder;
 mod setup;
@@ -103,8 +104,11 @@ struct Training {
     average: Option<IterateAverage>,
     /// The batch-norm statistics recomputed for the average at the last epoch's end.
     average_buffers: Option<Tensor<1>>,
-    /// Steps in each epoch of the run (`train.batch_size_milestones` changes the count).
+    /// Steps in each epoch of the run (`train.batch_size_milestones` and `batch_growth`
+    /// change the count).
     epoch_steps: Vec<usize>,
+    /// Milestones `[epoch, batch size]` that `train.batch_growth`'s test added.
+    grown_batch_sizes: Vec<[usize; 2]>,
     /// The device computes in the host's memory (flex, or wgpu on a software adapter).
     on_cpu: bool,
     recorder: Recorder,
@@ -156,6 +160,7 @@ impl Training {
                 EpochEnd::Interrupted(dir) => return Ok(self.outcome(Some(dir), true)),
             };
             self.end_epoch(&totals, last_step.as_ref())?;
+            self.grow_batch()?;
             let done = self.position.epoch;
             let stopping = reached(done);
             let interrupted = interrupt::requested();
@@ -180,10 +185,14 @@ impl Training {
     fn train_epoch(&mut self) -> Result<EpochEnd> {
         let (epoch, epochs) = (self.position.epoch, self.config.train.epochs);
         let seed = self.config.seed;
-        let batch_size = self.config.train.batch_size_of_epoch(epoch);
-        if epoch > 0 && batch_size != self.config.train.batch_size_of_epoch(epoch - 1) {
+        let batch_size = self.batch_size_of(epoch);
+        if epoch > 0 && batch_size != self.batch_size_of(epoch - 1) {
+            let why = match self.config.train.batch_growth {
+                Some(_) => "train.batch_growth",
+                None => "train.batch_size_milestones",
+            };
             log::info!(
-                "epoch {}: {batch_size} images a step from here (train.batch_size_milestones)",
+                "epoch {}: {batch_size} images a step from here ({why})",
                 epoch + 1
             );
         }
@@ -382,7 +391,7 @@ impl Training {
     /// batches), and on a CPU, where that is hours, the config that fits one.
     fn estimate_time(&self, seconds: f64, steps_left: usize) {
         let (epoch, train) = (self.position.epoch, &self.config.train);
-        let batch_of = |e: usize| train.batch_size_of_epoch(e).min(self.train.len());
+        let batch_of = |e: usize| self.batch_size_of(e).min(self.train.len());
         let per_image = seconds / batch_of(epoch) as f64;
         let images_of = |e: usize| (self.epoch_steps[e] * batch_of(e)) as f64;
         let per_epoch = per_image * images_of(epoch);
@@ -618,6 +627,7 @@ impl Training {
             epoch_progress: progress,
             classes: self.train.classes.clone(),
             average: self.average.as_ref().and_then(IterateAverage::state),
+            grown_batch_sizes: self.grown_batch_sizes.clone(),
         };
         ckpt.save(&self.paths.checkpoints, self.config.checkpoint.keep)
     }

@@ -8,15 +8,14 @@ use std::sync::Arc;
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 
+use super::growth;
 use super::recorder::{Recorder, ReportFacts};
 use super::{TrainRequest, Training};
 use crate::config::Config;
-use crate::data::batcher::EpochPlan;
 use crate::memory;
 use crate::model::Network;
 use crate::optim::Optimizer;
 use crate::optim::averaging::IterateAverage;
-use crate::optim::schedule::Schedule;
 use crate::params::from_host;
 use crate::precision::MixedPrecision;
 use crate::session;
@@ -259,18 +258,12 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Training> {
         data: data.summary.clone(),
     };
     let recorder = Recorder::open(&paths, &config, facts, position, &metrics)?;
-    let epoch_steps: Vec<usize> = (0..config.train.epochs)
-        .map(|epoch| {
-            let batch_size = config.train.batch_size_of_epoch(epoch);
-            EpochPlan::steps_of(data.train.len(), batch_size)
-        })
-        .collect();
-    // Hessian-free has no learning rate: its schedule (unused by it) peaks at 1.
-    let schedule = Schedule::new(
-        config.optimizer.lr().unwrap_or(1.0),
-        &config.schedule,
-        &epoch_steps,
-    );
+    let grown_batch_sizes = resumed
+        .as_ref()
+        .map(|(_, ckpt)| ckpt.grown_batch_sizes.clone())
+        .unwrap_or_default();
+    let (epoch_steps, schedule) =
+        growth::steps_and_schedule(&config, data.train.len(), &grown_batch_sizes);
     Ok(Training {
         config,
         paths,
@@ -287,6 +280,7 @@ pub(super) fn set_up(request: &TrainRequest) -> Result<Training> {
         average,
         average_buffers: None,
         epoch_steps,
+        grown_batch_sizes,
         on_cpu: selected.host_memory,
         recorder,
         position,

@@ -58,6 +58,7 @@ fn sample(epoch: usize) -> (Checkpoint, Network) {
             seconds: 2.5,
         },
         average: None,
+        grown_batch_sizes: Vec::new(),
     };
     (ckpt, network)
 }

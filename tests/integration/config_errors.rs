@@ -359,7 +359,11 @@ fn a_setting_of_another_optimizer_is_refused_by_name() {
     );
     assert_error(
         load("[optimizer]\nkind = \"newton\"\n"),
-        &["optimizer.kind", "newton", "sgd, adam, adamw, hessian-free"],
+        &[
+            "optimizer.kind",
+            "newton",
+            "sgd, adam, adamw, hessian-free, kfac",
+        ],
     );
     // Without `kind`, SGD (as before the settings were split).
     let config = load("[optimizer]\nlr = 0.3\n").unwrap();
@@ -374,7 +378,7 @@ fn a_setting_of_another_optimizer_is_refused_by_name() {
 fn each_registered_optimizer_round_trips_through_a_config() {
     let entries = hftrain::optim::registry::entries();
     let kinds: Vec<&str> = entries.iter().map(|e| e.kind).collect();
-    for kind in ["sgd", "adam", "adamw", "hessian-free"] {
+    for kind in ["sgd", "adam", "adamw", "hessian-free", "kfac"] {
         assert!(kinds.contains(&kind), "{kinds:?}");
     }
     for entry in entries {

@@ -361,3 +361,37 @@ fn preconditioner_settings_are_checked_and_old_configs_still_read() {
         &["optimizer.hessian_free.kronecker_decay = 1", "[0, 1)"],
     );
 }
+
+/// K-FAC as an optimizer of its own, through the registry like any other: it lowers the
+/// loss, and resumes bit-exact with its factors refreshed every 3 steps of the 4 an epoch.
+#[test]
+fn kfac_optimizer_trains_and_resumes_bit_exact() {
+    let mut config = crate::common::flex_config(200, 100, 2);
+    config.train.batch_size = 50;
+    config.optimizer = hftrain::config::OptimizerConfig::new(hftrain::optim::kfac::KfacConfig {
+        lr: 0.05,
+        curvature_batch_size: 25,
+        refresh_steps: 3,
+        ..Default::default()
+    });
+    config.validate().unwrap();
+    let dir = TempDir::new();
+    let (full, parted) = assert_resume_is_bit_exact(&config, dir.path());
+    let m = &full.metrics;
+    assert!(m[1].train_loss < m[0].train_loss, "{m:?}");
+    let ckpt =
+        hftrain::store::checkpoint::Checkpoint::load(&parted.join("checkpoints/latest")).unwrap();
+    assert_eq!(ckpt.optimizer.kind, "kfac");
+    assert!(ckpt.optimizer.vectors.contains_key("kronecker_factors"));
+    assert!(ckpt.optimizer.vectors.contains_key("velocity"));
+    assert_error(
+        load(
+            "[optimizer]\nkind = \"kfac\"\ndamping = 0.0\nrefresh_steps = 0\nfactor_decay = 1.0\n",
+        ),
+        &[
+            "optimizer.damping = 0",
+            "optimizer.refresh_steps = 0",
+            "optimizer.factor_decay = 1",
+        ],
+    );
+}

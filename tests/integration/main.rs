@@ -3,6 +3,7 @@
 mod common;
 
 mod averaging;
+mod batch_growth;
 mod bench;
 mod careless_use;
 mod checkpoints;

@@ -34,7 +34,7 @@ pub use config::{CurvatureKind, HessianFreeConfig, Preconditioning};
 pub use line_search::armijo;
 
 use super::cg::{self, CgSettings, CgStop, LinearOperator};
-use super::kronecker::{FactorShapes, KroneckerEigen, KroneckerFactors};
+use super::kronecker::KroneckerEstimate;
 use super::objective::{Objective, Problem};
 use super::registry::{Capabilities, OptimizerSettings};
 use super::step_log::{Cell, Column, Format, StepRecord};
@@ -119,6 +119,10 @@ impl OptimizerSettings for HessianFreeSettings {
 
     fn weight_decay(&self) -> f64 {
         self.weight_decay
+    }
+
+    fn curvature_batch_size(&self) -> Option<usize> {
+        Some(self.hessian_free.curvature_batch_size)
     }
 
     fn validate(&self, problems: &mut Problems) {
@@ -264,38 +268,20 @@ pub struct HessianFree {
     weight_decay: f64,
     /// With the Kronecker preconditioner: the factors last estimated, and their
     /// eigendecompositions.
-    kronecker: Option<Kronecker>,
-}
-
-/// The Kronecker factors Hessian-free preconditions with, and their eigendecompositions
-/// (made from them, so that a resumed run computes the same).
-struct Kronecker {
-    factors: KroneckerFactors,
-    eigen: KroneckerEigen,
-}
-
-impl Kronecker {
-    fn of(factors: KroneckerFactors) -> Self {
-        let eigen = KroneckerEigen::of(&factors);
-        Self { factors, eigen }
-    }
+    kronecker: Option<KroneckerEstimate>,
 }
 
 /// Hessian-free's scalar state, as checkpoints keep it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Counters {
     damping: f64,
     steps: u64,
     rejected_in_a_row: u64,
     rejected_total: u64,
-    /// The shapes of the Kronecker factors in the vector `KRONECKER_FACTORS`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    kronecker: Option<FactorShapes>,
 }
 
 pub const KIND: &str = "hessian-free";
 const PREVIOUS_SOLUTION: &str = "previous_solution";
-const KRONECKER_FACTORS: &str = "kronecker_factors";
 
 impl HessianFree {
     pub fn new(config: &HessianFreeConfig, len: usize) -> Self {
@@ -307,7 +293,6 @@ impl HessianFree {
                 steps: 0,
                 rejected_in_a_row: 0,
                 rejected_total: 0,
-                kronecker: None,
             },
             previous: None,
             weight_decay: 0.0,
@@ -557,22 +542,14 @@ impl HessianFree {
     /// the first), blended with the previous ones, and their eigendecompositions.
     fn refresh_kronecker(&mut self, problem: &dyn Problem, params: &Tensor<1>) {
         let c = &self.config;
-        let due = self.kronecker.is_none()
-            || self
-                .counters
-                .steps
-                .is_multiple_of(c.kronecker_refresh_steps as u64);
-        if !due {
-            return;
-        }
-        let Some(fresh) = problem.kronecker_factors(params) else {
-            return;
-        };
-        let factors = fresh.blended(
-            self.kronecker.as_ref().map(|k| &k.factors),
+        self.kronecker = KroneckerEstimate::refreshed(
+            self.kronecker.take(),
+            problem,
+            params,
+            self.counters.steps,
+            c.kronecker_refresh_steps,
             c.kronecker_decay,
         );
-        self.kronecker = Some(Kronecker::of(factors));
     }
 
     /// The Armijo line search along the chosen direction: the accepted (step length,
@@ -757,12 +734,9 @@ impl Optimizer for HessianFree {
     }
 
     fn state(&self) -> OptimizerState {
-        let mut counters = self.counters.clone();
-        let factors = self.kronecker.as_ref().map(|k| k.factors.flatten());
-        counters.kronecker = factors.as_ref().map(|(shapes, _)| shapes.clone());
-        let mut state = OptimizerState::new(KIND, &counters);
+        let mut state = OptimizerState::new(KIND, &self.counters);
         state.put_vector(PREVIOUS_SOLUTION, &self.previous);
-        state.put_vector(KRONECKER_FACTORS, &factors.map(|(_, values)| values));
+        KroneckerEstimate::save(self.kronecker.as_ref(), &mut state);
         state
     }
 
@@ -774,14 +748,7 @@ impl Optimizer for HessianFree {
                 counters.damping
             );
         }
-        self.kronecker = match &counters.kronecker {
-            Some(shapes) => {
-                let values = state.take_any_vector(KRONECKER_FACTORS, device)?;
-                let factors = KroneckerFactors::unflatten(shapes, values, self.len)?;
-                Some(Kronecker::of(factors))
-            }
-            None => None,
-        };
+        self.kronecker = KroneckerEstimate::load(state, self.len, device)?;
         self.counters = counters;
         self.previous = state.take_vector(PREVIOUS_SOLUTION, self.len, device)?;
         Ok(())
