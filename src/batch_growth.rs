@@ -3,7 +3,9 @@
 //! batch S is a good enough descent direction while its estimate's variance is small beside
 //! its own size,
 //!
-//!     ||Var_i(grad l_i)||_1 / |S|  <=  theta^2 ||grad J_S||^2,
+//! ```text
+//! ||Var_i(grad l_i)||_1 / |S|  <=  theta^2 ||grad J_S||^2,
+//! ```
 //!
 //! and where it is not, the batch that would pass is `||Var||_1 / (theta^2 ||grad J_S||^2)`.
 //! Per-example gradients would cost a backward pass each; the variance is estimated from the

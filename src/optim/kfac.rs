@@ -3,8 +3,10 @@
 //! damped inverse of the Kronecker-factored Gauss-Newton matrix, the factors of
 //! `optim/kronecker/` that Hessian-free's CG preconditions with.
 //!
-//!     g += wd * mask * theta;  d = (F + (damping + wd) I)^-1 g;  d *= nu;
-//!     v = mu v + d;  theta -= lr v
+//! ```text
+//! g += wd * mask * theta;  d = (F + (damping + wd) I)^-1 g;  d *= nu;
+//! v = mu v + d;  theta -= lr v
+//! ```
 //!
 //! `nu = min(1, sqrt(kl_clip / (lr^2 g^T d)))` bounds the step's predicted change of the
 //! model's output distribution (KL clipping, as kfac-pytorch does): a small damping would

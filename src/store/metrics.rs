@@ -7,31 +7,49 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::step_log::{Cell, Column, StepRecord};
+use crate::support::exact_float;
 use crate::support::fsutil::write_atomic;
 
+/// One epoch's row. Its floats are kept exactly in checkpoints (`support::exact_float`), so
+/// that a resumed run's earlier rows equal the uninterrupted run's to the bit.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     pub step: usize,
+    #[serde(with = "exact_float")]
     pub lr: f64,
+    #[serde(with = "exact_float")]
     pub train_loss: f64,
+    #[serde(with = "exact_float")]
     pub train_accuracy: f64,
+    #[serde(with = "exact_float")]
     pub test_loss: f64,
+    #[serde(with = "exact_float")]
     pub test_accuracy: f64,
+    #[serde(with = "exact_float")]
     pub epoch_seconds: f64,
+    #[serde(with = "exact_float")]
     pub images_per_second: f64,
     /// The top eigenvalue and the trace of the training loss's Hessian at the epoch's end,
     /// where `train.spectrum_every` asked for them (empty in the CSV otherwise).
-    #[serde(default)]
+    #[serde(default, with = "exact_float::option")]
     pub sharpness: Option<f64>,
-    #[serde(default)]
+    #[serde(default, with = "exact_float::option")]
     pub hessian_trace: Option<f64>,
     /// The test loss and accuracy of the running average of the parameters (`train.average`,
     /// with batch-norm statistics recomputed for it), where the run keeps one: the CSV has
     /// these columns only then.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "exact_float::option"
+    )]
     pub averaged_test_loss: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "exact_float::option"
+    )]
     pub averaged_test_accuracy: Option<f64>,
 }
 

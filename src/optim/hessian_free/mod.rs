@@ -274,6 +274,8 @@ pub struct HessianFree {
 /// Hessian-free's scalar state, as checkpoints keep it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct Counters {
+    /// Exact in the checkpoint's JSON: a resumed run damps as the uninterrupted one does.
+    #[serde(with = "crate::support::exact_float")]
     damping: f64,
     steps: u64,
     rejected_in_a_row: u64,
