@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # How fast each optimizer reaches a test accuracy: the classic small CNN on full CIFAR-10 with
-# SGD and Adam at batch 64 and at batch 512 (learning rates scaled and warmed up), and
-# Hessian-free (configs/cifar10-small-{sgd,adam,sgd-b512,adam-b512,hf}.toml), each under the
+# SGD and Adam at batch 64 and at batch 512 (learning rates scaled and warmed up), K-FAC and
+# Hessian-free (configs/cifar10-small-{sgd,adam,sgd-b512,adam-b512,kfac,hf}.toml), each under the
 # same wall-time budget on this machine, one after the other, then `hftrain compare` on them
 # (a table of time to 50/60/70% and a picture). This is how every change to Hessian-free is
 # judged, against the best of the first-order runs (BENCHMARKS.md).
@@ -25,7 +25,7 @@ cargo build --release --quiet
 bin="$CARGO_TARGET_DIR/release/hftrain"
 
 runs=()
-for optimizer in ${OPTIMIZERS:-sgd adam sgd-b512 adam-b512 hf}; do
+for optimizer in ${OPTIMIZERS:-sgd adam sgd-b512 adam-b512 kfac hf}; do
     config=configs/cifar10-small-$optimizer.toml
     run=$out/cifar10-small-$optimizer
     runs+=("$run")

@@ -31,7 +31,7 @@ impl LinearOperator for Dense {
 
 /// `Q diag(eigenvalues) Q^T` for a random orthogonal Q (Householder reflection of a random
 /// vector, so the spectrum is exactly the one given).
-fn matrix_with_spectrum(eigenvalues: &[f64], seed: u64, d: &Device) -> Tensor<2> {
+pub(crate) fn matrix_with_spectrum(eigenvalues: &[f64], seed: u64, d: &Device) -> Tensor<2> {
     let n = eigenvalues.len();
     let u = random_tensor(seed, [n], d);
     let u = u

@@ -11,6 +11,7 @@ use hftrain::params::from_host;
 
 use crate::common::{TempDir, assert_error, flex_f64, random_tensor, relative_error};
 use crate::curvature::problem;
+use crate::hessian_free::matrix_with_spectrum;
 use crate::training::assert_resume_is_bit_exact;
 
 /// A network whose every weight layer sees one output position: three average pools take
@@ -147,22 +148,6 @@ impl LinearOperator for KroneckerOperator<'_> {
     }
 }
 
-/// `Q diag(values) Q^T` for a random orthogonal Q (a Householder reflection).
-fn spd(values: &[f64], seed: u64, d: &Device) -> Tensor<2> {
-    let n = values.len();
-    let u = random_tensor(seed, [n], d);
-    let u = u
-        .clone()
-        .div_scalar(u.clone().powi_scalar(2).sum().into_scalar::<f64>().sqrt());
-    let q = Tensor::<2>::eye(n, d)
-        - u.clone()
-            .reshape([n, 1])
-            .matmul(u.reshape([1, n]))
-            .mul_scalar(2.0);
-    let diag = from_host(values.iter().map(|&e| e as f32).collect(), d);
-    q.clone().mul(diag.reshape([1, n])).matmul(q.transpose())
-}
-
 /// An ill-conditioned system whose curvature is Kronecker-factored (condition number about
 /// 1e6 with the damping) with a known solution: CG preconditioned by the factors' damped
 /// inverse needs one iteration where plain CG needs dozens, and both find the solution.
@@ -179,8 +164,8 @@ fn f64_kronecker_preconditioned_cg_needs_fewer_iterations_on_an_ill_conditioned_
     let block = Block {
         weight: 0..out * inputs,
         bias: Some(out * inputs..out * inputs + out),
-        inputs: spd(&spread(inputs + 1, 1e-3), 1, &d),
-        outputs: spd(&spread(out, 1e-3), 2, &d),
+        inputs: matrix_with_spectrum(&spread(inputs + 1, 1e-3), 1, &d),
+        outputs: matrix_with_spectrum(&spread(out, 1e-3), 2, &d),
     };
     let total = out * (inputs + 1) + rest;
     let mut diagonal = vec![0f32; total];
