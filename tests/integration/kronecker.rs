@@ -355,6 +355,7 @@ fn kfac_optimizer_trains_and_resumes_bit_exact() {
     config.train.batch_size = 50;
     config.optimizer = hftrain::config::OptimizerConfig::new(hftrain::optim::kfac::KfacConfig {
         lr: 0.05,
+        damping: 1e-3,
         curvature_batch_size: 25,
         refresh_steps: 3,
         ..Default::default()
