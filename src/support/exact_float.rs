@@ -45,7 +45,7 @@ pub mod option {
 
     pub fn serialize<S: Serializer>(value: &Option<f64>, serializer: S) -> Result<S::Ok, S::Error> {
         match value {
-            Some(v) => serializer.serialize_str(&format!("{v:?}")),
+            Some(v) => super::serialize(v, serializer),
             None => serializer.serialize_none(),
         }
     }

@@ -1,7 +1,6 @@
 //! Small utilities that know nothing of training: atomic file writing, exact floats in JSON,
-//! locks, Ctrl-C,
-//! logging, random numbers, numbers in words, the allocator, the kernel cache, and the
-//! collector of a config's problems.
+//! locks, Ctrl-C, logging, random numbers, numbers in words, the allocator, the kernel cache,
+//! and the collector of a config's problems.
 
 pub mod allocator;
 pub mod exact_float;
